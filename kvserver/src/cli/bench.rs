@@ -1,0 +1,360 @@
+//! `flotilla bench`: a closed-loop load generator. N tasks each issue one
+//! operation at a time on uniformly random keys; latencies of operations
+//! started after the warmup are recorded in a histogram (microseconds), and
+//! the report gives throughput, errors and p50/p99/p99.9/max latency, as text
+//! or as one JSON line.
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use client::{Client, ClientConfig, KvPair};
+use futures::{StreamExt, TryStreamExt};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// Largest latency the histogram tracks exactly (longer ones are clamped).
+const LATENCY_MAX_US: u64 = 60_000_000;
+/// Bytes per preload batch, to stay well under the server's message limit.
+const PRELOAD_BATCH_BYTES_MAX: usize = 1 << 20;
+/// Preload batches in flight at once.
+const PRELOAD_BATCHES_IN_FLIGHT_MAX: usize = 8;
+
+/// Arguments of `flotilla bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Client addresses of some or all nodes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:20160")]
+    pub endpoints: Vec<String>,
+    /// Concurrent closed-loop tasks.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: u32,
+    /// Measured seconds (after the warmup).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: u64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// What each operation is.
+    #[arg(long, value_enum, default_value_t = Workload::Put)]
+    pub workload: Workload,
+    /// Bytes per value written.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Number of distinct keys operations pick from.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// Fraction of reads in the mixed workload.
+    #[arg(long, default_value_t = 0.5)]
+    pub read_ratio: f64,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The operation mix.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Only puts.
+    Put,
+    /// Only gets, of preloaded keys.
+    Get,
+    /// Gets with probability `--read-ratio`, puts otherwise, on preloaded keys.
+    Mixed,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Get => "get",
+            Workload::Mixed => "mixed",
+        }
+    }
+}
+
+/// What one load task measured.
+struct TaskResult {
+    latencies_us: Histogram<u64>,
+    ops: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.read_ratio) {
+        bail!("--read-ratio must be between 0 and 1");
+    }
+    let client = Client::connect(ClientConfig::new(args.endpoints.clone()))
+        .await
+        .context("connecting to the cluster")?;
+    if args.workload != Workload::Put {
+        preload(&client, &args).await.context("preloading keys")?;
+    }
+    let warmup = Duration::from_secs(args.warmup);
+    let measured = Duration::from_secs(args.duration);
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let stop_at = measure_from + measured;
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|_| {
+            let load = Load {
+                client: client.clone(),
+                workload: args.workload,
+                keys: args.keys,
+                value_size: args.value_size,
+                read_ratio: args.read_ratio,
+            };
+            tokio::spawn(load.run(measure_from, stop_at))
+        })
+        .collect();
+    let mut total = TaskResult::empty()?;
+    for task in tasks {
+        total.merge(task.await.context("a load task panicked")??)?;
+    }
+    let report = Report {
+        args: &args,
+        total: &total,
+        measured,
+    };
+    println!(
+        "{}",
+        if args.json {
+            report.json()
+        } else {
+            report.text()
+        }
+    );
+    Ok(())
+}
+
+/// Writes every key once, in batches, so reads find values.
+async fn preload(client: &Client, args: &BenchArgs) -> anyhow::Result<()> {
+    let pair_bytes = key_of(0).len() + args.value_size;
+    let batch_len = (PRELOAD_BATCH_BYTES_MAX / pair_bytes.max(1)).max(1) as u64;
+    let value = vec![b'x'; args.value_size];
+    let batches = (0..args.keys).step_by(batch_len as usize).map(|first| {
+        let last = (first + batch_len).min(args.keys);
+        let pairs: Vec<KvPair> = (first..last)
+            .map(|index| KvPair {
+                key: key_of(index),
+                value: value.clone(),
+            })
+            .collect();
+        client.batch_put(pairs)
+    });
+    futures::stream::iter(batches)
+        .buffer_unordered(PRELOAD_BATCHES_IN_FLIGHT_MAX)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+fn key_of(index: u64) -> Vec<u8> {
+    format!("bench-{index:010}").into_bytes()
+}
+
+/// One closed-loop task's settings.
+struct Load {
+    client: Client,
+    workload: Workload,
+    keys: u64,
+    value_size: usize,
+    read_ratio: f64,
+}
+
+impl Load {
+    async fn run(self, measure_from: Instant, stop_at: Instant) -> anyhow::Result<TaskResult> {
+        let mut rng = StdRng::from_entropy();
+        let mut value = vec![0u8; self.value_size];
+        rng.fill_bytes(&mut value);
+        let mut result = TaskResult::empty()?;
+        loop {
+            let op_started = Instant::now();
+            if op_started >= stop_at {
+                return Ok(result);
+            }
+            let key = key_of(rng.gen_range(0..self.keys));
+            let is_read = match self.workload {
+                Workload::Put => false,
+                Workload::Get => true,
+                Workload::Mixed => rng.gen_bool(self.read_ratio),
+            };
+            let outcome = if is_read {
+                self.client.get(key).await.map(drop)
+            } else {
+                self.client.put(key, value.clone()).await
+            };
+            if op_started < measure_from {
+                continue;
+            }
+            match outcome {
+                Ok(()) => {
+                    let elapsed_us =
+                        u64::try_from(op_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    result.latencies_us.saturating_record(elapsed_us.max(1));
+                    result.ops += 1;
+                }
+                Err(err) => {
+                    result.errors += 1;
+                    result.first_error.get_or_insert_with(|| err.to_string());
+                }
+            }
+        }
+    }
+}
+
+impl TaskResult {
+    fn empty() -> anyhow::Result<Self> {
+        Ok(Self {
+            latencies_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)?,
+            ops: 0,
+            errors: 0,
+            first_error: None,
+        })
+    }
+
+    fn merge(&mut self, other: TaskResult) -> anyhow::Result<()> {
+        self.latencies_us.add(&other.latencies_us)?;
+        self.ops += other.ops;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        Ok(())
+    }
+}
+
+/// The numbers the report prints.
+struct Report<'a> {
+    args: &'a BenchArgs,
+    total: &'a TaskResult,
+    measured: Duration,
+}
+
+impl Report<'_> {
+    fn ops_per_sec(&self) -> f64 {
+        self.total.ops as f64 / self.measured.as_secs_f64()
+    }
+
+    fn percentile_ms(&self, quantile: f64) -> f64 {
+        self.total.latencies_us.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn max_ms(&self) -> f64 {
+        self.total.latencies_us.max() as f64 / 1000.0
+    }
+
+    fn text(&self) -> String {
+        let args = self.args;
+        let mut out = format!(
+            "bench: workload={} clients={} duration={}s warmup={}s keys={} value-size={}B",
+            args.workload.name(),
+            args.clients,
+            args.duration,
+            args.warmup,
+            args.keys,
+            args.value_size
+        );
+        if args.workload == Workload::Mixed {
+            let _ = write!(out, " read-ratio={}", args.read_ratio);
+        }
+        let _ = write!(out, " endpoints={}", args.endpoints.join(","));
+        let _ = write!(
+            out,
+            "\nops: {} ({:.1} ops/s), errors: {}",
+            self.total.ops,
+            self.ops_per_sec(),
+            self.total.errors
+        );
+        let _ = write!(
+            out,
+            "\nlatency ms: p50={:.3} p99={:.3} p999={:.3} max={:.3}",
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.99),
+            self.percentile_ms(0.999),
+            self.max_ms()
+        );
+        if let Some(err) = &self.total.first_error {
+            let _ = write!(out, "\nfirst error: {err}");
+        }
+        out
+    }
+
+    fn json(&self) -> String {
+        let args = self.args;
+        let endpoints: Vec<String> = args.endpoints.iter().map(|e| json_string(e)).collect();
+        let read_ratio = match args.workload {
+            Workload::Mixed => args.read_ratio.to_string(),
+            Workload::Put | Workload::Get => "null".to_string(),
+        };
+        let first_error = self
+            .total
+            .first_error
+            .as_deref()
+            .map_or("null".to_string(), json_string);
+        format!(
+            concat!(
+                "{{\"workload\":\"{}\",\"clients\":{},\"duration_s\":{},\"warmup_s\":{},\"keys\":{},",
+                "\"value_size\":{},\"read_ratio\":{},\"endpoints\":[{}],\"ops\":{},\"errors\":{},",
+                "\"ops_per_sec\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},",
+                "\"first_error\":{}}}"
+            ),
+            args.workload.name(),
+            args.clients,
+            args.duration,
+            args.warmup,
+            args.keys,
+            args.value_size,
+            read_ratio,
+            endpoints.join(","),
+            self.total.ops,
+            self.total.errors,
+            self.ops_per_sec(),
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.99),
+            self.percentile_ms(0.999),
+            self.max_ms(),
+            first_error,
+        )
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
+    }
+
+    #[test]
+    fn keys_sort_in_index_order() {
+        assert!(key_of(9) < key_of(10));
+        assert_eq!(key_of(42), b"bench-0000000042");
+    }
+}

@@ -1,0 +1,194 @@
+//! The `flotilla.kv.Kv` service: validates each request, hands it to the
+//! region's shard through the [`StoreRouter`], and maps the outcome to a
+//! response or an actionable status.
+
+use flotilla_proto::kvpb::{self, kv_server::Kv};
+use raftstore::command::{ReadOp, ReadResult, RequestHeader, WriteId, WriteOp, WriteResult};
+use raftstore::region::RegionEpoch;
+use raftstore::StoreRouter;
+use tonic::{Request, Response, Status};
+
+use crate::error_status::{region_to_proto, to_status};
+use crate::limits::RequestLimits;
+use crate::members::Members;
+
+pub struct KvService {
+    pub node_id: u64,
+    pub client_addr: String,
+    pub router: StoreRouter,
+    pub members: Members,
+    pub limits: RequestLimits,
+}
+
+fn header(h: Option<kvpb::RequestHeader>) -> (RequestHeader, WriteId) {
+    let h = h.unwrap_or_default();
+    let epoch = h.region_epoch.map(|e| RegionEpoch { conf_ver: e.conf_ver, version: e.version });
+    (RequestHeader { region_id: h.region_id, epoch }, WriteId { client_id: h.client_id, sequence: h.sequence })
+}
+
+impl KvService {
+    async fn write(&self, h: Option<kvpb::RequestHeader>, op: WriteOp) -> Result<WriteResult, Status> {
+        let (header, id) = header(h);
+        self.router.write(header, id, op).await.map_err(|e| to_status(e, &self.members))
+    }
+
+    async fn read(&self, h: Option<kvpb::RequestHeader>, op: ReadOp) -> Result<ReadResult, Status> {
+        let (header, _) = header(h);
+        self.router.read(header, op).await.map_err(|e| to_status(e, &self.members))
+    }
+}
+
+fn unexpected<T>(what: &str) -> Result<T, Status> {
+    Err(Status::internal(format!("{what}: the store produced an unexpected result kind")))
+}
+
+fn pairs(ps: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<kvpb::KvPair> {
+    ps.into_iter().map(|(key, value)| kvpb::KvPair { key, value }).collect()
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, req: Request<kvpb::GetRequest>) -> Result<Response<kvpb::GetResponse>, Status> {
+        let req = req.into_inner();
+        self.limits.key(&req.key)?;
+        match self.read(req.header, ReadOp::Get { key: req.key }).await? {
+            ReadResult::Value(v) => Ok(Response::new(kvpb::GetResponse { found: v.is_some(), value: v.unwrap_or_default() })),
+            ReadResult::Pairs(_) => unexpected("get"),
+        }
+    }
+
+    async fn batch_get(&self, req: Request<kvpb::BatchGetRequest>) -> Result<Response<kvpb::BatchGetResponse>, Status> {
+        let req = req.into_inner();
+        self.limits.batch(req.keys.len())?;
+        for k in &req.keys {
+            self.limits.key(k)?;
+        }
+        match self.read(req.header, ReadOp::BatchGet { keys: req.keys }).await? {
+            ReadResult::Pairs(ps) => Ok(Response::new(kvpb::BatchGetResponse { pairs: pairs(ps) })),
+            ReadResult::Value(_) => unexpected("batch get"),
+        }
+    }
+
+    async fn put(&self, req: Request<kvpb::PutRequest>) -> Result<Response<kvpb::PutResponse>, Status> {
+        let req = req.into_inner();
+        self.limits.key(&req.key)?;
+        self.limits.value(&req.value)?;
+        self.write(req.header, WriteOp::Put { key: req.key, value: req.value }).await?;
+        Ok(Response::new(kvpb::PutResponse {}))
+    }
+
+    async fn batch_put(&self, req: Request<kvpb::BatchPutRequest>) -> Result<Response<kvpb::BatchPutResponse>, Status> {
+        let req = req.into_inner();
+        self.limits.batch(req.pairs.len())?;
+        for p in &req.pairs {
+            self.limits.key(&p.key)?;
+            self.limits.value(&p.value)?;
+        }
+        let total: usize = req.pairs.iter().map(|p| p.key.len() + p.value.len()).sum();
+        if total > self.limits.value_bytes_max {
+            return Err(Status::invalid_argument(format!(
+                "batch carries {total} bytes; the limit is {} bytes: split it",
+                self.limits.value_bytes_max
+            )));
+        }
+        let pairs = req.pairs.into_iter().map(|p| (p.key, p.value)).collect();
+        self.write(req.header, WriteOp::BatchPut { pairs }).await?;
+        Ok(Response::new(kvpb::BatchPutResponse {}))
+    }
+
+    async fn delete(&self, req: Request<kvpb::DeleteRequest>) -> Result<Response<kvpb::DeleteResponse>, Status> {
+        let req = req.into_inner();
+        self.limits.key(&req.key)?;
+        match self.write(req.header, WriteOp::Delete { key: req.key }).await? {
+            WriteResult::Deleted { existed } => Ok(Response::new(kvpb::DeleteResponse { existed })),
+            _ => unexpected("delete"),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<kvpb::DeleteRangeRequest>,
+    ) -> Result<Response<kvpb::DeleteRangeResponse>, Status> {
+        let req = req.into_inner();
+        self.limits.bound(&req.start_key)?;
+        self.limits.bound(&req.end_key)?;
+        if !req.end_key.is_empty() && req.end_key <= req.start_key {
+            return Err(Status::invalid_argument("end_key must be greater than start_key (or empty for unbounded)"));
+        }
+        match self.write(req.header, WriteOp::DeleteRange { start: req.start_key, end: req.end_key }).await? {
+            WriteResult::DeletedRange { count } => Ok(Response::new(kvpb::DeleteRangeResponse { deleted: count })),
+            _ => unexpected("delete range"),
+        }
+    }
+
+    async fn scan(&self, req: Request<kvpb::ScanRequest>) -> Result<Response<kvpb::ScanResponse>, Status> {
+        let req = req.into_inner();
+        self.limits.bound(&req.start_key)?;
+        self.limits.bound(&req.end_key)?;
+        if !req.end_key.is_empty() && req.end_key < req.start_key {
+            return Err(Status::invalid_argument("end_key must not be less than start_key (or empty for unbounded)"));
+        }
+        let op = ReadOp::Scan {
+            start: req.start_key,
+            end: req.end_key,
+            limit: self.limits.scan_limit(req.limit),
+            reverse: req.reverse,
+        };
+        match self.read(req.header, op).await? {
+            ReadResult::Pairs(ps) => Ok(Response::new(kvpb::ScanResponse { pairs: pairs(ps) })),
+            ReadResult::Value(_) => unexpected("scan"),
+        }
+    }
+
+    async fn compare_and_swap(
+        &self,
+        req: Request<kvpb::CompareAndSwapRequest>,
+    ) -> Result<Response<kvpb::CompareAndSwapResponse>, Status> {
+        let req = req.into_inner();
+        self.limits.key(&req.key)?;
+        self.limits.value(&req.expected_value)?;
+        self.limits.value(&req.new_value)?;
+        let op = WriteOp::CompareAndSwap {
+            key: req.key,
+            expected: (!req.expect_absent).then_some(req.expected_value),
+            new: (!req.delete).then_some(req.new_value),
+        };
+        match self.write(req.header, op).await? {
+            WriteResult::CompareAndSwap { succeeded, previous } => Ok(Response::new(kvpb::CompareAndSwapResponse {
+                succeeded,
+                previous_found: previous.is_some(),
+                previous_value: previous.unwrap_or_default(),
+            })),
+            _ => unexpected("compare and swap"),
+        }
+    }
+
+    async fn status(&self, _req: Request<kvpb::StatusRequest>) -> Result<Response<kvpb::StatusResponse>, Status> {
+        let regions = self
+            .router
+            .status()
+            .await
+            .into_iter()
+            .map(|s| kvpb::RegionStatus {
+                region: Some(region_to_proto(&s.region)),
+                leader_id: s.leader_id,
+                term: s.term,
+                commit_index: s.commit_index,
+                applied_index: s.applied_index,
+                role: s.role.to_string(),
+            })
+            .collect();
+        let members = self
+            .members
+            .all()
+            .into_iter()
+            .map(|(node_id, m)| kvpb::Member { node_id, peer_addr: m.peer_addr, client_addr: m.client_addr })
+            .collect();
+        Ok(Response::new(kvpb::StatusResponse {
+            node_id: self.node_id,
+            client_addr: self.client_addr.clone(),
+            members,
+            regions,
+        }))
+    }
+}

@@ -1,0 +1,4 @@
+//! gRPC services a node serves: the client API and the Raft transport.
+
+pub mod kv;
+pub mod raft;

@@ -1,0 +1,70 @@
+//! Store configuration: where data lives, how many shards, Raft timing,
+//! request limits. Defaults follow DESIGN (tick 100 ms, heartbeat 2 ticks,
+//! election 10 ticks, pre-vote and check-quorum on).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::region::RegionMeta;
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// This node's store id (also its Raft peer id in every region).
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    /// glommio executors (cores) this node runs; regions are spread over them.
+    pub shards: usize,
+    /// Pin shard `i` to CPU `i` (production); off when many nodes share a machine.
+    pub pin_cores: bool,
+    /// The regions a fresh store bootstraps (static for now).
+    pub initial_regions: Vec<RegionMeta>,
+    pub tick: Duration,
+    pub heartbeat_ticks: usize,
+    pub election_ticks: usize,
+    /// How long a request may wait for its write to apply or read to be confirmed.
+    pub request_timeout: Duration,
+    /// Applied entries between checkpoints (after which the log is compacted).
+    pub checkpoint_every_entries: u64,
+    /// Capacity of each shard's inbox; senders wait when it is full.
+    pub inbox_capacity: usize,
+}
+
+const _: () = assert!(2 * 2 <= 10, "election timeout must exceed two heartbeats");
+
+impl StoreConfig {
+    pub fn new(node_id: u64, data_dir: PathBuf, initial_regions: Vec<RegionMeta>) -> Self {
+        StoreConfig {
+            node_id,
+            data_dir,
+            shards: 2,
+            pin_cores: true,
+            initial_regions,
+            tick: Duration::from_millis(100),
+            heartbeat_ticks: 2,
+            election_ticks: 10,
+            request_timeout: Duration::from_secs(5),
+            checkpoint_every_entries: 50_000,
+            inbox_capacity: 8192,
+        }
+    }
+
+    pub(crate) fn raft_config(&self, applied: u64) -> raft::Config {
+        raft::Config {
+            id: self.node_id,
+            election_tick: self.election_ticks,
+            heartbeat_tick: self.heartbeat_ticks,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            pre_vote: true,
+            check_quorum: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
+            ..Default::default()
+        }
+    }
+
+    /// Which shard runs `region_id`.
+    pub fn shard_of(&self, region_id: u64) -> usize {
+        (region_id % self.shards as u64) as usize
+    }
+}

@@ -1,0 +1,52 @@
+//! The raftstore's error type: conditions a caller must react to are typed
+//! (`NotLeader`, `EpochNotMatch`, `Indeterminate`, ...), separate from
+//! internal failures.
+
+use thiserror::Error;
+
+use crate::codec::CodecError;
+use crate::region::RegionMeta;
+
+#[derive(Debug, Error)]
+pub enum RaftstoreError {
+    /// This node does not lead the region; nothing was executed.
+    #[error("region {region_id}: this node is not the leader{}", leader_hint(*leader))]
+    NotLeader { region_id: u64, leader: Option<u64> },
+    /// The request was built for another shape of the region; nothing was executed.
+    #[error("region {region_id}: epoch does not match the region's current epoch")]
+    EpochNotMatch { region_id: u64, current: Vec<RegionMeta> },
+    /// No region with this id (or covering this key) lives on this node.
+    #[error("region {region_id} is not on this node")]
+    RegionNotFound { region_id: u64 },
+    /// A key of the request lies outside the region it was sent to.
+    #[error("region {region_id}: key is outside the region's range")]
+    KeyNotInRegion { region_id: u64 },
+    /// A write may or may not have been applied: it was proposed, then its
+    /// outcome could not be learned (leader change, deadline). Retrying with
+    /// the same write id is safe.
+    #[error("region {region_id}: outcome unknown: {reason}")]
+    Indeterminate { region_id: u64, reason: String },
+    /// Nothing was executed and the request may be retried.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The node is shutting down; nothing was executed.
+    #[error("this node is shutting down")]
+    ShuttingDown,
+    #[error("engine: {0}")]
+    Engine(#[from] engine::EngineError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("corrupt state: {0}")]
+    Corrupt(String),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+fn leader_hint(leader: Option<u64>) -> String {
+    match leader {
+        Some(id) => format!("; the leader is node {id}"),
+        None => "; no leader is known yet".to_string(),
+    }
+}

@@ -1,0 +1,521 @@
+//! One replica of a region: a raft-rs `RawNode` plus the bookkeeping around
+//! it — proposals waiting for apply, read batches waiting for ReadIndex,
+//! the applied state and checkpoints.
+//!
+//! The peer does no I/O of its own except installing a snapshot's checkpoint
+//! file; the shard loop drives it in two phases per turn: [`Peer::collect_ready`]
+//! (before the shard's WAL batch is synced) and [`Peer::after_persist`]
+//! (after). Time comes in as arguments.
+//!
+//! Guarantees:
+//! - a write is acknowledged only after it was applied, with the result the
+//!   state machine produced; a proposal that lost its log slot is answered
+//!   "not executed", one whose fate is unknown "indeterminate";
+//! - a read is served only by a leader, after a ReadIndex round confirmed by
+//!   a quorum, once the applied index reached the read index;
+//! - the applied index never passes the commit index.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::store::KvStore;
+use engine::wal::{RecordKind, WalBatch, WalRecord};
+use futures::channel::oneshot;
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, StateRole};
+
+use crate::apply::{apply_write, ApplyRejection, SessionTable};
+use crate::checkpoint::RegionCheckpoint;
+use crate::command::{ReadOp, ReadResult, RequestHeader, WriteCommand, WriteResult};
+use crate::error::RaftstoreError;
+use crate::log_codec::{encode_entries, encode_hard_state, encode_truncation, Truncation};
+use crate::region::RegionMeta;
+
+pub type WriteReply = oneshot::Sender<Result<WriteResult, RaftstoreError>>;
+pub type ReadReply = oneshot::Sender<Result<ReadResult, RaftstoreError>>;
+
+/// What a shard turn collects from its peers: Raft messages to send and the
+/// WAL records to make durable.
+#[derive(Default)]
+pub struct TurnOutput {
+    /// (destination node, region, message).
+    pub messages: Vec<(u64, u64, Message)>,
+    pub wal: WalBatch,
+}
+
+struct PendingWrite {
+    index: u64,
+    term: u64,
+    reply: WriteReply,
+    deadline: Instant,
+}
+
+struct ReadBatch {
+    ctx: u64,
+    reads: Vec<(ReadOp, ReadReply)>,
+    /// Set once a quorum confirmed leadership: serve when applied >= it.
+    read_index: Option<u64>,
+    sent: bool,
+    deadline: Instant,
+}
+
+/// A region's status as this replica sees it.
+#[derive(Clone, Debug)]
+pub struct RegionStatus {
+    pub region: RegionMeta,
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub role: &'static str,
+}
+
+pub struct Peer {
+    region: RegionMeta,
+    raw: RawNode<crate::storage::RegionStorage>,
+    store: Arc<KvStore>,
+    sessions: SessionTable,
+    applied_index: u64,
+    applied_term: u64,
+    writes: VecDeque<PendingWrite>,
+    reads: Vec<ReadBatch>,
+    next_read_ctx: u64,
+    hard_state_dirty: bool,
+    last_checkpoint_index: u64,
+    checkpoint_in_flight: bool,
+    checkpoint_dir: PathBuf,
+    request_timeout: Duration,
+}
+
+fn role_name(role: StateRole) -> &'static str {
+    match role {
+        StateRole::Leader => "leader",
+        StateRole::Follower => "follower",
+        StateRole::Candidate => "candidate",
+        StateRole::PreCandidate => "pre-candidate",
+    }
+}
+
+/// Everything a peer starts from (see `recovery`).
+pub struct PeerState {
+    pub checkpoint: RegionCheckpoint,
+    pub raw: RawNode<crate::storage::RegionStorage>,
+    pub checkpoint_dir: PathBuf,
+}
+
+impl Peer {
+    pub fn new(state: PeerState, store: Arc<KvStore>, request_timeout: Duration) -> Self {
+        let cp = state.checkpoint;
+        Peer {
+            region: cp.region,
+            raw: state.raw,
+            store,
+            sessions: cp.sessions,
+            applied_index: cp.applied_index,
+            applied_term: cp.applied_term,
+            writes: VecDeque::new(),
+            reads: Vec::new(),
+            next_read_ctx: 1,
+            hard_state_dirty: false,
+            last_checkpoint_index: cp.applied_index,
+            checkpoint_in_flight: false,
+            checkpoint_dir: state.checkpoint_dir,
+            request_timeout,
+        }
+    }
+
+    pub fn region(&self) -> &RegionMeta {
+        &self.region
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    fn not_leader(&self) -> RaftstoreError {
+        let leader = self.raw.raft.leader_id;
+        RaftstoreError::NotLeader { region_id: self.region.id, leader: (leader != raft::INVALID_ID).then_some(leader) }
+    }
+
+    /// Refuses requests built for another shape of this region.
+    fn check_header(&self, header: &RequestHeader) -> Result<(), RaftstoreError> {
+        if header.region_id != 0 && header.region_id != self.region.id {
+            return Err(RaftstoreError::RegionNotFound { region_id: header.region_id });
+        }
+        if let Some(epoch) = header.epoch {
+            if !epoch.is_current(&self.region.epoch) {
+                return Err(RaftstoreError::EpochNotMatch { region_id: self.region.id, current: vec![self.region.clone()] });
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposes a write; `reply` is answered once its fate is known.
+    pub fn propose_write(&mut self, cmd: WriteCommand, reply: WriteReply, now: Instant) {
+        if let Err(e) = self.check_header(&cmd.header) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if !crate::apply::keys_in_region(&self.region, &cmd.op) {
+            let _ = reply.send(Err(RaftstoreError::KeyNotInRegion { region_id: self.region.id }));
+            return;
+        }
+        if !self.is_leader() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        if self.raw.propose(Vec::new(), cmd.encode()).is_err() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        debug_assert_eq!(index, before + 1, "one proposal, one entry");
+        self.writes.push_back(PendingWrite { index, term: self.raw.raft.term, reply, deadline: now + self.request_timeout });
+    }
+
+    /// Queues a linearizable read for the next ReadIndex round.
+    pub fn queue_read(&mut self, header: RequestHeader, op: ReadOp, reply: ReadReply, now: Instant) {
+        if let Err(e) = self.check_header(&header) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if !self.is_leader() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        match self.reads.last_mut() {
+            Some(batch) if !batch.sent => batch.reads.push((op, reply)),
+            _ => {
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                self.reads.push(ReadBatch {
+                    ctx,
+                    reads: vec![(op, reply)],
+                    read_index: None,
+                    sent: false,
+                    deadline: now + self.request_timeout,
+                });
+            }
+        }
+    }
+
+    /// Starts a ReadIndex round for the queued reads. raft-rs ignores read
+    /// requests until the leader committed an entry of its term, so wait.
+    pub fn flush_reads(&mut self) {
+        if !self.is_leader() || !self.raw.raft.commit_to_current_term() {
+            return;
+        }
+        for batch in self.reads.iter_mut().filter(|b| !b.sent) {
+            self.raw.read_index(batch.ctx.to_le_bytes().to_vec());
+            batch.sent = true;
+        }
+    }
+
+    pub fn step(&mut self, msg: Message) {
+        if let Err(err) = self.raw.step(msg) {
+            tracing::debug!(region = self.region.id, %err, "raft message refused");
+        }
+    }
+
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// Answers requests whose deadline passed: reads were not served
+    /// (retry-safe), writes may or may not apply later (indeterminate).
+    pub fn expire(&mut self, now: Instant) {
+        let region_id = self.region.id;
+        self.reads.retain_mut(|batch| {
+            if batch.deadline > now {
+                return true;
+            }
+            for (_, reply) in batch.reads.drain(..) {
+                let _ = reply.send(Err(RaftstoreError::Unavailable(format!(
+                    "region {region_id}: read index not confirmed in time; retry"
+                ))));
+            }
+            false
+        });
+        while self.writes.front().is_some_and(|w| w.deadline <= now) {
+            if let Some(w) = self.writes.pop_front() {
+                let _ = w.reply.send(Err(RaftstoreError::Indeterminate {
+                    region_id,
+                    reason: "not applied before the deadline".into(),
+                }));
+            }
+        }
+    }
+
+    /// Phase one of a turn: takes the Ready, sends what may go out before
+    /// the sync, applies what is committed, and stages entries and hard
+    /// state in the shard's WAL batch.
+    pub fn collect_ready(&mut self, out: &mut TurnOutput) -> Result<Option<raft::Ready>, RaftstoreError> {
+        if !self.raw.has_ready() {
+            return Ok(None);
+        }
+        let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            if ss.raft_state != StateRole::Leader {
+                self.fail_reads();
+            }
+        }
+        self.route(rd.take_messages(), out);
+        if !rd.snapshot().is_empty() {
+            self.install_snapshot(rd.snapshot().clone(), out)?;
+        }
+        for rs in rd.take_read_states() {
+            let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_le_bytes).unwrap_or(0);
+            if let Some(batch) = self.reads.iter_mut().find(|b| b.ctx == ctx) {
+                batch.read_index = Some(rs.index);
+            }
+        }
+        self.apply_entries(rd.take_committed_entries())?;
+        if !rd.entries().is_empty() {
+            let ents = rd.take_entries();
+            let last = ents.last().map_or(0, |e| e.index);
+            out.wal.push(WalRecord {
+                region_id: self.region.id,
+                kind: RecordKind::Entries,
+                index: last,
+                payload: encode_entries(&ents)?,
+            });
+            self.raw.mut_store().append(&ents);
+        }
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone());
+            self.hard_state_dirty = true;
+        }
+        self.stage_hard_state(out)?;
+        Ok(Some(rd))
+    }
+
+    /// Phase two, after the WAL batch holding phase one's records is durable.
+    pub fn after_persist(&mut self, mut rd: raft::Ready, out: &mut TurnOutput) -> Result<(), RaftstoreError> {
+        self.route(rd.take_persisted_messages(), out);
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit);
+            self.hard_state_dirty = true;
+        }
+        self.route(light.take_messages(), out);
+        self.apply_entries(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.serve_reads();
+        Ok(())
+    }
+
+    /// Stages the hard state if it changed since it was last made durable.
+    pub fn stage_hard_state(&mut self, out: &mut TurnOutput) -> Result<(), RaftstoreError> {
+        if self.hard_state_dirty {
+            out.wal.push(WalRecord {
+                region_id: self.region.id,
+                kind: RecordKind::HardState,
+                index: 0,
+                payload: encode_hard_state(self.raw.store().hard_state())?,
+            });
+            self.hard_state_dirty = false;
+        }
+        Ok(())
+    }
+
+    fn route(&self, msgs: Vec<Message>, out: &mut TurnOutput) {
+        for m in msgs {
+            out.messages.push((m.to, self.region.id, m));
+        }
+    }
+
+    fn fail_reads(&mut self) {
+        let err_leader = self.raw.raft.leader_id;
+        for batch in self.reads.drain(..) {
+            for (_, reply) in batch.reads {
+                let _ = reply.send(Err(RaftstoreError::NotLeader {
+                    region_id: self.region.id,
+                    leader: (err_leader != raft::INVALID_ID).then_some(err_leader),
+                }));
+            }
+        }
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.applied_index;
+        let mut i = 0;
+        while i < self.reads.len() {
+            if self.reads[i].read_index.is_some_and(|idx| idx <= applied) {
+                let batch = self.reads.swap_remove(i);
+                for (op, reply) in batch.reads {
+                    let _ = reply.send(Ok(self.read(op)));
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn read(&self, op: ReadOp) -> ReadResult {
+        match op {
+            ReadOp::Get { key } => ReadResult::Value(self.store.get(&key)),
+            ReadOp::BatchGet { keys } => ReadResult::Pairs(
+                keys.into_iter().filter_map(|k| self.store.get(&k).map(|v| (k, v))).collect(),
+            ),
+            ReadOp::Scan { start, end, limit, reverse } => {
+                let start = start.max(self.region.start_key.clone());
+                let end = clamp_end(&end, &self.region.end_key);
+                ReadResult::Pairs(self.store.scan(&start, &end, limit, reverse))
+            }
+        }
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), RaftstoreError> {
+        for entry in entries {
+            debug_assert_eq!(entry.index, self.applied_index + 1, "entries apply in order, without gaps");
+            debug_assert!(entry.index <= self.raw.raft.raft_log.committed, "applied never passes committed");
+            let outcome = match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => None,
+                EntryType::EntryNormal => Some(match WriteCommand::decode(&entry.data) {
+                    Ok(cmd) => apply_write(&self.store, &self.region, &mut self.sessions, &cmd).map_err(|r| {
+                        match r {
+                            ApplyRejection::EpochNotMatch => RaftstoreError::EpochNotMatch {
+                                region_id: self.region.id,
+                                current: vec![self.region.clone()],
+                            },
+                            ApplyRejection::KeyNotInRegion => RaftstoreError::KeyNotInRegion { region_id: self.region.id },
+                        }
+                    }),
+                    Err(err) => {
+                        tracing::error!(region = self.region.id, index = entry.index, %err, "committed entry does not decode; skipped");
+                        Err(RaftstoreError::Corrupt(format!("entry {} does not decode: {err}", entry.index)))
+                    }
+                }),
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&entry.data)
+                        .map_err(|e| RaftstoreError::Corrupt(format!("conf change at {}: {e}", entry.index)))?;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    self.raw.mut_store().set_conf_state(cs);
+                    None
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+                        .map_err(|e| RaftstoreError::Corrupt(format!("conf change at {}: {e}", entry.index)))?;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    self.raw.mut_store().set_conf_state(cs);
+                    None
+                }
+            };
+            self.applied_index = entry.index;
+            self.applied_term = entry.term;
+            self.resolve_write(entry.index, entry.term, outcome);
+        }
+        Ok(())
+    }
+
+    /// Answers the proposal that waited for log slot `index`, if any.
+    fn resolve_write(&mut self, index: u64, term: u64, mut outcome: Option<Result<WriteResult, RaftstoreError>>) {
+        while let Some(front) = self.writes.front() {
+            if front.index > index {
+                break;
+            }
+            let Some(w) = self.writes.pop_front() else { break };
+            let answer = if w.index < index {
+                // Its slot passed without it (a snapshot jumped over it).
+                Err(RaftstoreError::Indeterminate { region_id: self.region.id, reason: "log replaced by a snapshot".into() })
+            } else if w.term == term {
+                outcome.take().unwrap_or_else(|| Err(RaftstoreError::Internal(format!("entry {index} carried no write"))))
+            } else {
+                // Another leader's entry took the slot: ours was never applied.
+                Err(self.not_leader())
+            };
+            let _ = w.reply.send(answer);
+        }
+    }
+
+    fn install_snapshot(&mut self, snap: Snapshot, out: &mut TurnOutput) -> Result<(), RaftstoreError> {
+        let meta = snap.get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let cp = RegionCheckpoint::decode(&snap.data)?;
+        if cp.applied_index != index || cp.region.id != self.region.id {
+            return Err(RaftstoreError::Corrupt(format!(
+                "snapshot of region {} at {} carries a checkpoint of region {} at {}",
+                self.region.id, index, cp.region.id, cp.applied_index
+            )));
+        }
+        self.store.replace_range(&cp.region.start_key, &cp.region.end_key, cp.pairs.clone());
+        self.region = cp.region.clone();
+        self.sessions = cp.sessions.clone();
+        let conf_state = cp.conf_state.clone();
+        cp.write(&self.checkpoint_dir)?;
+        self.raw.mut_store().apply_snapshot_metadata(index, term, conf_state);
+        self.applied_index = index;
+        self.applied_term = term;
+        self.last_checkpoint_index = index;
+        self.hard_state_dirty = true;
+        out.wal.push(WalRecord {
+            region_id: self.region.id,
+            kind: RecordKind::Truncate,
+            index,
+            payload: encode_truncation(Truncation::DiscardAll),
+        });
+        self.resolve_write(index, term, None);
+        tracing::info!(region = self.region.id, index, term, "installed snapshot");
+        Ok(())
+    }
+
+    /// A copy of the region at its applied index, if one is due.
+    pub fn checkpoint_if_due(&mut self, every_entries: u64) -> Option<RegionCheckpoint> {
+        if self.checkpoint_in_flight || self.applied_index < self.last_checkpoint_index + every_entries {
+            return None;
+        }
+        self.checkpoint_in_flight = true;
+        Some(RegionCheckpoint {
+            region: self.region.clone(),
+            applied_index: self.applied_index,
+            applied_term: self.applied_term,
+            conf_state: self.raw.store().conf_state().clone(),
+            sessions: self.sessions.clone(),
+            pairs: self.store.range_pairs(&self.region.start_key, &self.region.end_key),
+        })
+    }
+
+    /// The checkpoint at `index` is durable: the log before it can go.
+    pub fn on_checkpoint_written(&mut self, index: u64, out: &mut TurnOutput) {
+        self.checkpoint_in_flight = false;
+        if index <= self.last_checkpoint_index {
+            return;
+        }
+        self.last_checkpoint_index = index;
+        self.raw.mut_store().compact_to(index);
+        out.wal.push(WalRecord {
+            region_id: self.region.id,
+            kind: RecordKind::Truncate,
+            index,
+            payload: encode_truncation(Truncation::UpTo),
+        });
+    }
+
+    pub fn on_checkpoint_failed(&mut self) {
+        self.checkpoint_in_flight = false;
+    }
+
+    pub fn status(&self) -> RegionStatus {
+        RegionStatus {
+            region: self.region.clone(),
+            leader_id: self.raw.raft.leader_id,
+            term: self.raw.raft.term,
+            commit_index: self.raw.raft.raft_log.committed,
+            applied_index: self.applied_index,
+            role: role_name(self.raw.raft.state),
+        }
+    }
+}
+
+/// The tighter of a request's end key and a region's (empty = unbounded).
+fn clamp_end(req_end: &[u8], region_end: &[u8]) -> Vec<u8> {
+    match (req_end.is_empty(), region_end.is_empty()) {
+        (true, _) => region_end.to_vec(),
+        (false, true) => req_end.to_vec(),
+        (false, false) => req_end.min(region_end).to_vec(),
+    }
+}

@@ -1,0 +1,143 @@
+//! Rebuilding a region's Raft state at start-up from its checkpoint and the
+//! shard WAL's records, in log order.
+//!
+//! Rules: `Entries` replace any suffix they conflict with; the latest
+//! `HardState` wins; `Truncate` drops the covered prefix (or the whole log,
+//! for a snapshot install); entries the checkpoint covers are dropped. The
+//! result must be a contiguous log right after the checkpoint, and the
+//! commit index is raised to the checkpoint's applied index (those entries
+//! were applied, so they were committed).
+
+use raft::prelude::{Entry, HardState};
+
+use crate::checkpoint::RegionCheckpoint;
+use crate::error::RaftstoreError;
+use crate::log_codec::{decode_entries, decode_hard_state, decode_truncation, Truncation};
+use engine::wal::{RecordKind, WalRecord};
+
+/// A region's Raft log and hard state as the WAL left them.
+#[derive(Debug, Default)]
+pub struct RecoveredLog {
+    pub hard_state: HardState,
+    pub entries: Vec<Entry>,
+}
+
+/// Replays `records` (this region's, in log order) over `checkpoint`.
+pub fn recover_log<'a>(
+    checkpoint: &RegionCheckpoint,
+    records: impl IntoIterator<Item = &'a WalRecord>,
+) -> Result<RecoveredLog, RaftstoreError> {
+    let region_id = checkpoint.region.id;
+    let mut log = RecoveredLog::default();
+    for rec in records {
+        debug_assert_eq!(rec.region_id, region_id);
+        match rec.kind {
+            RecordKind::Entries => {
+                let ents = decode_entries(&rec.payload)?;
+                let Some(first) = ents.first() else { continue };
+                let first = first.index;
+                log.entries.retain(|e| e.index < first);
+                if log.entries.last().is_some_and(|e| e.index + 1 != first) {
+                    // A gap: what preceded was discarded by a truncation.
+                    log.entries.clear();
+                }
+                log.entries.extend(ents);
+            }
+            RecordKind::HardState => log.hard_state = decode_hard_state(&rec.payload)?,
+            RecordKind::Truncate => match decode_truncation(&rec.payload)? {
+                Truncation::UpTo => log.entries.retain(|e| e.index > rec.index),
+                Truncation::DiscardAll => log.entries.clear(),
+            },
+        }
+    }
+    let applied = checkpoint.applied_index;
+    log.entries.retain(|e| e.index > applied);
+    if let Some(first) = log.entries.first() {
+        if first.index != applied + 1 {
+            return Err(RaftstoreError::Corrupt(format!(
+                "region {region_id}: checkpoint ends at {applied} but the WAL's log resumes at {}: entries are missing",
+                first.index
+            )));
+        }
+    }
+    let last = log.entries.last().map_or(applied, |e| e.index);
+    log.hard_state.commit = log.hard_state.commit.max(applied);
+    log.hard_state.term = log.hard_state.term.max(checkpoint.applied_term);
+    if log.hard_state.commit > last {
+        return Err(RaftstoreError::Corrupt(format!(
+            "region {region_id}: hard state commits {} but the log ends at {last}",
+            log.hard_state.commit
+        )));
+    }
+    Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::SessionTable;
+    use crate::log_codec::{encode_entries, encode_hard_state, encode_truncation};
+    use crate::region::RegionMeta;
+    use raft::prelude::ConfState;
+
+    fn checkpoint(applied: u64) -> RegionCheckpoint {
+        RegionCheckpoint {
+            region: RegionMeta::whole_keyspace(1, &[1, 2, 3]),
+            applied_index: applied,
+            applied_term: 1,
+            conf_state: ConfState::default(),
+            sessions: SessionTable::default(),
+            pairs: vec![],
+        }
+    }
+
+    fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> WalRecord {
+        let ents: Vec<Entry> = range.map(|index| Entry { index, term, ..Default::default() }).collect();
+        let last = ents.last().map_or(0, |e| e.index);
+        WalRecord { region_id: 1, kind: RecordKind::Entries, index: last, payload: encode_entries(&ents).unwrap() }
+    }
+
+    fn hard_state(term: u64, commit: u64) -> WalRecord {
+        let hs = HardState { term, commit, vote: 1, ..Default::default() };
+        WalRecord { region_id: 1, kind: RecordKind::HardState, index: 0, payload: encode_hard_state(&hs).unwrap() }
+    }
+
+    fn truncate(index: u64, t: Truncation) -> WalRecord {
+        WalRecord { region_id: 1, kind: RecordKind::Truncate, index, payload: encode_truncation(t) }
+    }
+
+    fn indexes_terms(log: &RecoveredLog) -> Vec<(u64, u64)> {
+        log.entries.iter().map(|e| (e.index, e.term)).collect()
+    }
+
+    #[test]
+    fn conflicting_suffix_is_replaced_and_latest_hard_state_wins() {
+        let recs = [entries(1..=5, 1), hard_state(1, 3), entries(4..=6, 2), hard_state(2, 5)];
+        let log = recover_log(&checkpoint(0), &recs).unwrap();
+        assert_eq!(indexes_terms(&log), vec![(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]);
+        assert_eq!(log.hard_state.commit, 5);
+    }
+
+    #[test]
+    fn checkpoint_covers_prefix_and_raises_commit() {
+        let recs = [entries(1..=10, 1), hard_state(1, 4), truncate(6, Truncation::UpTo)];
+        let log = recover_log(&checkpoint(7), &recs).unwrap();
+        assert_eq!(log.entries.first().map(|e| e.index), Some(8));
+        assert_eq!(log.hard_state.commit, 7);
+    }
+
+    #[test]
+    fn snapshot_install_discards_the_old_log() {
+        let recs = [entries(1..=10, 1), truncate(20, Truncation::DiscardAll), entries(21..=22, 3)];
+        let log = recover_log(&checkpoint(20), &recs).unwrap();
+        assert_eq!(indexes_terms(&log), vec![(21, 3), (22, 3)]);
+    }
+
+    #[test]
+    fn missing_entries_after_the_checkpoint_are_corruption() {
+        let recs = [entries(12..=14, 1)];
+        assert!(recover_log(&checkpoint(10), &recs).is_err());
+        let recs = [entries(1..=3, 1), hard_state(1, 9)];
+        assert!(recover_log(&checkpoint(0), &recs).is_err(), "commit past the log end");
+    }
+}

@@ -1,0 +1,137 @@
+//! Region metadata: the key range a Raft group owns, its peers, and its
+//! epoch. The epoch checks here are the single definition of "stale routing"
+//! shared by the request path, the apply path and the `specs` models.
+
+use crate::codec::{CodecError, Decoder, Encoder};
+
+/// Version numbers of a region's shape: `version` grows on split/merge,
+/// `conf_ver` on membership change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionEpoch {
+    pub conf_ver: u64,
+    pub version: u64,
+}
+
+impl RegionEpoch {
+    /// A request built against `self` may be served by a region whose
+    /// current epoch is `current` only if neither number moved.
+    pub fn is_current(&self, current: &RegionEpoch) -> bool {
+        self.conf_ver == current.conf_ver && self.version == current.version
+    }
+}
+
+/// One replica of a region. Today a peer's Raft id equals its store (node)
+/// id: a store holds at most one replica of a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerMeta {
+    pub id: u64,
+    pub store_id: u64,
+}
+
+/// A region: the keys in `[start_key, end_key)` (empty end = unbounded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionMeta {
+    pub id: u64,
+    pub start_key: Vec<u8>,
+    pub end_key: Vec<u8>,
+    pub epoch: RegionEpoch,
+    pub peers: Vec<PeerMeta>,
+}
+
+impl RegionMeta {
+    /// The region covering the whole keyspace, replicated on `store_ids`:
+    /// what a fresh cluster bootstraps with.
+    pub fn whole_keyspace(id: u64, store_ids: &[u64]) -> Self {
+        let peers = store_ids.iter().map(|&s| PeerMeta { id: s, store_id: s }).collect();
+        RegionMeta {
+            id,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
+            epoch: RegionEpoch { conf_ver: 1, version: 1 },
+            peers,
+        }
+    }
+
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        key >= self.start_key.as_slice() && (self.end_key.is_empty() || key < self.end_key.as_slice())
+    }
+
+    /// `[start, end)` lies inside the region (empty `end` = unbounded).
+    pub fn contains_range(&self, start: &[u8], end: &[u8]) -> bool {
+        if start < self.start_key.as_slice() {
+            return false;
+        }
+        if self.end_key.is_empty() {
+            return true;
+        }
+        !end.is_empty() && end <= self.end_key.as_slice()
+    }
+
+    pub fn encode(&self, enc: &mut Encoder) {
+        enc.u64(self.id)
+            .bytes(&self.start_key)
+            .bytes(&self.end_key)
+            .u64(self.epoch.conf_ver)
+            .u64(self.epoch.version)
+            .u64(self.peers.len() as u64);
+        for p in &self.peers {
+            enc.u64(p.id).u64(p.store_id);
+        }
+    }
+
+    pub fn decode(dec: &mut Decoder<'_>) -> Result<Self, CodecError> {
+        let id = dec.u64()?;
+        let start_key = dec.bytes()?;
+        let end_key = dec.bytes()?;
+        let epoch = RegionEpoch { conf_ver: dec.u64()?, version: dec.u64()? };
+        let n = dec.count(16)?;
+        let mut peers = Vec::with_capacity(n);
+        for _ in 0..n {
+            peers.push(PeerMeta { id: dec.u64()?, store_id: dec.u64()? });
+        }
+        Ok(RegionMeta { id, start_key, end_key, epoch, peers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(start: &[u8], end: &[u8]) -> RegionMeta {
+        RegionMeta { start_key: start.to_vec(), end_key: end.to_vec(), ..RegionMeta::whole_keyspace(1, &[1, 2, 3]) }
+    }
+
+    #[test]
+    fn key_and_range_containment() {
+        let r = region(b"b", b"d");
+        assert!(!r.contains_key(b"a"));
+        assert!(r.contains_key(b"b"));
+        assert!(r.contains_key(b"c\xff"));
+        assert!(!r.contains_key(b"d"));
+        assert!(r.contains_range(b"b", b"d"));
+        assert!(!r.contains_range(b"b", b""));
+        assert!(!r.contains_range(b"a", b"c"));
+        let all = region(b"", b"");
+        assert!(all.contains_key(b""));
+        assert!(all.contains_range(b"", b""));
+    }
+
+    #[test]
+    fn stale_epoch_is_not_current() {
+        let now = RegionEpoch { conf_ver: 2, version: 5 };
+        assert!(now.is_current(&now));
+        assert!(!RegionEpoch { conf_ver: 2, version: 4 }.is_current(&now));
+        assert!(!RegionEpoch { conf_ver: 1, version: 5 }.is_current(&now));
+    }
+
+    #[test]
+    fn meta_round_trips() {
+        let r = region(b"k1", b"k9");
+        let mut enc = Encoder::new();
+        r.encode(&mut enc);
+        let buf = enc.finish();
+        let mut dec = Decoder::new("region", &buf);
+        assert_eq!(RegionMeta::decode(&mut dec).unwrap(), r);
+        dec.finish().unwrap();
+    }
+}
