@@ -16,7 +16,10 @@
 //!   and the same across all retries of that write. The server applies a pair
 //!   at most once and answers a retry of an applied write with the original
 //!   result, so a write that returns `Ok` took effect exactly once, and the
-//!   result describes that one application.
+//!   result describes that one application. Sequences are unique per
+//!   client and handed out in issue order, but concurrent writes from one
+//!   client may reach the server in any order: the server deduplicates by the
+//!   exact pair, not by the highest sequence seen.
 //! * **Linearizable reads.** The server answers reads only from the leader,
 //!   after a ReadIndex round, so a successful read observes every write that
 //!   completed before the read started.

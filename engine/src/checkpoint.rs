@@ -3,7 +3,7 @@
 //! file. A checkpoint is both the store's durability (until the LSM lands)
 //! and the body of a Raft snapshot.
 //!
-//! Guarantees: [`write`] replaces a region's previous checkpoint atomically
+//! Guarantees: [`write()`] replaces a region's previous checkpoint atomically
 //! (temporary file, fsync, rename, directory fsync); [`decode`] rejects any
 //! truncated or damaged input with an error and never panics, and allocates
 //! no more than its input could describe.
@@ -21,6 +21,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::durable_dir::{create_dir_durably, sync_dir};
 use crate::EngineError;
 
 /// A region's state machine at `applied_index`.
@@ -44,7 +45,10 @@ const FILE_SUFFIX: &str = ".checkpoint";
 const TEMP_SUFFIX: &str = ".tmp";
 
 fn push_len(out: &mut Vec<u8>, len: usize, what: &str) {
-    assert!(len <= u32::MAX as usize, "{what} of {len} bytes exceeds the 4 GiB limit");
+    assert!(
+        len <= u32::MAX as usize,
+        "{what} of {len} bytes exceeds the 4 GiB limit"
+    );
     out.extend_from_slice(&(len as u32).to_le_bytes());
 }
 
@@ -102,7 +106,9 @@ fn verified_body(bytes: &[u8]) -> Result<&[u8], EngineError> {
         return Err(corrupt("not a checkpoint (wrong magic)"));
     }
     if version != VERSION || reserved != 0 {
-        return Err(corrupt(format!("unsupported checkpoint format version {version}")));
+        return Err(corrupt(format!(
+            "unsupported checkpoint format version {version}"
+        )));
     }
     let body = &bytes[HEADER_BYTES..];
     if body.len() as u64 != body_bytes {
@@ -200,24 +206,16 @@ fn checkpoint_path(dir: &Path, region_id: u64) -> PathBuf {
     dir.join(format!("{FILE_PREFIX}{region_id:020}{FILE_SUFFIX}"))
 }
 
-/// Makes a rename or removal inside `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), EngineError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| EngineError::io_at("syncing directory", dir, e))
-}
-
 /// Durably replaces the region's checkpoint in `dir` (created if missing).
 /// Blocking: call from a thread that may block.
 pub fn write(dir: &Path, cp: &Checkpoint) -> Result<(), EngineError> {
-    fs::create_dir_all(dir).map_err(|e| EngineError::io_at("creating", dir, e))?;
+    create_dir_durably(dir)?;
     let path = checkpoint_path(dir, cp.region_id);
     let mut temp_name = path.clone().into_os_string();
     temp_name.push(TEMP_SUFFIX);
     let temp = PathBuf::from(temp_name);
     let bytes = encode(cp);
-    let mut file =
-        fs::File::create(&temp).map_err(|e| EngineError::io_at("creating", &temp, e))?;
+    let mut file = fs::File::create(&temp).map_err(|e| EngineError::io_at("creating", &temp, e))?;
     file.write_all(&bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| EngineError::io_at("writing", &temp, e))?;
@@ -390,7 +388,14 @@ mod tests {
             ..first
         };
         write(&dir, &second).unwrap();
-        write(&dir, &Checkpoint { region_id: 7, ..second.clone() }).unwrap();
+        write(
+            &dir,
+            &Checkpoint {
+                region_id: 7,
+                ..second.clone()
+            },
+        )
+        .unwrap();
         assert_eq!(read(&dir, 42).unwrap(), Some(second));
         assert_eq!(list_regions(&dir).unwrap(), vec![7, 42]);
         let leftovers: Vec<_> = fs::read_dir(&dir)
@@ -423,7 +428,14 @@ mod tests {
         assert!(matches!(read(dir, 42), Err(EngineError::Corrupt { .. })));
 
         // A valid checkpoint of another region under this region's name.
-        fs::write(&path, encode(&Checkpoint { region_id: 9, ..sample() })).unwrap();
+        fs::write(
+            &path,
+            encode(&Checkpoint {
+                region_id: 9,
+                ..sample()
+            }),
+        )
+        .unwrap();
         assert!(read(dir, 42).is_err());
     }
 }

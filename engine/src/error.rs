@@ -38,11 +38,7 @@ impl EngineError {
     }
 
     /// Wraps an I/O error on `path` with the operation being performed.
-    pub(crate) fn io_at(
-        operation: &str,
-        path: &Path,
-        source: impl Into<std::io::Error>,
-    ) -> Self {
+    pub(crate) fn io_at(operation: &str, path: &Path, source: impl Into<std::io::Error>) -> Self {
         Self::io(format!("{operation} {}", path.display()), source)
     }
 }

@@ -9,6 +9,7 @@
 //! checkpoint replaces its predecessor atomically.
 
 pub mod checkpoint;
+mod durable_dir;
 mod error;
 pub mod store;
 pub mod wal;

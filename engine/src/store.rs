@@ -17,8 +17,11 @@ pub struct KvStore {
     map: SkipMap<Vec<u8>, Vec<u8>>,
 }
 
+/// Lower and upper bound of a key range.
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// The bounds of `[start, end)`, or `None` if the range is empty.
-fn key_range<'a>(start: &'a [u8], end: &'a [u8]) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+fn key_range<'a>(start: &'a [u8], end: &'a [u8]) -> Option<KeyBounds<'a>> {
     if end.is_empty() {
         return Some((Bound::Included(start), Bound::Unbounded));
     }
@@ -103,7 +106,10 @@ impl KvStore {
             }
         }
         if outside > 0 {
-            tracing::warn!(outside, "replace_range skipped pairs outside the replaced range");
+            tracing::warn!(
+                outside,
+                "replace_range skipped pairs outside the replaced range"
+            );
         }
     }
 
@@ -168,7 +174,10 @@ mod tests {
         assert_eq!(keys(&store.scan(b"c", b"", 0, false)), ["c", "d", "e"]);
         assert_eq!(keys(&store.scan(b"", b"", 1, true)), ["e"]);
         assert_eq!(keys(&store.scan(b"bb", b"cc", 0, false)), ["c"]);
-        assert!(store.scan(b"d", b"b", 0, false).is_empty(), "start after end");
+        assert!(
+            store.scan(b"d", b"b", 0, false).is_empty(),
+            "start after end"
+        );
         assert!(store.scan(b"c", b"c", 0, false).is_empty(), "empty range");
         assert_eq!(store.scan(b"a", b"b", 0, false), vec![kv("a", "v-a")]);
     }
@@ -193,12 +202,7 @@ mod tests {
         );
         assert_eq!(
             store.range_pairs(b"", b""),
-            vec![
-                kv("a", "v-a"),
-                kv("bx", "1"),
-                kv("c", "2"),
-                kv("d", "v-d")
-            ]
+            vec![kv("a", "v-a"), kv("bx", "1"), kv("c", "2"), kv("d", "v-d")]
         );
         store.replace_range(b"b", b"", Vec::new());
         assert_eq!(keys(&store.range_pairs(b"", b"")), ["a"]);
@@ -244,7 +248,11 @@ mod tests {
                     if limit > 0 {
                         expected.truncate(limit);
                     }
-                    assert_eq!(store.scan(&start, &end, limit, reverse), expected, "step {step}");
+                    assert_eq!(
+                        store.scan(&start, &end, limit, reverse),
+                        expected,
+                        "step {step}"
+                    );
                 }
                 _ => {
                     let pairs: Vec<_> = (0..rng.gen_range(0..3))

@@ -20,8 +20,18 @@ pub fn region_to_proto(r: &RegionMeta) -> kvpb::Region {
         id: r.id,
         start_key: r.start_key.clone(),
         end_key: r.end_key.clone(),
-        epoch: Some(kvpb::RegionEpoch { conf_ver: r.epoch.conf_ver, version: r.epoch.version }),
-        peers: r.peers.iter().map(|p| kvpb::Peer { id: p.id, store_id: p.store_id }).collect(),
+        epoch: Some(kvpb::RegionEpoch {
+            conf_ver: r.epoch.conf_ver,
+            version: r.epoch.version,
+        }),
+        peers: r
+            .peers
+            .iter()
+            .map(|p| kvpb::Peer {
+                id: p.id,
+                store_id: p.store_id,
+            })
+            .collect(),
     }
 }
 
@@ -32,7 +42,10 @@ pub fn to_status(err: RaftstoreError, members: &Members) -> Status {
     match err {
         RaftstoreError::NotLeader { region_id, leader } => {
             let leader_node_id = leader.unwrap_or(0);
-            let leader_addr = leader.and_then(|id| members.get(id)).map(|m| m.client_addr).unwrap_or_default();
+            let leader_addr = leader
+                .and_then(|id| members.get(id))
+                .map(|m| m.client_addr)
+                .unwrap_or_default();
             let message = match (&leader, leader_addr.is_empty()) {
                 (None, _) => format!("region {region_id}: this node is not the leader and no leader is known yet; retry shortly"),
                 (Some(id), true) => format!("region {region_id}: not the leader; the leader is node {id}"),
@@ -41,17 +54,24 @@ pub fn to_status(err: RaftstoreError, members: &Members) -> Status {
             with_detail(
                 Code::FailedPrecondition,
                 message,
-                Kind::NotLeader(kvpb::NotLeader { region_id, leader_node_id, leader_addr }),
+                Kind::NotLeader(kvpb::NotLeader {
+                    region_id,
+                    leader_node_id,
+                    leader_addr,
+                }),
             )
         }
         RaftstoreError::EpochNotMatch { region_id, current } => with_detail(
             Code::FailedPrecondition,
             format!("region {region_id}: the request's region epoch is stale; refresh the route"),
-            Kind::EpochNotMatch(kvpb::EpochNotMatch { current_regions: current.iter().map(region_to_proto).collect() }),
+            Kind::EpochNotMatch(kvpb::EpochNotMatch {
+                current_regions: current.iter().map(region_to_proto).collect(),
+            }),
         ),
         err @ (RaftstoreError::RegionNotFound { .. } | RaftstoreError::KeyNotInRegion { .. }) => {
             let region_id = match err {
-                RaftstoreError::RegionNotFound { region_id } | RaftstoreError::KeyNotInRegion { region_id } => region_id,
+                RaftstoreError::RegionNotFound { region_id }
+                | RaftstoreError::KeyNotInRegion { region_id } => region_id,
                 _ => 0,
             };
             with_detail(
@@ -66,7 +86,9 @@ pub fn to_status(err: RaftstoreError, members: &Members) -> Status {
             Kind::Indeterminate(kvpb::Indeterminate {}),
         ),
         RaftstoreError::Unavailable(msg) => Status::unavailable(msg),
-        RaftstoreError::ShuttingDown => Status::unavailable("this node is shutting down; retry on another node"),
+        RaftstoreError::ShuttingDown => {
+            Status::unavailable("this node is shutting down; retry on another node")
+        }
         other => Status::internal(other.to_string()),
     }
 }

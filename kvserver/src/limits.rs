@@ -15,7 +15,12 @@ pub struct RequestLimits {
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits { key_bytes_max: 8 << 10, value_bytes_max: 4 << 20, batch_items_max: 10_000, scan_limit_max: 10_000 }
+        RequestLimits {
+            key_bytes_max: 8 << 10,
+            value_bytes_max: 4 << 20,
+            batch_items_max: 10_000,
+            scan_limit_max: 10_000,
+        }
     }
 }
 
@@ -60,7 +65,11 @@ impl RequestLimits {
 
     /// A range bound may be empty (unbounded) but not oversized.
     pub fn bound(&self, key: &[u8]) -> Result<(), Status> {
-        if key.is_empty() { Ok(()) } else { self.key(key) }
+        if key.is_empty() {
+            Ok(())
+        } else {
+            self.key(key)
+        }
     }
 
     pub fn scan_limit(&self, requested: u32) -> usize {

@@ -19,7 +19,9 @@ pub struct Members {
 
 impl Members {
     pub fn new(initial: impl IntoIterator<Item = (u64, MemberAddrs)>) -> Self {
-        Members { inner: Arc::new(RwLock::new(initial.into_iter().collect())) }
+        Members {
+            inner: Arc::new(RwLock::new(initial.into_iter().collect())),
+        }
     }
 
     /// Records the client address a member announced.
@@ -27,7 +29,10 @@ impl Members {
         if client_addr.is_empty() {
             return;
         }
-        if self.get(node_id).is_some_and(|m| m.client_addr == client_addr) {
+        if self
+            .get(node_id)
+            .is_some_and(|m| m.client_addr == client_addr)
+        {
             return;
         }
         let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
@@ -35,10 +40,19 @@ impl Members {
     }
 
     pub fn get(&self, node_id: u64) -> Option<MemberAddrs> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).get(&node_id).cloned()
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node_id)
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<(u64, MemberAddrs)> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (*k, v.clone())).collect()
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
     }
 }

@@ -36,7 +36,12 @@ impl PeerTransport {
         for (id, addr) in peer_addrs.iter().filter(|(id, _)| *id != node_id) {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
             peers.insert(*id, tx);
-            let link = PeerLink { from: node_id, to: *id, addr: addr.clone(), client_addr: client_addr.clone() };
+            let link = PeerLink {
+                from: node_id,
+                to: *id,
+                addr: addr.clone(),
+                client_addr: client_addr.clone(),
+            };
             tokio::spawn(link.run(rx));
         }
         PeerTransport { peers }
@@ -48,7 +53,10 @@ impl MessageSink for PeerTransport {
         match self.peers.get(&to_node) {
             Some(tx) => {
                 if tx.try_send(messages).is_err() {
-                    tracing::debug!(to = to_node, "peer queue full or closed; raft messages dropped");
+                    tracing::debug!(
+                        to = to_node,
+                        "peer queue full or closed; raft messages dropped"
+                    );
                 }
             }
             None => tracing::warn!(to = to_node, "raft message for an unknown node dropped"),
@@ -74,7 +82,9 @@ impl PeerLink {
                         return; // the node is shutting down
                     }
                 }
-                Err(err) => tracing::debug!(to = self.to, addr = %self.addr, %err, "peer unreachable"),
+                Err(err) => {
+                    tracing::debug!(to = self.to, addr = %self.addr, %err, "peer unreachable")
+                }
             }
             // Messages queued while disconnected are stale: Raft resends.
             while rx.try_recv().is_ok() {}
@@ -83,7 +93,9 @@ impl PeerLink {
         }
     }
 
-    async fn connect(&self) -> Result<RaftTransportClient<tonic::transport::Channel>, tonic::transport::Error> {
+    async fn connect(
+        &self,
+    ) -> Result<RaftTransportClient<tonic::transport::Channel>, tonic::transport::Error> {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
@@ -116,7 +128,12 @@ impl PeerLink {
                     Err(_) => break,
                 }
             }
-            let batch = RaftBatch { from_node: self.from, to_node: self.to, from_client_addr: self.client_addr.clone(), messages };
+            let batch = RaftBatch {
+                from_node: self.from,
+                to_node: self.to,
+                from_client_addr: self.client_addr.clone(),
+                messages,
+            };
             if stream_tx.send(batch).await.is_err() || call.is_finished() {
                 return Some(());
             }
@@ -126,8 +143,13 @@ impl PeerLink {
     fn encode_into(&self, group: Outbound, out: &mut Vec<RaftEnvelope>) {
         for (region_id, msg) in group {
             match msg.write_to_bytes() {
-                Ok(bytes) => out.push(RaftEnvelope { region_id, message: bytes }),
-                Err(err) => tracing::error!(region = region_id, %err, "raft message does not encode; dropped"),
+                Ok(bytes) => out.push(RaftEnvelope {
+                    region_id,
+                    message: bytes,
+                }),
+                Err(err) => {
+                    tracing::error!(region = region_id, %err, "raft message does not encode; dropped")
+                }
             }
         }
     }

@@ -53,7 +53,9 @@ impl SessionTable {
             self.order.push_back(id);
         }
         while self.order.len() > SESSION_ENTRIES_MAX || self.bytes > SESSION_BYTES_MAX {
-            let Some(old) = self.order.pop_front() else { break };
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
             if let Some(r) = self.results.remove(&old) {
                 self.bytes -= r.size_bytes();
             }
@@ -81,7 +83,10 @@ impl SessionTable {
         let n = dec.count(17)?;
         let mut table = SessionTable::default();
         for _ in 0..n {
-            let id = WriteId { client_id: dec.u64()?, sequence: dec.u64()? };
+            let id = WriteId {
+                client_id: dec.u64()?,
+                sequence: dec.u64()?,
+            };
             let result = WriteResult::decode(dec)?;
             table.remember(id, result);
         }
@@ -121,10 +126,12 @@ pub fn apply_write(
             }
             WriteResult::Done
         }
-        WriteOp::Delete { key } => WriteResult::Deleted { existed: store.delete(key) },
-        WriteOp::DeleteRange { start, end } => {
-            WriteResult::DeletedRange { count: store.delete_range(start, end) }
-        }
+        WriteOp::Delete { key } => WriteResult::Deleted {
+            existed: store.delete(key),
+        },
+        WriteOp::DeleteRange { start, end } => WriteResult::DeletedRange {
+            count: store.delete_range(start, end),
+        },
         WriteOp::CompareAndSwap { key, expected, new } => {
             let previous = store.get(key);
             let succeeded = previous == *expected;
@@ -136,7 +143,10 @@ pub fn apply_write(
                     }
                 }
             }
-            WriteResult::CompareAndSwap { succeeded, previous }
+            WriteResult::CompareAndSwap {
+                succeeded,
+                previous,
+            }
         }
     };
     sessions.remember(cmd.id, result.clone());
@@ -146,9 +156,9 @@ pub fn apply_write(
 /// Every key the op touches lies inside `region`.
 pub fn keys_in_region(region: &RegionMeta, op: &WriteOp) -> bool {
     match op {
-        WriteOp::Put { key, .. } | WriteOp::Delete { key } | WriteOp::CompareAndSwap { key, .. } => {
-            region.contains_key(key)
-        }
+        WriteOp::Put { key, .. }
+        | WriteOp::Delete { key }
+        | WriteOp::CompareAndSwap { key, .. } => region.contains_key(key),
         WriteOp::BatchPut { pairs } => pairs.iter().all(|(k, _)| region.contains_key(k)),
         WriteOp::DeleteRange { start, end } => region.contains_range(start, end),
     }
@@ -161,7 +171,17 @@ mod tests {
     use crate::region::RegionEpoch;
 
     fn cmd(client_id: u64, sequence: u64, op: WriteOp) -> WriteCommand {
-        WriteCommand { header: RequestHeader { region_id: 1, epoch: None }, id: WriteId { client_id, sequence }, op }
+        WriteCommand {
+            header: RequestHeader {
+                region_id: 1,
+                epoch: None,
+            },
+            id: WriteId {
+                client_id,
+                sequence,
+            },
+            op,
+        }
     }
 
     fn cas(expected: Option<&[u8]>, new: &[u8]) -> WriteOp {
@@ -179,10 +199,22 @@ mod tests {
         let mut sessions = SessionTable::default();
         let first = cmd(7, 1, cas(None, b"a"));
         let r1 = apply_write(&store, &region, &mut sessions, &first).unwrap();
-        assert_eq!(r1, WriteResult::CompareAndSwap { succeeded: true, previous: None });
+        assert_eq!(
+            r1,
+            WriteResult::CompareAndSwap {
+                succeeded: true,
+                previous: None
+            }
+        );
         // Another client changes the key; the retry of the first CAS must not
         // apply again (it would fail now, or worse, succeed twice).
-        apply_write(&store, &region, &mut sessions, &cmd(8, 1, cas(Some(b"a"), b"b"))).unwrap();
+        apply_write(
+            &store,
+            &region,
+            &mut sessions,
+            &cmd(8, 1, cas(Some(b"a"), b"b")),
+        )
+        .unwrap();
         let r2 = apply_write(&store, &region, &mut sessions, &first).unwrap();
         assert_eq!(r1, r2);
         assert_eq!(store.get(b"k"), Some(b"b".to_vec()));
@@ -193,13 +225,39 @@ mod tests {
         let store = KvStore::new();
         let mut region = RegionMeta::whole_keyspace(1, &[1]);
         region.end_key = b"m".to_vec();
-        region.epoch = RegionEpoch { conf_ver: 1, version: 2 };
+        region.epoch = RegionEpoch {
+            conf_ver: 1,
+            version: 2,
+        };
         let mut sessions = SessionTable::default();
-        let mut stale = cmd(1, 1, WriteOp::Put { key: b"a".to_vec(), value: b"v".to_vec() });
-        stale.header.epoch = Some(RegionEpoch { conf_ver: 1, version: 1 });
-        assert_eq!(apply_write(&store, &region, &mut sessions, &stale), Err(ApplyRejection::EpochNotMatch));
-        let foreign = cmd(1, 2, WriteOp::Put { key: b"z".to_vec(), value: b"v".to_vec() });
-        assert_eq!(apply_write(&store, &region, &mut sessions, &foreign), Err(ApplyRejection::KeyNotInRegion));
+        let mut stale = cmd(
+            1,
+            1,
+            WriteOp::Put {
+                key: b"a".to_vec(),
+                value: b"v".to_vec(),
+            },
+        );
+        stale.header.epoch = Some(RegionEpoch {
+            conf_ver: 1,
+            version: 1,
+        });
+        assert_eq!(
+            apply_write(&store, &region, &mut sessions, &stale),
+            Err(ApplyRejection::EpochNotMatch)
+        );
+        let foreign = cmd(
+            1,
+            2,
+            WriteOp::Put {
+                key: b"z".to_vec(),
+                value: b"v".to_vec(),
+            },
+        );
+        assert_eq!(
+            apply_write(&store, &region, &mut sessions, &foreign),
+            Err(ApplyRejection::KeyNotInRegion)
+        );
         assert!(store.is_empty());
         assert!(sessions.is_empty());
     }
@@ -208,10 +266,21 @@ mod tests {
     fn session_table_round_trips_and_is_bounded() {
         let mut t = SessionTable::default();
         for i in 0..(SESSION_ENTRIES_MAX as u64 + 10) {
-            t.remember(WriteId { client_id: 1, sequence: i }, WriteResult::Done);
+            t.remember(
+                WriteId {
+                    client_id: 1,
+                    sequence: i,
+                },
+                WriteResult::Done,
+            );
         }
         assert_eq!(t.len(), SESSION_ENTRIES_MAX);
-        assert!(t.get(&WriteId { client_id: 1, sequence: 0 }).is_none());
+        assert!(t
+            .get(&WriteId {
+                client_id: 1,
+                sequence: 0
+            })
+            .is_none());
         let mut enc = Encoder::new();
         t.encode(&mut enc);
         let buf = enc.finish();

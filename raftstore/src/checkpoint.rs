@@ -29,7 +29,10 @@ impl RegionCheckpoint {
     fn into_engine(self) -> Result<Checkpoint, RaftstoreError> {
         let mut enc = Encoder::new();
         self.region.encode(&mut enc);
-        let cs = self.conf_state.write_to_bytes().map_err(|e| RaftstoreError::Internal(format!("encode conf state: {e}")))?;
+        let cs = self
+            .conf_state
+            .write_to_bytes()
+            .map_err(|e| RaftstoreError::Internal(format!("encode conf state: {e}")))?;
         enc.bytes(&cs);
         self.sessions.encode(&mut enc);
         Ok(Checkpoint {
@@ -45,8 +48,12 @@ impl RegionCheckpoint {
         let mut dec = Decoder::new("checkpoint metadata", &cp.meta);
         let region = RegionMeta::decode(&mut dec)?;
         let cs_bytes = dec.bytes()?;
-        let conf_state = ConfState::parse_from_bytes(&cs_bytes)
-            .map_err(|e| RaftstoreError::Corrupt(format!("checkpoint conf state of region {}: {e}", cp.region_id)))?;
+        let conf_state = ConfState::parse_from_bytes(&cs_bytes).map_err(|e| {
+            RaftstoreError::Corrupt(format!(
+                "checkpoint conf state of region {}: {e}",
+                cp.region_id
+            ))
+        })?;
         let sessions = SessionTable::decode(&mut dec)?;
         dec.finish()?;
         if region.id != cp.region_id {
@@ -81,7 +88,9 @@ impl RegionCheckpoint {
     }
 
     pub fn read(dir: &Path, region_id: u64) -> Result<Option<Self>, RaftstoreError> {
-        engine::checkpoint::read(dir, region_id)?.map(Self::from_engine).transpose()
+        engine::checkpoint::read(dir, region_id)?
+            .map(Self::from_engine)
+            .transpose()
     }
 }
 
@@ -95,7 +104,10 @@ mod tests {
             region: RegionMeta::whole_keyspace(1, &[1, 2, 3]),
             applied_index: 42,
             applied_term: 3,
-            conf_state: ConfState { voters: vec![1, 2, 3], ..Default::default() },
+            conf_state: ConfState {
+                voters: vec![1, 2, 3],
+                ..Default::default()
+            },
             sessions: SessionTable::default(),
             pairs: vec![(b"a".to_vec(), b"1".to_vec())],
         };

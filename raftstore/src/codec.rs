@@ -56,7 +56,10 @@ impl<'a> Decoder<'a> {
     }
 
     fn err(&self, reason: impl Into<String>) -> CodecError {
-        CodecError { what: self.what, reason: reason.into() }
+        CodecError {
+            what: self.what,
+            reason: reason.into(),
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
@@ -90,7 +93,10 @@ impl<'a> Decoder<'a> {
         let n = self.u64()?;
         let max = (self.rest.len() / min_item_bytes.max(1)) as u64;
         if n > max {
-            return Err(self.err(format!("count {n} exceeds what {} bytes can hold", self.rest.len())));
+            return Err(self.err(format!(
+                "count {n} exceeds what {} bytes can hold",
+                self.rest.len()
+            )));
         }
         Ok(n as usize)
     }
@@ -99,7 +105,10 @@ impl<'a> Decoder<'a> {
         if self.rest.is_empty() {
             Ok(())
         } else {
-            Err(CodecError { what: self.what, reason: format!("{} trailing bytes", self.rest.len()) })
+            Err(CodecError {
+                what: self.what,
+                reason: format!("{} trailing bytes", self.rest.len()),
+            })
         }
     }
 }

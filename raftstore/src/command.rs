@@ -24,14 +24,28 @@ pub struct RequestHeader {
 /// A mutation of the key space, replicated through Raft.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOp {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    BatchPut { pairs: Vec<(Vec<u8>, Vec<u8>)> },
-    Delete { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    BatchPut {
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
     /// `[start, end)`, empty `end` = unbounded.
-    DeleteRange { start: Vec<u8>, end: Vec<u8> },
+    DeleteRange {
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
     /// If the current value equals `expected` (`None` = absent), set it to
     /// `new` (`None` = delete).
-    CompareAndSwap { key: Vec<u8>, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    CompareAndSwap {
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
 }
 
 /// What a write produced, as returned to the client (and remembered in the
@@ -39,9 +53,16 @@ pub enum WriteOp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteResult {
     Done,
-    Deleted { existed: bool },
-    DeletedRange { count: u64 },
-    CompareAndSwap { succeeded: bool, previous: Option<Vec<u8>> },
+    Deleted {
+        existed: bool,
+    },
+    DeletedRange {
+        count: u64,
+    },
+    CompareAndSwap {
+        succeeded: bool,
+        previous: Option<Vec<u8>>,
+    },
 }
 
 /// A write as it sits in a Raft log entry.
@@ -55,10 +76,19 @@ pub struct WriteCommand {
 /// A linearizable read, served by the leader after ReadIndex.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadOp {
-    Get { key: Vec<u8> },
-    BatchGet { keys: Vec<Vec<u8>> },
+    Get {
+        key: Vec<u8>,
+    },
+    BatchGet {
+        keys: Vec<Vec<u8>>,
+    },
     /// `[start, end)`, empty `end` = unbounded; `limit` > 0.
-    Scan { start: Vec<u8>, end: Vec<u8>, limit: usize, reverse: bool },
+    Scan {
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+        reverse: bool,
+    },
 }
 
 /// What a read produced.
@@ -83,7 +113,10 @@ fn decode_opt(dec: &mut Decoder<'_>) -> Result<Option<Vec<u8>>, CodecError> {
     match dec.u8()? {
         0 => Ok(None),
         1 => Ok(Some(dec.bytes()?)),
-        tag => Err(CodecError { what: "optional bytes", reason: format!("tag {tag}") }),
+        tag => Err(CodecError {
+            what: "optional bytes",
+            reason: format!("tag {tag}"),
+        }),
     }
 }
 
@@ -121,17 +154,34 @@ impl WriteCommand {
         let mut dec = Decoder::new("write command", buf);
         let format = dec.u8()?;
         if format != COMMAND_FORMAT_V1 {
-            return Err(CodecError { what: "write command", reason: format!("unknown format {format}") });
+            return Err(CodecError {
+                what: "write command",
+                reason: format!("unknown format {format}"),
+            });
         }
         let region_id = dec.u64()?;
         let epoch = match dec.u8()? {
             0 => None,
-            1 => Some(RegionEpoch { conf_ver: dec.u64()?, version: dec.u64()? }),
-            tag => return Err(CodecError { what: "write command", reason: format!("epoch tag {tag}") }),
+            1 => Some(RegionEpoch {
+                conf_ver: dec.u64()?,
+                version: dec.u64()?,
+            }),
+            tag => {
+                return Err(CodecError {
+                    what: "write command",
+                    reason: format!("epoch tag {tag}"),
+                })
+            }
         };
-        let id = WriteId { client_id: dec.u64()?, sequence: dec.u64()? };
+        let id = WriteId {
+            client_id: dec.u64()?,
+            sequence: dec.u64()?,
+        };
         let op = match dec.u8()? {
-            1 => WriteOp::Put { key: dec.bytes()?, value: dec.bytes()? },
+            1 => WriteOp::Put {
+                key: dec.bytes()?,
+                value: dec.bytes()?,
+            },
             2 => {
                 let n = dec.count(16)?;
                 let mut pairs = Vec::with_capacity(n);
@@ -141,12 +191,28 @@ impl WriteCommand {
                 WriteOp::BatchPut { pairs }
             }
             3 => WriteOp::Delete { key: dec.bytes()? },
-            4 => WriteOp::DeleteRange { start: dec.bytes()?, end: dec.bytes()? },
-            5 => WriteOp::CompareAndSwap { key: dec.bytes()?, expected: decode_opt(&mut dec)?, new: decode_opt(&mut dec)? },
-            tag => return Err(CodecError { what: "write command", reason: format!("op tag {tag}") }),
+            4 => WriteOp::DeleteRange {
+                start: dec.bytes()?,
+                end: dec.bytes()?,
+            },
+            5 => WriteOp::CompareAndSwap {
+                key: dec.bytes()?,
+                expected: decode_opt(&mut dec)?,
+                new: decode_opt(&mut dec)?,
+            },
+            tag => {
+                return Err(CodecError {
+                    what: "write command",
+                    reason: format!("op tag {tag}"),
+                })
+            }
         };
         dec.finish()?;
-        Ok(WriteCommand { header: RequestHeader { region_id, epoch }, id, op })
+        Ok(WriteCommand {
+            header: RequestHeader { region_id, epoch },
+            id,
+            op,
+        })
     }
 }
 
@@ -156,7 +222,10 @@ impl WriteResult {
             WriteResult::Done => enc.u8(1),
             WriteResult::Deleted { existed } => enc.u8(2).u8(u8::from(*existed)),
             WriteResult::DeletedRange { count } => enc.u8(3).u64(*count),
-            WriteResult::CompareAndSwap { succeeded, previous } => {
+            WriteResult::CompareAndSwap {
+                succeeded,
+                previous,
+            } => {
                 enc.u8(4).u8(u8::from(*succeeded));
                 encode_opt(enc, previous);
                 enc
@@ -167,17 +236,29 @@ impl WriteResult {
     pub fn decode(dec: &mut Decoder<'_>) -> Result<Self, CodecError> {
         Ok(match dec.u8()? {
             1 => WriteResult::Done,
-            2 => WriteResult::Deleted { existed: dec.u8()? != 0 },
+            2 => WriteResult::Deleted {
+                existed: dec.u8()? != 0,
+            },
             3 => WriteResult::DeletedRange { count: dec.u64()? },
-            4 => WriteResult::CompareAndSwap { succeeded: dec.u8()? != 0, previous: decode_opt(dec)? },
-            tag => return Err(CodecError { what: "write result", reason: format!("tag {tag}") }),
+            4 => WriteResult::CompareAndSwap {
+                succeeded: dec.u8()? != 0,
+                previous: decode_opt(dec)?,
+            },
+            tag => {
+                return Err(CodecError {
+                    what: "write result",
+                    reason: format!("tag {tag}"),
+                })
+            }
         })
     }
 
     /// Bytes this result pins in the session table.
     pub fn size_bytes(&self) -> usize {
         match self {
-            WriteResult::CompareAndSwap { previous: Some(p), .. } => 16 + p.len(),
+            WriteResult::CompareAndSwap {
+                previous: Some(p), ..
+            } => 16 + p.len(),
             _ => 16,
         }
     }
@@ -189,21 +270,43 @@ mod tests {
 
     fn sample_commands() -> Vec<WriteCommand> {
         let ops = vec![
-            WriteOp::Put { key: b"k".to_vec(), value: b"v".to_vec() },
-            WriteOp::BatchPut { pairs: vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), vec![])] },
+            WriteOp::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+            WriteOp::BatchPut {
+                pairs: vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), vec![])],
+            },
             WriteOp::Delete { key: b"k".to_vec() },
-            WriteOp::DeleteRange { start: b"a".to_vec(), end: vec![] },
-            WriteOp::CompareAndSwap { key: b"k".to_vec(), expected: None, new: Some(b"x".to_vec()) },
-            WriteOp::CompareAndSwap { key: b"k".to_vec(), expected: Some(vec![]), new: None },
+            WriteOp::DeleteRange {
+                start: b"a".to_vec(),
+                end: vec![],
+            },
+            WriteOp::CompareAndSwap {
+                key: b"k".to_vec(),
+                expected: None,
+                new: Some(b"x".to_vec()),
+            },
+            WriteOp::CompareAndSwap {
+                key: b"k".to_vec(),
+                expected: Some(vec![]),
+                new: None,
+            },
         ];
         ops.into_iter()
             .enumerate()
             .map(|(i, op)| WriteCommand {
                 header: RequestHeader {
                     region_id: 1,
-                    epoch: (i % 2 == 0).then_some(RegionEpoch { conf_ver: 1, version: 2 }),
+                    epoch: (i % 2 == 0).then_some(RegionEpoch {
+                        conf_ver: 1,
+                        version: 2,
+                    }),
                 },
-                id: WriteId { client_id: 9, sequence: i as u64 },
+                id: WriteId {
+                    client_id: 9,
+                    sequence: i as u64,
+                },
                 op,
             })
             .collect()
@@ -221,7 +324,10 @@ mod tests {
         for cmd in sample_commands() {
             let buf = cmd.encode();
             for cut in 0..buf.len() {
-                assert!(WriteCommand::decode(&buf[..cut]).is_err(), "{cmd:?} cut at {cut}");
+                assert!(
+                    WriteCommand::decode(&buf[..cut]).is_err(),
+                    "{cmd:?} cut at {cut}"
+                );
             }
             let mut long = buf.clone();
             long.push(0);

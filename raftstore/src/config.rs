@@ -29,8 +29,6 @@ pub struct StoreConfig {
     pub inbox_capacity: usize,
 }
 
-const _: () = assert!(2 * 2 <= 10, "election timeout must exceed two heartbeats");
-
 impl StoreConfig {
     pub fn new(node_id: u64, data_dir: PathBuf, initial_regions: Vec<RegionMeta>) -> Self {
         StoreConfig {
@@ -49,6 +47,10 @@ impl StoreConfig {
     }
 
     pub(crate) fn raft_config(&self, applied: u64) -> raft::Config {
+        assert!(
+            self.election_ticks > 2 * self.heartbeat_ticks,
+            "election timeout must exceed two heartbeats"
+        );
         raft::Config {
             id: self.node_id,
             election_tick: self.election_ticks,

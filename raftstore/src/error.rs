@@ -14,7 +14,10 @@ pub enum RaftstoreError {
     NotLeader { region_id: u64, leader: Option<u64> },
     /// The request was built for another shape of the region; nothing was executed.
     #[error("region {region_id}: epoch does not match the region's current epoch")]
-    EpochNotMatch { region_id: u64, current: Vec<RegionMeta> },
+    EpochNotMatch {
+        region_id: u64,
+        current: Vec<RegionMeta>,
+    },
     /// No region with this id (or covering this key) lives on this node.
     #[error("region {region_id} is not on this node")]
     RegionNotFound { region_id: u64 },

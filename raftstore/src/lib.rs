@@ -73,10 +73,19 @@ pub fn start_store(
     for index in 0..cfg.shards {
         let (tx, rx) = flume::bounded(cfg.inbox_capacity);
         senders.push(tx);
-        let regions = cfg.initial_regions.iter().filter(|r| cfg.shard_of(r.id) == index).cloned().collect();
+        let regions = cfg
+            .initial_regions
+            .iter()
+            .filter(|r| cfg.shard_of(r.id) == index)
+            .cloned()
+            .collect();
         let (ready_tx, ready_rx) = flume::bounded(1);
         started.push(ready_rx);
-        let placement = if cfg.pin_cores { Placement::Fixed(index) } else { Placement::Unbound };
+        let placement = if cfg.pin_cores {
+            Placement::Fixed(index)
+        } else {
+            Placement::Unbound
+        };
         let (cfg, store, sink) = (cfg.clone(), store.clone(), sink.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
@@ -95,9 +104,13 @@ pub fn start_store(
         threads.push(handle);
     }
     for ready in started {
-        ready.recv().map_err(|_| RaftstoreError::Internal("a shard died while starting".into()))??;
+        ready
+            .recv()
+            .map_err(|_| RaftstoreError::Internal("a shard died while starting".into()))??;
     }
     let shard_cfg = cfg.clone();
-    let router = StoreRouter::new(senders, cfg.initial_regions.clone(), move |r| shard_cfg.shard_of(r));
+    let router = StoreRouter::new(senders, cfg.initial_regions.clone(), move |r| {
+        shard_cfg.shard_of(r)
+    });
     Ok((router, store, RunningStore { threads }))
 }

@@ -46,7 +46,8 @@ pub fn decode_entries(buf: &[u8]) -> Result<Vec<Entry>, RaftstoreError> {
 }
 
 pub fn encode_hard_state(hs: &HardState) -> Result<Vec<u8>, RaftstoreError> {
-    hs.write_to_bytes().map_err(|e| corrupt("encode hard state", e))
+    hs.write_to_bytes()
+        .map_err(|e| corrupt("encode hard state", e))
 }
 
 pub fn decode_hard_state(buf: &[u8]) -> Result<HardState, RaftstoreError> {
@@ -64,6 +65,9 @@ pub fn decode_truncation(buf: &[u8]) -> Result<Truncation, CodecError> {
     match buf {
         [1] => Ok(Truncation::UpTo),
         [2] => Ok(Truncation::DiscardAll),
-        _ => Err(CodecError { what: "wal truncation", reason: format!("{buf:?}") }),
+        _ => Err(CodecError {
+            what: "wal truncation",
+            reason: format!("{buf:?}"),
+        }),
     }
 }

@@ -137,17 +137,25 @@ impl Peer {
 
     fn not_leader(&self) -> RaftstoreError {
         let leader = self.raw.raft.leader_id;
-        RaftstoreError::NotLeader { region_id: self.region.id, leader: (leader != raft::INVALID_ID).then_some(leader) }
+        RaftstoreError::NotLeader {
+            region_id: self.region.id,
+            leader: (leader != raft::INVALID_ID).then_some(leader),
+        }
     }
 
     /// Refuses requests built for another shape of this region.
     fn check_header(&self, header: &RequestHeader) -> Result<(), RaftstoreError> {
         if header.region_id != 0 && header.region_id != self.region.id {
-            return Err(RaftstoreError::RegionNotFound { region_id: header.region_id });
+            return Err(RaftstoreError::RegionNotFound {
+                region_id: header.region_id,
+            });
         }
         if let Some(epoch) = header.epoch {
             if !epoch.is_current(&self.region.epoch) {
-                return Err(RaftstoreError::EpochNotMatch { region_id: self.region.id, current: vec![self.region.clone()] });
+                return Err(RaftstoreError::EpochNotMatch {
+                    region_id: self.region.id,
+                    current: vec![self.region.clone()],
+                });
             }
         }
         Ok(())
@@ -160,7 +168,9 @@ impl Peer {
             return;
         }
         if !crate::apply::keys_in_region(&self.region, &cmd.op) {
-            let _ = reply.send(Err(RaftstoreError::KeyNotInRegion { region_id: self.region.id }));
+            let _ = reply.send(Err(RaftstoreError::KeyNotInRegion {
+                region_id: self.region.id,
+            }));
             return;
         }
         if !self.is_leader() {
@@ -174,11 +184,22 @@ impl Peer {
         }
         let index = self.raw.raft.raft_log.last_index();
         debug_assert_eq!(index, before + 1, "one proposal, one entry");
-        self.writes.push_back(PendingWrite { index, term: self.raw.raft.term, reply, deadline: now + self.request_timeout });
+        self.writes.push_back(PendingWrite {
+            index,
+            term: self.raw.raft.term,
+            reply,
+            deadline: now + self.request_timeout,
+        });
     }
 
     /// Queues a linearizable read for the next ReadIndex round.
-    pub fn queue_read(&mut self, header: RequestHeader, op: ReadOp, reply: ReadReply, now: Instant) {
+    pub fn queue_read(
+        &mut self,
+        header: RequestHeader,
+        op: ReadOp,
+        reply: ReadReply,
+        now: Instant,
+    ) {
         if let Err(e) = self.check_header(&header) {
             let _ = reply.send(Err(e));
             return;
@@ -253,7 +274,10 @@ impl Peer {
     /// Phase one of a turn: takes the Ready, sends what may go out before
     /// the sync, applies what is committed, and stages entries and hard
     /// state in the shard's WAL batch.
-    pub fn collect_ready(&mut self, out: &mut TurnOutput) -> Result<Option<raft::Ready>, RaftstoreError> {
+    pub fn collect_ready(
+        &mut self,
+        out: &mut TurnOutput,
+    ) -> Result<Option<raft::Ready>, RaftstoreError> {
         if !self.raw.has_ready() {
             return Ok(None);
         }
@@ -268,7 +292,12 @@ impl Peer {
             self.install_snapshot(rd.snapshot().clone(), out)?;
         }
         for rs in rd.take_read_states() {
-            let ctx = rs.request_ctx.as_slice().try_into().map(u64::from_le_bytes).unwrap_or(0);
+            let ctx = rs
+                .request_ctx
+                .as_slice()
+                .try_into()
+                .map(u64::from_le_bytes)
+                .unwrap_or(0);
             if let Some(batch) = self.reads.iter_mut().find(|b| b.ctx == ctx) {
                 batch.read_index = Some(rs.index);
             }
@@ -294,7 +323,11 @@ impl Peer {
     }
 
     /// Phase two, after the WAL batch holding phase one's records is durable.
-    pub fn after_persist(&mut self, mut rd: raft::Ready, out: &mut TurnOutput) -> Result<(), RaftstoreError> {
+    pub fn after_persist(
+        &mut self,
+        mut rd: raft::Ready,
+        out: &mut TurnOutput,
+    ) -> Result<(), RaftstoreError> {
         self.route(rd.take_persisted_messages(), out);
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
@@ -359,9 +392,16 @@ impl Peer {
         match op {
             ReadOp::Get { key } => ReadResult::Value(self.store.get(&key)),
             ReadOp::BatchGet { keys } => ReadResult::Pairs(
-                keys.into_iter().filter_map(|k| self.store.get(&k).map(|v| (k, v))).collect(),
+                keys.into_iter()
+                    .filter_map(|k| self.store.get(&k).map(|v| (k, v)))
+                    .collect(),
             ),
-            ReadOp::Scan { start, end, limit, reverse } => {
+            ReadOp::Scan {
+                start,
+                end,
+                limit,
+                reverse,
+            } => {
                 let start = start.max(self.region.start_key.clone());
                 let end = clamp_end(&end, &self.region.end_key);
                 ReadResult::Pairs(self.store.scan(&start, &end, limit, reverse))
@@ -371,35 +411,48 @@ impl Peer {
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), RaftstoreError> {
         for entry in entries {
-            debug_assert_eq!(entry.index, self.applied_index + 1, "entries apply in order, without gaps");
-            debug_assert!(entry.index <= self.raw.raft.raft_log.committed, "applied never passes committed");
+            debug_assert_eq!(
+                entry.index,
+                self.applied_index + 1,
+                "entries apply in order, without gaps"
+            );
+            debug_assert!(
+                entry.index <= self.raw.raft.raft_log.committed,
+                "applied never passes committed"
+            );
             let outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => None,
                 EntryType::EntryNormal => Some(match WriteCommand::decode(&entry.data) {
-                    Ok(cmd) => apply_write(&self.store, &self.region, &mut self.sessions, &cmd).map_err(|r| {
-                        match r {
+                    Ok(cmd) => apply_write(&self.store, &self.region, &mut self.sessions, &cmd)
+                        .map_err(|r| match r {
                             ApplyRejection::EpochNotMatch => RaftstoreError::EpochNotMatch {
                                 region_id: self.region.id,
                                 current: vec![self.region.clone()],
                             },
-                            ApplyRejection::KeyNotInRegion => RaftstoreError::KeyNotInRegion { region_id: self.region.id },
-                        }
-                    }),
+                            ApplyRejection::KeyNotInRegion => RaftstoreError::KeyNotInRegion {
+                                region_id: self.region.id,
+                            },
+                        }),
                     Err(err) => {
                         tracing::error!(region = self.region.id, index = entry.index, %err, "committed entry does not decode; skipped");
-                        Err(RaftstoreError::Corrupt(format!("entry {} does not decode: {err}", entry.index)))
+                        Err(RaftstoreError::Corrupt(format!(
+                            "entry {} does not decode: {err}",
+                            entry.index
+                        )))
                     }
                 }),
                 EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&entry.data)
-                        .map_err(|e| RaftstoreError::Corrupt(format!("conf change at {}: {e}", entry.index)))?;
+                    let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| {
+                        RaftstoreError::Corrupt(format!("conf change at {}: {e}", entry.index))
+                    })?;
                     let cs = self.raw.apply_conf_change(&cc)?;
                     self.raw.mut_store().set_conf_state(cs);
                     None
                 }
                 EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
-                        .map_err(|e| RaftstoreError::Corrupt(format!("conf change at {}: {e}", entry.index)))?;
+                    let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| {
+                        RaftstoreError::Corrupt(format!("conf change at {}: {e}", entry.index))
+                    })?;
                     let cs = self.raw.apply_conf_change(&cc)?;
                     self.raw.mut_store().set_conf_state(cs);
                     None
@@ -413,17 +466,31 @@ impl Peer {
     }
 
     /// Answers the proposal that waited for log slot `index`, if any.
-    fn resolve_write(&mut self, index: u64, term: u64, mut outcome: Option<Result<WriteResult, RaftstoreError>>) {
+    fn resolve_write(
+        &mut self,
+        index: u64,
+        term: u64,
+        mut outcome: Option<Result<WriteResult, RaftstoreError>>,
+    ) {
         while let Some(front) = self.writes.front() {
             if front.index > index {
                 break;
             }
-            let Some(w) = self.writes.pop_front() else { break };
+            let Some(w) = self.writes.pop_front() else {
+                break;
+            };
             let answer = if w.index < index {
                 // Its slot passed without it (a snapshot jumped over it).
-                Err(RaftstoreError::Indeterminate { region_id: self.region.id, reason: "log replaced by a snapshot".into() })
+                Err(RaftstoreError::Indeterminate {
+                    region_id: self.region.id,
+                    reason: "log replaced by a snapshot".into(),
+                })
             } else if w.term == term {
-                outcome.take().unwrap_or_else(|| Err(RaftstoreError::Internal(format!("entry {index} carried no write"))))
+                outcome.take().unwrap_or_else(|| {
+                    Err(RaftstoreError::Internal(format!(
+                        "entry {index} carried no write"
+                    )))
+                })
             } else {
                 // Another leader's entry took the slot: ours was never applied.
                 Err(self.not_leader())
@@ -432,7 +499,11 @@ impl Peer {
         }
     }
 
-    fn install_snapshot(&mut self, snap: Snapshot, out: &mut TurnOutput) -> Result<(), RaftstoreError> {
+    fn install_snapshot(
+        &mut self,
+        snap: Snapshot,
+        out: &mut TurnOutput,
+    ) -> Result<(), RaftstoreError> {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
         let cp = RegionCheckpoint::decode(&snap.data)?;
@@ -442,12 +513,15 @@ impl Peer {
                 self.region.id, index, cp.region.id, cp.applied_index
             )));
         }
-        self.store.replace_range(&cp.region.start_key, &cp.region.end_key, cp.pairs.clone());
+        self.store
+            .replace_range(&cp.region.start_key, &cp.region.end_key, cp.pairs.clone());
         self.region = cp.region.clone();
         self.sessions = cp.sessions.clone();
         let conf_state = cp.conf_state.clone();
         cp.write(&self.checkpoint_dir)?;
-        self.raw.mut_store().apply_snapshot_metadata(index, term, conf_state);
+        self.raw
+            .mut_store()
+            .apply_snapshot_metadata(index, term, conf_state);
         self.applied_index = index;
         self.applied_term = term;
         self.last_checkpoint_index = index;
@@ -465,7 +539,9 @@ impl Peer {
 
     /// A copy of the region at its applied index, if one is due.
     pub fn checkpoint_if_due(&mut self, every_entries: u64) -> Option<RegionCheckpoint> {
-        if self.checkpoint_in_flight || self.applied_index < self.last_checkpoint_index + every_entries {
+        if self.checkpoint_in_flight
+            || self.applied_index < self.last_checkpoint_index + every_entries
+        {
             return None;
         }
         self.checkpoint_in_flight = true;
@@ -475,7 +551,9 @@ impl Peer {
             applied_term: self.applied_term,
             conf_state: self.raw.store().conf_state().clone(),
             sessions: self.sessions.clone(),
-            pairs: self.store.range_pairs(&self.region.start_key, &self.region.end_key),
+            pairs: self
+                .store
+                .range_pairs(&self.region.start_key, &self.region.end_key),
         })
     }
 

@@ -92,18 +92,44 @@ mod tests {
     }
 
     fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> WalRecord {
-        let ents: Vec<Entry> = range.map(|index| Entry { index, term, ..Default::default() }).collect();
+        let ents: Vec<Entry> = range
+            .map(|index| Entry {
+                index,
+                term,
+                ..Default::default()
+            })
+            .collect();
         let last = ents.last().map_or(0, |e| e.index);
-        WalRecord { region_id: 1, kind: RecordKind::Entries, index: last, payload: encode_entries(&ents).unwrap() }
+        WalRecord {
+            region_id: 1,
+            kind: RecordKind::Entries,
+            index: last,
+            payload: encode_entries(&ents).unwrap(),
+        }
     }
 
     fn hard_state(term: u64, commit: u64) -> WalRecord {
-        let hs = HardState { term, commit, vote: 1, ..Default::default() };
-        WalRecord { region_id: 1, kind: RecordKind::HardState, index: 0, payload: encode_hard_state(&hs).unwrap() }
+        let hs = HardState {
+            term,
+            commit,
+            vote: 1,
+            ..Default::default()
+        };
+        WalRecord {
+            region_id: 1,
+            kind: RecordKind::HardState,
+            index: 0,
+            payload: encode_hard_state(&hs).unwrap(),
+        }
     }
 
     fn truncate(index: u64, t: Truncation) -> WalRecord {
-        WalRecord { region_id: 1, kind: RecordKind::Truncate, index, payload: encode_truncation(t) }
+        WalRecord {
+            region_id: 1,
+            kind: RecordKind::Truncate,
+            index,
+            payload: encode_truncation(t),
+        }
     }
 
     fn indexes_terms(log: &RecoveredLog) -> Vec<(u64, u64)> {
@@ -112,15 +138,27 @@ mod tests {
 
     #[test]
     fn conflicting_suffix_is_replaced_and_latest_hard_state_wins() {
-        let recs = [entries(1..=5, 1), hard_state(1, 3), entries(4..=6, 2), hard_state(2, 5)];
+        let recs = [
+            entries(1..=5, 1),
+            hard_state(1, 3),
+            entries(4..=6, 2),
+            hard_state(2, 5),
+        ];
         let log = recover_log(&checkpoint(0), &recs).unwrap();
-        assert_eq!(indexes_terms(&log), vec![(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]);
+        assert_eq!(
+            indexes_terms(&log),
+            vec![(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 2)]
+        );
         assert_eq!(log.hard_state.commit, 5);
     }
 
     #[test]
     fn checkpoint_covers_prefix_and_raises_commit() {
-        let recs = [entries(1..=10, 1), hard_state(1, 4), truncate(6, Truncation::UpTo)];
+        let recs = [
+            entries(1..=10, 1),
+            hard_state(1, 4),
+            truncate(6, Truncation::UpTo),
+        ];
         let log = recover_log(&checkpoint(7), &recs).unwrap();
         assert_eq!(log.entries.first().map(|e| e.index), Some(8));
         assert_eq!(log.hard_state.commit, 7);
@@ -128,7 +166,11 @@ mod tests {
 
     #[test]
     fn snapshot_install_discards_the_old_log() {
-        let recs = [entries(1..=10, 1), truncate(20, Truncation::DiscardAll), entries(21..=22, 3)];
+        let recs = [
+            entries(1..=10, 1),
+            truncate(20, Truncation::DiscardAll),
+            entries(21..=22, 3),
+        ];
         let log = recover_log(&checkpoint(20), &recs).unwrap();
         assert_eq!(indexes_terms(&log), vec![(21, 3), (22, 3)]);
     }
@@ -138,6 +180,9 @@ mod tests {
         let recs = [entries(12..=14, 1)];
         assert!(recover_log(&checkpoint(10), &recs).is_err());
         let recs = [entries(1..=3, 1), hard_state(1, 9)];
-        assert!(recover_log(&checkpoint(0), &recs).is_err(), "commit past the log end");
+        assert!(
+            recover_log(&checkpoint(0), &recs).is_err(),
+            "commit past the log end"
+        );
     }
 }

@@ -42,18 +42,25 @@ impl RegionMeta {
     /// The region covering the whole keyspace, replicated on `store_ids`:
     /// what a fresh cluster bootstraps with.
     pub fn whole_keyspace(id: u64, store_ids: &[u64]) -> Self {
-        let peers = store_ids.iter().map(|&s| PeerMeta { id: s, store_id: s }).collect();
+        let peers = store_ids
+            .iter()
+            .map(|&s| PeerMeta { id: s, store_id: s })
+            .collect();
         RegionMeta {
             id,
             start_key: Vec::new(),
             end_key: Vec::new(),
-            epoch: RegionEpoch { conf_ver: 1, version: 1 },
+            epoch: RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            },
             peers,
         }
     }
 
     pub fn contains_key(&self, key: &[u8]) -> bool {
-        key >= self.start_key.as_slice() && (self.end_key.is_empty() || key < self.end_key.as_slice())
+        key >= self.start_key.as_slice()
+            && (self.end_key.is_empty() || key < self.end_key.as_slice())
     }
 
     /// `[start, end)` lies inside the region (empty `end` = unbounded).
@@ -83,13 +90,25 @@ impl RegionMeta {
         let id = dec.u64()?;
         let start_key = dec.bytes()?;
         let end_key = dec.bytes()?;
-        let epoch = RegionEpoch { conf_ver: dec.u64()?, version: dec.u64()? };
+        let epoch = RegionEpoch {
+            conf_ver: dec.u64()?,
+            version: dec.u64()?,
+        };
         let n = dec.count(16)?;
         let mut peers = Vec::with_capacity(n);
         for _ in 0..n {
-            peers.push(PeerMeta { id: dec.u64()?, store_id: dec.u64()? });
+            peers.push(PeerMeta {
+                id: dec.u64()?,
+                store_id: dec.u64()?,
+            });
         }
-        Ok(RegionMeta { id, start_key, end_key, epoch, peers })
+        Ok(RegionMeta {
+            id,
+            start_key,
+            end_key,
+            epoch,
+            peers,
+        })
     }
 }
 
@@ -98,7 +117,11 @@ mod tests {
     use super::*;
 
     fn region(start: &[u8], end: &[u8]) -> RegionMeta {
-        RegionMeta { start_key: start.to_vec(), end_key: end.to_vec(), ..RegionMeta::whole_keyspace(1, &[1, 2, 3]) }
+        RegionMeta {
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..RegionMeta::whole_keyspace(1, &[1, 2, 3])
+        }
     }
 
     #[test]
@@ -118,10 +141,21 @@ mod tests {
 
     #[test]
     fn stale_epoch_is_not_current() {
-        let now = RegionEpoch { conf_ver: 2, version: 5 };
+        let now = RegionEpoch {
+            conf_ver: 2,
+            version: 5,
+        };
         assert!(now.is_current(&now));
-        assert!(!RegionEpoch { conf_ver: 2, version: 4 }.is_current(&now));
-        assert!(!RegionEpoch { conf_ver: 1, version: 5 }.is_current(&now));
+        assert!(!RegionEpoch {
+            conf_ver: 2,
+            version: 4
+        }
+        .is_current(&now));
+        assert!(!RegionEpoch {
+            conf_ver: 1,
+            version: 5
+        }
+        .is_current(&now));
     }
 
     #[test]

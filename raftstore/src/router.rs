@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 use futures::channel::oneshot;
 use raft::prelude::Message;
 
-use crate::command::{ReadOp, ReadResult, RequestHeader, WriteCommand, WriteId, WriteOp, WriteResult};
+use crate::command::{
+    ReadOp, ReadResult, RequestHeader, WriteCommand, WriteId, WriteOp, WriteResult,
+};
 use crate::error::RaftstoreError;
 use crate::peer::RegionStatus;
 use crate::region::RegionMeta;
@@ -32,7 +34,13 @@ impl StoreRouter {
         shard_of: impl Fn(u64) -> usize + Send + Sync + 'static,
     ) -> Self {
         regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
-        StoreRouter { inner: Arc::new(RouterInner { shards, regions: RwLock::new(regions), shard_of: Box::new(shard_of) }) }
+        StoreRouter {
+            inner: Arc::new(RouterInner {
+                shards,
+                regions: RwLock::new(regions),
+                shard_of: Box::new(shard_of),
+            }),
+        }
     }
 
     /// The region on this node that holds `key`.
@@ -45,7 +53,9 @@ impl StoreRouter {
         if header.region_id != 0 {
             return Ok(header.region_id);
         }
-        self.region_for_key(key).map(|r| r.id).ok_or(RaftstoreError::RegionNotFound { region_id: 0 })
+        self.region_for_key(key)
+            .map(|r| r.id)
+            .ok_or(RaftstoreError::RegionNotFound { region_id: 0 })
     }
 
     async fn call<T>(
@@ -54,29 +64,55 @@ impl StoreRouter {
         make: impl FnOnce(oneshot::Sender<Result<T, RaftstoreError>>) -> ShardMsg,
     ) -> Result<T, RaftstoreError> {
         let shard = (self.inner.shard_of)(region_id);
-        let tx = self.inner.shards.get(shard).ok_or(RaftstoreError::RegionNotFound { region_id })?;
+        let tx = self
+            .inner
+            .shards
+            .get(shard)
+            .ok_or(RaftstoreError::RegionNotFound { region_id })?;
         let (reply, rx) = oneshot::channel();
-        tx.send_async(make(reply)).await.map_err(|_| RaftstoreError::ShuttingDown)?;
+        tx.send_async(make(reply))
+            .await
+            .map_err(|_| RaftstoreError::ShuttingDown)?;
         rx.await.map_err(|_| RaftstoreError::ShuttingDown)?
     }
 
     /// Replicates and applies a write; answers with what it produced.
-    pub async fn write(&self, header: RequestHeader, id: WriteId, op: WriteOp) -> Result<WriteResult, RaftstoreError> {
+    pub async fn write(
+        &self,
+        header: RequestHeader,
+        id: WriteId,
+        op: WriteOp,
+    ) -> Result<WriteResult, RaftstoreError> {
         let key = first_key(&op);
         let region_id = self.resolve(&header, key)?;
         let cmd = WriteCommand { header, id, op };
-        self.call(region_id, |reply| ShardMsg::Write { region_id, cmd, reply }).await
+        self.call(region_id, |reply| ShardMsg::Write {
+            region_id,
+            cmd,
+            reply,
+        })
+        .await
     }
 
     /// A linearizable read through ReadIndex on the region's leader.
-    pub async fn read(&self, header: RequestHeader, op: ReadOp) -> Result<ReadResult, RaftstoreError> {
+    pub async fn read(
+        &self,
+        header: RequestHeader,
+        op: ReadOp,
+    ) -> Result<ReadResult, RaftstoreError> {
         let key = match &op {
             ReadOp::Get { key } => key.as_slice(),
             ReadOp::BatchGet { keys } => keys.first().map_or(&[][..], Vec::as_slice),
             ReadOp::Scan { start, .. } => start.as_slice(),
         };
         let region_id = self.resolve(&header, key)?;
-        self.call(region_id, |reply| ShardMsg::Read { region_id, header, op, reply }).await
+        self.call(region_id, |reply| ShardMsg::Read {
+            region_id,
+            header,
+            op,
+            reply,
+        })
+        .await
     }
 
     /// Hands an incoming Raft message to its region's shard; drops it if the
@@ -84,7 +120,13 @@ impl StoreRouter {
     pub fn deliver(&self, region_id: u64, msg: Message) {
         let shard = (self.inner.shard_of)(region_id);
         if let Some(tx) = self.inner.shards.get(shard) {
-            if tx.try_send(ShardMsg::Raft { region_id, msg: Box::new(msg) }).is_err() {
+            if tx
+                .try_send(ShardMsg::Raft {
+                    region_id,
+                    msg: Box::new(msg),
+                })
+                .is_err()
+            {
                 tracing::debug!(region = region_id, "shard inbox full; raft message dropped");
             }
         }
@@ -115,7 +157,9 @@ impl StoreRouter {
 
 fn first_key(op: &WriteOp) -> &[u8] {
     match op {
-        WriteOp::Put { key, .. } | WriteOp::Delete { key } | WriteOp::CompareAndSwap { key, .. } => key,
+        WriteOp::Put { key, .. }
+        | WriteOp::Delete { key }
+        | WriteOp::CompareAndSwap { key, .. } => key,
         WriteOp::BatchPut { pairs } => pairs.first().map_or(&[][..], |(k, _)| k.as_slice()),
         WriteOp::DeleteRange { start, .. } => start,
     }

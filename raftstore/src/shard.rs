@@ -31,12 +31,29 @@ use crate::transport::MessageSink;
 
 /// What a shard's inbox carries.
 pub enum ShardMsg {
-    Write { region_id: u64, cmd: WriteCommand, reply: WriteReply },
-    Read { region_id: u64, header: RequestHeader, op: ReadOp, reply: ReadReply },
-    Raft { region_id: u64, msg: Box<Message> },
-    Status { reply: oneshot::Sender<Vec<RegionStatus>> },
+    Write {
+        region_id: u64,
+        cmd: WriteCommand,
+        reply: WriteReply,
+    },
+    Read {
+        region_id: u64,
+        header: RequestHeader,
+        op: ReadOp,
+        reply: ReadReply,
+    },
+    Raft {
+        region_id: u64,
+        msg: Box<Message>,
+    },
+    Status {
+        reply: oneshot::Sender<Vec<RegionStatus>>,
+    },
     Shutdown,
 }
+
+/// A background checkpoint's outcome: (region, applied index written).
+type CheckpointDone = (u64, Result<u64, RaftstoreError>);
 
 /// How many inbox messages one turn takes before it processes Readies.
 const INBOX_BATCH_MAX: usize = 4096;
@@ -47,7 +64,10 @@ pub(crate) struct Shard {
     wal: ShardWal,
     sink: Arc<dyn MessageSink>,
     checkpoint_dir: PathBuf,
-    checkpoint_done: (flume::Sender<(u64, Result<u64, RaftstoreError>)>, flume::Receiver<(u64, Result<u64, RaftstoreError>)>),
+    checkpoint_done: (
+        flume::Sender<CheckpointDone>,
+        flume::Receiver<CheckpointDone>,
+    ),
 }
 
 impl Shard {
@@ -60,10 +80,14 @@ impl Shard {
         store: Arc<KvStore>,
         sink: Arc<dyn MessageSink>,
     ) -> Result<Shard, RaftstoreError> {
-        let wal_dir = cfg.data_dir.join("wal").join(format!("shard-{shard_index}"));
+        let wal_dir = cfg
+            .data_dir
+            .join("wal")
+            .join(format!("shard-{shard_index}"));
         let checkpoint_dir = cfg.data_dir.join("store");
         for dir in [&wal_dir, &checkpoint_dir] {
-            std::fs::create_dir_all(dir).map_err(|e| RaftstoreError::Internal(format!("create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| RaftstoreError::Internal(format!("create {}: {e}", dir.display())))?;
         }
         let (wal, recovery) = ShardWal::open(&wal_dir, WalOptions::default()).await?;
         if let Some(tear) = &recovery.tear {
@@ -91,7 +115,10 @@ impl Shard {
             tracing::info!(
                 region = id,
                 applied = checkpoint.applied_index,
-                last = log.entries.last().map_or(checkpoint.applied_index, |e| e.index),
+                last = log
+                    .entries
+                    .last()
+                    .map_or(checkpoint.applied_index, |e| e.index),
                 commit = log.hard_state.commit,
                 "region recovered"
             );
@@ -105,10 +132,21 @@ impl Shard {
             );
             let raft_cfg = cfg.raft_config(checkpoint.applied_index);
             let raw = raft::RawNode::new(&raft_cfg, storage, &crate::logger::raft_logger(id))?;
-            let state = crate::peer::PeerState { checkpoint, raw, checkpoint_dir: checkpoint_dir.clone() };
+            let state = crate::peer::PeerState {
+                checkpoint,
+                raw,
+                checkpoint_dir: checkpoint_dir.clone(),
+            };
             peers.insert(id, Peer::new(state, store.clone(), cfg.request_timeout));
         }
-        Ok(Shard { cfg, peers, wal, sink, checkpoint_dir, checkpoint_done: flume::unbounded() })
+        Ok(Shard {
+            cfg,
+            peers,
+            wal,
+            sink,
+            checkpoint_dir,
+            checkpoint_done: flume::unbounded(),
+        })
     }
 
     pub(crate) async fn run(mut self, inbox: flume::Receiver<ShardMsg>) {
@@ -118,7 +156,12 @@ impl Shard {
             let now = Instant::now();
             let mut shutdown = false;
             if now < next_tick && inbox.is_empty() {
-                match select(inbox.recv_async(), Box::pin(glommio::timer::sleep(next_tick - now))).await {
+                match select(
+                    inbox.recv_async(),
+                    Box::pin(glommio::timer::sleep(next_tick - now)),
+                )
+                .await
+                {
                     Either::Left((Ok(msg), _)) => shutdown |= self.handle(msg),
                     Either::Left((Err(_), _)) => shutdown = true,
                     Either::Right(_) => {}
@@ -151,13 +194,22 @@ impl Shard {
     fn handle(&mut self, msg: ShardMsg) -> bool {
         let now = Instant::now();
         match msg {
-            ShardMsg::Write { region_id, cmd, reply } => match self.peers.get_mut(&region_id) {
+            ShardMsg::Write {
+                region_id,
+                cmd,
+                reply,
+            } => match self.peers.get_mut(&region_id) {
                 Some(peer) => peer.propose_write(cmd, reply, now),
                 None => {
                     let _ = reply.send(Err(RaftstoreError::RegionNotFound { region_id }));
                 }
             },
-            ShardMsg::Read { region_id, header, op, reply } => match self.peers.get_mut(&region_id) {
+            ShardMsg::Read {
+                region_id,
+                header,
+                op,
+                reply,
+            } => match self.peers.get_mut(&region_id) {
                 Some(peer) => peer.queue_read(header, op, reply, now),
                 None => {
                     let _ = reply.send(Err(RaftstoreError::RegionNotFound { region_id }));
@@ -165,7 +217,10 @@ impl Shard {
             },
             ShardMsg::Raft { region_id, msg } => match self.peers.get_mut(&region_id) {
                 Some(peer) => peer.step(*msg),
-                None => tracing::debug!(region = region_id, "message for a region not on this shard dropped"),
+                None => tracing::debug!(
+                    region = region_id,
+                    "message for a region not on this shard dropped"
+                ),
             },
             ShardMsg::Status { reply } => {
                 let _ = reply.send(self.peers.values().map(Peer::status).collect());
@@ -225,10 +280,20 @@ impl Shard {
 
     fn start_checkpoints(&mut self) {
         for (id, peer) in self.peers.iter_mut() {
-            let Some(cp) = peer.checkpoint_if_due(self.cfg.checkpoint_every_entries) else { continue };
-            let (id, index, dir, done) = (*id, cp.applied_index, self.checkpoint_dir.clone(), self.checkpoint_done.0.clone());
+            let Some(cp) = peer.checkpoint_if_due(self.cfg.checkpoint_every_entries) else {
+                continue;
+            };
+            let (id, index, dir, done) = (
+                *id,
+                cp.applied_index,
+                self.checkpoint_dir.clone(),
+                self.checkpoint_done.0.clone(),
+            );
             glommio::spawn_local(async move {
-                let result = glommio::executor().spawn_blocking(move || cp.write(&dir)).await.map(|()| index);
+                let result = glommio::executor()
+                    .spawn_blocking(move || cp.write(&dir))
+                    .await
+                    .map(|()| index);
                 let _ = done.send((id, result));
             })
             .detach();
@@ -239,7 +304,9 @@ impl Shard {
     fn finish_checkpoints(&mut self, out: &mut TurnOutput) -> bool {
         let mut any = false;
         for (id, result) in self.checkpoint_done.1.try_iter() {
-            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             match result {
                 Ok(index) => {
                     peer.on_checkpoint_written(index, out);
@@ -267,7 +334,10 @@ fn bootstrap_checkpoint(region: RegionMeta) -> RegionCheckpoint {
         region,
         applied_index: 0,
         applied_term: 0,
-        conf_state: raft::prelude::ConfState { voters, ..Default::default() },
+        conf_state: raft::prelude::ConfState {
+            voters,
+            ..Default::default()
+        },
         sessions: Default::default(),
         pairs: Vec::new(),
     }

@@ -35,9 +35,19 @@ impl RegionStorage {
         entries: Vec<Entry>,
     ) -> Self {
         let (truncated_index, truncated_term) = truncated;
-        debug_assert!(entries.first().is_none_or(|e| e.index == truncated_index + 1));
+        debug_assert!(entries
+            .first()
+            .is_none_or(|e| e.index == truncated_index + 1));
         debug_assert!(entries.windows(2).all(|w| w[1].index == w[0].index + 1));
-        RegionStorage { region_id, hard_state, conf_state, entries, truncated_index, truncated_term, checkpoint_dir }
+        RegionStorage {
+            region_id,
+            hard_state,
+            conf_state,
+            entries,
+            truncated_index,
+            truncated_term,
+            checkpoint_dir,
+        }
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -49,7 +59,10 @@ impl RegionStorage {
     }
 
     pub fn set_commit(&mut self, commit: u64) {
-        debug_assert!(commit >= self.hard_state.commit, "commit index went backwards");
+        debug_assert!(
+            commit >= self.hard_state.commit,
+            "commit index went backwards"
+        );
         self.hard_state.commit = commit;
     }
 
@@ -66,14 +79,22 @@ impl RegionStorage {
     }
 
     fn last(&self) -> u64 {
-        self.entries.last().map_or(self.truncated_index, |e| e.index)
+        self.entries
+            .last()
+            .map_or(self.truncated_index, |e| e.index)
     }
 
     /// Appends entries from a Ready, replacing any conflicting suffix.
     pub fn append(&mut self, ents: &[Entry]) {
         let Some(first) = ents.first() else { return };
-        assert!(first.index > self.truncated_index, "append below the truncated index");
-        assert!(first.index <= self.last() + 1, "append leaves a gap in the log");
+        assert!(
+            first.index > self.truncated_index,
+            "append below the truncated index"
+        );
+        assert!(
+            first.index <= self.last() + 1,
+            "append leaves a gap in the log"
+        );
         let keep = (first.index - self.truncated_index - 1) as usize;
         self.entries.truncate(keep);
         self.entries.extend_from_slice(ents);
@@ -117,7 +138,10 @@ impl RegionStorage {
 
 impl raft::Storage for RegionStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState { hard_state: self.hard_state.clone(), conf_state: self.conf_state.clone() })
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.conf_state.clone(),
+        })
     }
 
     fn entries(
@@ -178,8 +202,10 @@ impl raft::Storage for RegionStorage {
         if cp.applied_index < request_index || cp.applied_index < self.truncated_index {
             return Err(unavailable());
         }
-        let mut snap = Snapshot::default();
-        snap.data = bytes.into();
+        let mut snap = Snapshot {
+            data: bytes.into(),
+            ..Default::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = cp.applied_index;
         meta.term = cp.applied_term;
@@ -194,11 +220,22 @@ mod tests {
     use raft::Storage;
 
     fn entry(index: u64, term: u64) -> Entry {
-        Entry { index, term, ..Default::default() }
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
     }
 
     fn storage(entries: Vec<Entry>) -> RegionStorage {
-        RegionStorage::new(1, PathBuf::new(), HardState::default(), ConfState::default(), (3, 1), entries)
+        RegionStorage::new(
+            1,
+            PathBuf::new(),
+            HardState::default(),
+            ConfState::default(),
+            (3, 1),
+            entries,
+        )
     }
 
     #[test]
@@ -218,7 +255,12 @@ mod tests {
         s.compact_to(5);
         assert_eq!(s.first_index().unwrap(), 6);
         assert_eq!(s.term(5).unwrap(), 2);
-        assert!(matches!(s.entries(5, 7, None, GetEntriesContext::empty(false)), Err(_)));
-        assert_eq!(s.entries(6, 7, None, GetEntriesContext::empty(false)).unwrap().len(), 1);
+        assert!(s.entries(5, 7, None, GetEntriesContext::empty(false)).is_err());
+        assert_eq!(
+            s.entries(6, 7, None, GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -101,7 +101,10 @@ impl Writers {
 async fn assert_all_readable(client: &Client, acknowledged: &BTreeMap<String, String>, when: &str) {
     let entries: Vec<(&String, &String)> = acknowledged.iter().collect();
     for batch in entries.chunks(VERIFY_BATCH_KEYS) {
-        let keys = batch.iter().map(|(key, _)| key.as_bytes().to_vec()).collect();
+        let keys = batch
+            .iter()
+            .map(|(key, _)| key.as_bytes().to_vec())
+            .collect();
         let found: BTreeMap<Vec<u8>, Vec<u8>> = client
             .batch_get(keys)
             .await
@@ -111,7 +114,9 @@ async fn assert_all_readable(client: &Client, acknowledged: &BTreeMap<String, St
             .collect();
         for (key, value) in batch {
             assert_eq!(
-                found.get(key.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned()),
+                found
+                    .get(key.as_bytes())
+                    .map(|v| String::from_utf8_lossy(v).into_owned()),
                 Some((*value).clone()),
                 "{when}: acknowledged key {key} lost or changed"
             );
@@ -121,15 +126,22 @@ async fn assert_all_readable(client: &Client, acknowledged: &BTreeMap<String, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_leader_crash_and_full_restart() {
-    let mut cluster = Cluster::start(test_environment!(), 3).await.expect("start cluster");
-    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT).await.expect("initial leader");
+    let mut cluster = Cluster::start(test_environment!(), 3)
+        .await
+        .expect("start cluster");
+    let leader = cluster
+        .wait_for_leader(ELECTION_TIMEOUT)
+        .await
+        .expect("initial leader");
 
     let mut clients = Vec::with_capacity(WRITERS);
     for _ in 0..WRITERS {
         clients.push(cluster.new_client().await.expect("client"));
     }
     let writers = Writers::start(clients);
-    writers.wait_for_progress(ACKS_PER_PHASE, "before the crash").await;
+    writers
+        .wait_for_progress(ACKS_PER_PHASE, "before the crash")
+        .await;
 
     cluster.kill(leader).expect("kill leader");
     let new_leader = cluster
@@ -137,10 +149,17 @@ async fn acknowledged_writes_survive_leader_crash_and_full_restart() {
         .await
         .expect("a new leader after the crash");
     assert_ne!(new_leader, leader);
-    writers.wait_for_progress(ACKS_PER_PHASE, "after the new election").await;
+    writers
+        .wait_for_progress(ACKS_PER_PHASE, "after the new election")
+        .await;
 
-    cluster.restart(leader).await.expect("restart the crashed node");
-    writers.wait_for_progress(ACKS_PER_PHASE, "after the restart").await;
+    cluster
+        .restart(leader)
+        .await
+        .expect("restart the crashed node");
+    writers
+        .wait_for_progress(ACKS_PER_PHASE, "after the restart")
+        .await;
     let acknowledged = writers.stop().await;
     assert!(acknowledged.len() >= 3 * ACKS_PER_PHASE);
 
@@ -151,7 +170,9 @@ async fn acknowledged_writes_survive_leader_crash_and_full_restart() {
     assert_all_readable(&cluster.client(), &acknowledged, "after the crash").await;
 
     for node in cluster.node_ids() {
-        cluster.terminate(node).await.expect("clean shutdown");
+        if let Err(err) = cluster.terminate(node).await {
+            panic!("SIGTERM must shut node {node} down cleanly: {err}");
+        }
     }
     for node in cluster.node_ids() {
         cluster.restart(node).await.expect("restart after shutdown");

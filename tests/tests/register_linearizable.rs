@@ -57,7 +57,12 @@ impl Progress {
 }
 
 /// One process's loop: random commands until the shared budget is spent.
-async fn run_process(client: RecordedClient, process: ProcessId, mut rng: StdRng, progress: Arc<Progress>) {
+async fn run_process(
+    client: RecordedClient,
+    process: ProcessId,
+    mut rng: StdRng,
+    progress: Arc<Progress>,
+) {
     // What this process last saw in each key: its CAS expectations.
     let mut last_seen: HashMap<&str, Value> = HashMap::new();
     for serial in 0u64.. {
@@ -86,7 +91,13 @@ async fn run_process(client: RecordedClient, process: ProcessId, mut rng: StdRng
             (Outcome::Ok(Response::Read(value)), _) => {
                 last_seen.insert(key, value);
             }
-            (Outcome::Ok(Response::Cas { succeeded, previous }), Command::Cas { new, .. }) => {
+            (
+                Outcome::Ok(Response::Cas {
+                    succeeded,
+                    previous,
+                }),
+                Command::Cas { new, .. },
+            ) => {
                 last_seen.insert(key, if succeeded { new } else { previous });
             }
             (Outcome::Ok(Response::Written), Command::Write(value)) => {
@@ -102,8 +113,13 @@ async fn run_process(client: RecordedClient, process: ProcessId, mut rng: StdRng
 async fn register_history_with_leader_crash_is_linearizable() {
     let seed = seed();
     println!("seed = {seed} (replay with FLOTILLA_TEST_SEED={seed})");
-    let mut cluster = Cluster::start(test_environment!(), 3).await.expect("start cluster");
-    cluster.wait_for_leader(ELECTION_TIMEOUT).await.expect("initial leader");
+    let mut cluster = Cluster::start(test_environment!(), 3)
+        .await
+        .expect("start cluster");
+    cluster
+        .wait_for_leader(ELECTION_TIMEOUT)
+        .await
+        .expect("initial leader");
 
     let recorder = HistoryRecorder::new();
     let progress = Arc::new(Progress::default());
@@ -112,18 +128,33 @@ async fn register_history_with_leader_crash_is_linearizable() {
         let client = cluster.new_client().await.expect("client");
         let client = RecordedClient::new(client, recorder.clone(), process);
         let rng = StdRng::seed_from_u64(seed ^ process.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        processes.push(tokio::spawn(run_process(client, process, rng, progress.clone())));
+        processes.push(tokio::spawn(run_process(
+            client,
+            process,
+            rng,
+            progress.clone(),
+        )));
     }
 
-    progress.wait_for_completed(KILL_AFTER, "before the crash").await;
-    let leader = cluster.wait_for_leader(ELECTION_TIMEOUT).await.expect("leader before the crash");
+    progress
+        .wait_for_completed(KILL_AFTER, "before the crash")
+        .await;
+    let leader = cluster
+        .wait_for_leader(ELECTION_TIMEOUT)
+        .await
+        .expect("leader before the crash");
     cluster.kill(leader).expect("kill leader");
     cluster
         .wait_for_new_leader(leader, ELECTION_TIMEOUT)
         .await
         .expect("a new leader after the crash");
-    progress.wait_for_completed(RESTART_AFTER, "after the crash").await;
-    cluster.restart(leader).await.expect("restart the crashed node");
+    progress
+        .wait_for_completed(RESTART_AFTER, "after the crash")
+        .await;
+    cluster
+        .restart(leader)
+        .await
+        .expect("restart the crashed node");
     for process in processes {
         process.await.expect("process task");
     }
@@ -132,7 +163,27 @@ async fn register_history_with_leader_crash_is_linearizable() {
     let (ok, fail, info) = history.outcome_counts();
     println!("history: {ok} ok, {fail} failed, {info} indeterminate");
     assert_eq!(history.operations.len(), OPERATIONS);
-    assert!(ok >= OPERATIONS / 2, "most operations succeed ({ok} of {OPERATIONS})");
+    assert!(
+        ok >= OPERATIONS / 2,
+        "most operations succeed ({ok} of {OPERATIONS})"
+    );
+    let swaps = history
+        .operations
+        .iter()
+        .filter(|op| {
+            matches!(
+                op.outcome,
+                Outcome::Ok(Response::Cas {
+                    succeeded: true,
+                    ..
+                })
+            )
+        })
+        .count();
+    assert!(
+        swaps > 0,
+        "the workload exercises successful compare-and-swaps"
+    );
     match linearizability::check(&history) {
         Ok(summary) => println!("linearizable: {summary:?}"),
         Err(err) => panic!("seed {seed}: {err}"),

@@ -44,6 +44,8 @@ pub(crate) const FLAG_LAST_IN_BATCH: u8 = 1;
 
 const _: () = assert!(WAL_BLOCK_BYTES.is_power_of_two());
 const _: () = assert!(SEGMENT_HEADER_BYTES <= SEGMENT_HEADER_BLOCK_BYTES);
+const _: () = assert!(SEGMENT_HEADER_FIRST_LSN + 8 == SEGMENT_HEADER_CRC);
+const _: () = assert!(SEGMENT_HEADER_CRC + 4 == SEGMENT_HEADER_BYTES);
 const _: () = assert!(RECORD_RESERVED + 6 == RECORD_HEADER_BYTES);
 const _: () = assert!(WAL_BATCH_BYTES_MAX % WAL_BLOCK_BYTES == 0);
 // A payload length always fits the u32 length field.
@@ -87,7 +89,11 @@ pub(crate) fn encode_batch(records: &[WalRecord], first_lsn: u64, dst: &mut [u8]
         .iter()
         .map(|r| RECORD_HEADER_BYTES + r.payload.len())
         .sum();
-    assert_eq!(dst.len(), encoded_batch_bytes(unpadded), "batch buffer size");
+    assert_eq!(
+        dst.len(),
+        encoded_batch_bytes(unpadded),
+        "batch buffer size"
+    );
     let mut pos = 0;
     for (i, record) in records.iter().enumerate() {
         let last_in_batch = i + 1 == records.len();

@@ -62,7 +62,10 @@ impl SegmentLedger {
             .expect("a segment is open before records are noted");
         match record.kind {
             RecordKind::Entries => {
-                let max = newest.max_entries_index.entry(record.region_id).or_insert(0);
+                let max = newest
+                    .max_entries_index
+                    .entry(record.region_id)
+                    .or_insert(0);
                 *max = (*max).max(record.index);
             }
             RecordKind::HardState => {
@@ -104,14 +107,21 @@ impl SegmentLedger {
         let oldest = self.segments.front()?;
         oldest
             .is_obsolete(&self.compacted)
-            .then(|| (oldest.seq, oldest.path.as_path()))
+            .then_some((oldest.seq, oldest.path.as_path()))
     }
 
     /// Forgets the oldest segment after its file is gone.
     pub(crate) fn remove_oldest(&mut self, seq: u64) {
         let oldest = self.segments.pop_front();
-        assert_eq!(oldest.map(|s| s.seq), Some(seq), "removing the oldest segment");
-        assert!(!self.segments.is_empty(), "the newest segment is never removed");
+        assert_eq!(
+            oldest.map(|s| s.seq),
+            Some(seq),
+            "removing the oldest segment"
+        );
+        assert!(
+            !self.segments.is_empty(),
+            "the newest segment is never removed"
+        );
     }
 
     pub(crate) fn live_segments(&self) -> usize {
@@ -140,7 +150,11 @@ mod tests {
         ledger.note_record(&WalRecord::entries(1, 20, vec![]));
         assert_eq!(ledger.oldest_obsolete(), None);
         ledger.compact(1, 10);
-        assert_eq!(ledger.oldest_obsolete(), None, "region 2 still needs segment 1");
+        assert_eq!(
+            ledger.oldest_obsolete(),
+            None,
+            "region 2 still needs segment 1"
+        );
         ledger.note_record(&WalRecord::truncate(2, 4));
         assert_eq!(ledger.oldest_obsolete().map(|(seq, _)| seq), Some(1));
         ledger.remove_oldest(1);
@@ -152,9 +166,7 @@ mod tests {
     #[test]
     fn compaction_never_moves_backwards() {
         let mut ledger = ledger_with_segments(&[1, 2]);
-        ledger.segments[0]
-            .max_entries_index
-            .insert(1, 10);
+        ledger.segments[0].max_entries_index.insert(1, 10);
         ledger.compact(1, 10);
         ledger.compact(1, 3);
         assert_eq!(ledger.oldest_obsolete().map(|(seq, _)| seq), Some(1));

@@ -4,12 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use glommio::io::Directory;
-
+use super::format::SegmentHeader;
 use super::ledger::SegmentLedger;
 use super::record::WalRecord;
-use super::scan::{scan_segment, ScanEnd};
-use super::segment_file::{list_segments, read_segment, remove_segment, truncate_segment};
+use super::scan::{scan_segment, ScanEnd, TearReason};
+use super::segment_file::{read_segment, truncate_segment, SegmentDir};
 use crate::EngineError;
 
 /// Where recovery stopped reading, and why.
@@ -32,10 +31,16 @@ pub(crate) struct RecoveredLog {
     pub(crate) next_lsn: u64,
 }
 
+/// The end of the previous segment, which the next one must continue.
+struct SegmentEnd {
+    seq: u64,
+    next_lsn: u64,
+}
+
 /// Recovers `dir`. A torn last segment is cut at the tear (or removed, if its
 /// header is unreadable) so the next recovery reads cleanly past it.
-pub(crate) async fn recover(dir: &Path, directory: &Directory) -> Result<RecoveredLog, EngineError> {
-    let segments = list_segments(dir)?;
+pub(crate) async fn recover(dir: &SegmentDir) -> Result<RecoveredLog, EngineError> {
+    let segments = dir.list()?;
     let mut recovered = RecoveredLog {
         records: Vec::new(),
         tear: None,
@@ -43,45 +48,14 @@ pub(crate) async fn recover(dir: &Path, directory: &Directory) -> Result<Recover
         next_seq: 1,
         next_lsn: 1,
     };
-    let mut previous: Option<(u64, u64)> = None; // (seq, next LSN) of the previous segment
+    let mut previous: Option<SegmentEnd> = None;
     for (position, (seq, path)) in segments.iter().enumerate() {
         let is_last = position + 1 == segments.len();
-        if let Some((previous_seq, _)) = previous {
-            if previous_seq.checked_add(1) != Some(*seq) {
-                return Err(EngineError::Corrupt {
-                    what: format!(
-                        "WAL segment {} follows segment {previous_seq}: segments in between are missing",
-                        path.display()
-                    ),
-                });
-            }
+        check_no_gap(previous.as_ref(), *seq, path)?;
+        let scan = scan_segment(&read_segment(path).await?);
+        if let Some(header) = &scan.header {
+            check_header(header, previous.as_ref(), *seq, path)?;
         }
-        let bytes = read_segment(path).await?;
-        let scan = scan_segment(&bytes);
-        drop(bytes);
-        if let Some(header) = scan.header {
-            if header.segment_seq != *seq {
-                return Err(EngineError::Corrupt {
-                    what: format!(
-                        "WAL segment {} has sequence number {} in its header",
-                        path.display(),
-                        header.segment_seq
-                    ),
-                });
-            }
-            if let Some((_, expected_lsn)) = previous {
-                if header.first_lsn != expected_lsn {
-                    return Err(EngineError::Corrupt {
-                        what: format!(
-                            "WAL segment {} starts at LSN {} but the previous segment ends before LSN {expected_lsn}",
-                            path.display(),
-                            header.first_lsn
-                        ),
-                    });
-                }
-            }
-        }
-        let next_lsn = scan.next_lsn();
         if let ScanEnd::Torn { offset, reason } = &scan.end {
             if !is_last {
                 return Err(EngineError::Corrupt {
@@ -92,26 +66,11 @@ pub(crate) async fn recover(dir: &Path, directory: &Directory) -> Result<Recover
                     ),
                 });
             }
-            tracing::warn!(
-                segment = %path.display(),
-                offset,
-                %reason,
-                "WAL ends in a torn write; discarding the unacknowledged tail"
-            );
-            if scan.header.is_some() {
-                truncate_segment(path, *offset).await?;
-            } else {
-                remove_segment(directory, path).await?;
-            }
-            recovered.tear = Some(WalTear {
-                segment: path.clone(),
-                offset: *offset,
-                reason: reason.to_string(),
-            });
+            let has_header = scan.header.is_some();
+            recovered.tear = Some(cut_torn_tail(dir, path, *offset, reason, has_header).await?);
         }
-        recovered.next_seq = seq.saturating_add(1);
-        let Some(next_lsn) = next_lsn else {
-            // Only a last segment can lack a header here, and it is gone now.
+        let Some(next_lsn) = scan.next_lsn() else {
+            // Only a last segment gets here without a header, and it is gone now.
             recovered.next_seq = *seq;
             continue;
         };
@@ -120,8 +79,82 @@ pub(crate) async fn recover(dir: &Path, directory: &Directory) -> Result<Recover
             recovered.ledger.note_record(record);
         }
         recovered.records.extend(scan.records);
+        recovered.next_seq = seq.saturating_add(1);
         recovered.next_lsn = next_lsn;
-        previous = Some((*seq, next_lsn));
+        previous = Some(SegmentEnd {
+            seq: *seq,
+            next_lsn,
+        });
     }
     Ok(recovered)
+}
+
+fn check_no_gap(previous: Option<&SegmentEnd>, seq: u64, path: &Path) -> Result<(), EngineError> {
+    match previous {
+        Some(previous) if previous.seq.checked_add(1) != Some(seq) => Err(EngineError::Corrupt {
+            what: format!(
+                "WAL segment {} follows segment {}: segments in between are missing",
+                path.display(),
+                previous.seq
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A readable header must name its own file and continue the previous
+/// segment's LSNs; anything else is misplaced data, never a torn write.
+fn check_header(
+    header: &SegmentHeader,
+    previous: Option<&SegmentEnd>,
+    seq: u64,
+    path: &Path,
+) -> Result<(), EngineError> {
+    if header.segment_seq != seq {
+        return Err(EngineError::Corrupt {
+            what: format!(
+                "WAL segment {} has sequence number {} in its header",
+                path.display(),
+                header.segment_seq
+            ),
+        });
+    }
+    match previous {
+        Some(previous) if header.first_lsn != previous.next_lsn => Err(EngineError::Corrupt {
+            what: format!(
+                "WAL segment {} starts at LSN {} but the previous segment ends before LSN {}",
+                path.display(),
+                header.first_lsn,
+                previous.next_lsn
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Discards the unacknowledged tail of the last segment, durably: the file is
+/// cut at the tear, or removed if not even its header made it to disk.
+async fn cut_torn_tail(
+    dir: &SegmentDir,
+    path: &Path,
+    offset: u64,
+    reason: &TearReason,
+    has_header: bool,
+) -> Result<WalTear, EngineError> {
+    tracing::warn!(
+        segment = %path.display(),
+        offset,
+        %reason,
+        "WAL ends in a torn write; discarding the unacknowledged tail"
+    );
+    if has_header {
+        truncate_segment(path, offset).await?;
+    } else {
+        dir.remove(path).await?;
+    }
+    Ok(WalTear {
+        segment: path.to_path_buf(),
+        offset,
+        reason: reason.to_string(),
+    })
 }

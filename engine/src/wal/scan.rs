@@ -10,12 +10,11 @@
 use std::fmt;
 
 use super::format::{
-    SegmentHeader, FLAG_LAST_IN_BATCH, RECORD_CRC, RECORD_FLAGS, RECORD_HEADER_BYTES,
-    RECORD_INDEX, RECORD_KIND, RECORD_LSN, RECORD_PAYLOAD_LEN, RECORD_REGION_ID,
-    RECORD_RESERVED, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BLOCK_BYTES,
-    SEGMENT_HEADER_BLOCK_SIZE, SEGMENT_HEADER_BYTES, SEGMENT_HEADER_CRC,
-    SEGMENT_HEADER_FIRST_LSN, SEGMENT_HEADER_MAGIC, SEGMENT_HEADER_SEQ, SEGMENT_HEADER_VERSION,
-    SEGMENT_MAGIC, WAL_BLOCK_BYTES,
+    SegmentHeader, FLAG_LAST_IN_BATCH, RECORD_CRC, RECORD_FLAGS, RECORD_HEADER_BYTES, RECORD_INDEX,
+    RECORD_KIND, RECORD_LSN, RECORD_PAYLOAD_LEN, RECORD_REGION_ID, RECORD_RESERVED,
+    SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BLOCK_BYTES, SEGMENT_HEADER_BLOCK_SIZE,
+    SEGMENT_HEADER_CRC, SEGMENT_HEADER_FIRST_LSN, SEGMENT_HEADER_MAGIC, SEGMENT_HEADER_SEQ,
+    SEGMENT_HEADER_VERSION, SEGMENT_MAGIC, WAL_BLOCK_BYTES,
 };
 use super::record::{RecordKind, WalRecord};
 
@@ -51,21 +50,48 @@ pub enum ScanEnd {
 /// The defect a scan stopped at. Offsets are from the start of the segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TearReason {
-    HeaderTruncated { len: u64 },
+    HeaderTruncated {
+        len: u64,
+    },
     BadMagic,
     BadHeaderChecksum,
-    UnsupportedVersion { version: u32 },
-    UnsupportedBlockSize { block_bytes: u32 },
+    UnsupportedVersion {
+        version: u32,
+    },
+    UnsupportedBlockSize {
+        block_bytes: u32,
+    },
     /// The bytes end inside a batch, before its last record.
-    BatchTruncated { offset: u64 },
+    BatchTruncated {
+        offset: u64,
+    },
     /// A zero record header where the batch needs another record.
-    MissingRecord { offset: u64 },
-    RecordPastEnd { offset: u64, payload_len: u32, available: u64 },
-    BadRecordChecksum { offset: u64 },
-    UnknownKind { offset: u64, kind: u8 },
-    BadReservedBits { offset: u64 },
-    LsnGap { offset: u64, lsn: u64, expected: u64 },
-    NonZeroPadding { offset: u64 },
+    MissingRecord {
+        offset: u64,
+    },
+    RecordPastEnd {
+        offset: u64,
+        payload_len: u32,
+        available: u64,
+    },
+    BadRecordChecksum {
+        offset: u64,
+    },
+    UnknownKind {
+        offset: u64,
+        kind: u8,
+    },
+    BadReservedBits {
+        offset: u64,
+    },
+    LsnGap {
+        offset: u64,
+        lsn: u64,
+        expected: u64,
+    },
+    NonZeroPadding {
+        offset: u64,
+    },
 }
 
 impl fmt::Display for TearReason {
@@ -160,7 +186,6 @@ fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, TearReason> {
     if block_bytes as usize != WAL_BLOCK_BYTES {
         return Err(TearReason::UnsupportedBlockSize { block_bytes });
     }
-    debug_assert!(SEGMENT_HEADER_FIRST_LSN + 8 <= SEGMENT_HEADER_BYTES);
     Ok(SegmentHeader {
         segment_seq: read_u64(bytes, SEGMENT_HEADER_SEQ),
         first_lsn: read_u64(bytes, SEGMENT_HEADER_FIRST_LSN),
@@ -179,9 +204,11 @@ pub(crate) fn scan_batches(
     let mut batch_start = start;
     let mut lsn = first_lsn;
     loop {
-        let head_end = bytes.len().min(batch_start.saturating_add(RECORD_HEADER_BYTES));
+        let head_end = bytes
+            .len()
+            .min(batch_start.saturating_add(RECORD_HEADER_BYTES));
         let head = bytes.get(batch_start..head_end).unwrap_or(&[]);
-        if head.iter().all(|b| *b == 0) {
+        if first_non_zero(head).is_none() {
             let offset = batch_start as u64;
             return (records, ScanEnd::Clean { offset });
         }
@@ -197,7 +224,7 @@ pub(crate) fn scan_batches(
             }
         };
         let padding_end = bytes.len().min(align_up(batch_end));
-        if let Some(at) = bytes[batch_end..padding_end].iter().position(|b| *b != 0) {
+        if let Some(at) = first_non_zero(&bytes[batch_end..padding_end]) {
             let reason = TearReason::NonZeroPadding {
                 offset: (batch_end + at) as u64,
             };
@@ -225,7 +252,7 @@ fn scan_batch(
             });
         };
         let offset = pos as u64;
-        if header.iter().all(|b| *b == 0) {
+        if first_non_zero(header).is_none() {
             return Err(TearReason::MissingRecord { offset });
         }
         let payload_len = read_u32(header, RECORD_PAYLOAD_LEN);
@@ -273,6 +300,21 @@ fn scan_batch(
             return Ok((batch, pos));
         }
     }
+}
+
+/// Position of the first non-zero byte of `bytes`.
+fn first_non_zero(bytes: &[u8]) -> Option<usize> {
+    const CHUNK_BYTES: usize = 64;
+    static ZEROS: [u8; CHUNK_BYTES] = [0; CHUNK_BYTES];
+    // Slice equality is a memcmp, so all-zero chunks are skipped cheaply.
+    bytes
+        .chunks(CHUNK_BYTES)
+        .enumerate()
+        .find(|(_, chunk)| *chunk != &ZEROS[..chunk.len()])
+        .and_then(|(n, chunk)| {
+            let at = chunk.iter().position(|b| *b != 0)?;
+            Some(n * CHUNK_BYTES + at)
+        })
 }
 
 fn align_up(offset: usize) -> usize {

@@ -1,15 +1,15 @@
 //! Segment files on disk: naming, listing, creating (preallocated, header
-//! written), reading whole, truncating and removing. All writes go through
-//! glommio `DmaFile` (O_DIRECT) with block-aligned buffers.
+//! written), reading whole, truncating and removing, each made durable.
+//! All I/O on segments goes through glommio `DmaFile` (O_DIRECT) with
+//! block-aligned buffers.
 
 use std::path::{Path, PathBuf};
 
-use glommio::io::{DmaFile, Directory, OpenOptions};
+use glommio::io::{Directory, DmaFile, OpenOptions};
 
-use super::format::{
-    encode_batch, SegmentHeader, WAL_BLOCK_BYTES, SEGMENT_HEADER_BLOCK_BYTES,
-};
+use super::format::{encode_batch, SegmentHeader, SEGMENT_HEADER_BLOCK_BYTES, WAL_BLOCK_BYTES};
 use super::record::WalBatch;
+use crate::durable_dir::create_dir_durably;
 use crate::EngineError;
 
 const SEGMENT_SUFFIX: &str = ".wal";
@@ -24,8 +24,11 @@ const READ_RESERVE_BYTES_MAX: u64 = 256 << 20;
 const _: () = assert!(READ_CHUNK_BYTES % WAL_BLOCK_BYTES == 0);
 
 /// `00000000000000000042.wal` for segment 42: names sort in sequence order.
-pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("{seq:0width$}{SEGMENT_SUFFIX}", width = SEGMENT_SEQ_DIGITS))
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!(
+        "{seq:0width$}{SEGMENT_SUFFIX}",
+        width = SEGMENT_SEQ_DIGITS
+    ))
 }
 
 fn parse_segment_name(name: &str) -> Option<u64> {
@@ -38,19 +41,43 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// The segment files in `dir`, by ascending sequence number. Other files are
 /// ignored with a warning.
-pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, EngineError> {
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, EngineError> {
     let entries = std::fs::read_dir(dir).map_err(|e| EngineError::io_at("listing", dir, e))?;
     let mut segments = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| EngineError::io_at("listing", dir, e))?;
         let path = entry.path();
-        match entry.file_name().to_str().and_then(parse_segment_name) {
+        let name = entry.file_name();
+        match name.to_str().and_then(parse_segment_name) {
             Some(seq) => segments.push((seq, path)),
-            None => tracing::warn!(path = %path.display(), "ignoring a file that is not a WAL segment"),
+            None if name == PROBE_FILE_NAME => {}
+            None => {
+                tracing::warn!(path = %path.display(), "ignoring a file that is not a WAL segment")
+            }
         }
     }
     segments.sort_unstable_by_key(|(seq, _)| *seq);
     Ok(segments)
+}
+
+/// Scratch file for [`prime_io_poll_probe`]; never a segment name.
+const PROBE_FILE_NAME: &str = "io-poll-probe";
+
+/// glommio decides once per thread and device whether the device supports
+/// polled I/O, by reading from the first `DmaFile` opened there. A file that
+/// is empty or only preallocated answers that read without touching the
+/// device, glommio wrongly concludes "polled", and every later read fails with
+/// EOPNOTSUPP. Opening a file holding written data first makes the probe ask
+/// the device itself. Must run before any other `DmaFile` opens on the thread.
+async fn prime_io_poll_probe(dir: &Path) -> Result<(), EngineError> {
+    let path = dir.join(PROBE_FILE_NAME);
+    std::fs::write(&path, [0x5a; WAL_BLOCK_BYTES])
+        .map_err(|e| EngineError::io_at("writing", &path, e))?;
+    let file = open_read_write(&path, false).await?;
+    file.close()
+        .await
+        .map_err(|e| EngineError::io_at("closing", &path, e))?;
+    std::fs::remove_file(&path).map_err(|e| EngineError::io_at("removing", &path, e))
 }
 
 /// Reads a whole segment file.
@@ -91,21 +118,6 @@ pub(crate) async fn truncate_segment(path: &Path, len: u64) -> Result<(), Engine
         .map_err(|e| EngineError::io_at("closing", path, e))
 }
 
-/// Deletes a segment file and makes the deletion durable.
-pub(crate) async fn remove_segment(dir: &Directory, path: &Path) -> Result<(), EngineError> {
-    glommio::io::remove(path)
-        .await
-        .map_err(|e| EngineError::io_at("removing", path, e))?;
-    sync_dir(dir, path).await
-}
-
-/// Makes creations and removals in the WAL directory durable.
-pub(crate) async fn sync_dir(dir: &Directory, changed: &Path) -> Result<(), EngineError> {
-    dir.sync().await.map_err(|e| {
-        EngineError::io_at("syncing the directory after changing", changed, e)
-    })
-}
-
 /// Opens a WAL file read+write (write-only breaks glommio's iopoll probe).
 async fn open_read_write(path: &Path, create_new: bool) -> Result<DmaFile, EngineError> {
     OpenOptions::new()
@@ -117,38 +129,100 @@ async fn open_read_write(path: &Path, create_new: bool) -> Result<DmaFile, Engin
         .map_err(|e| EngineError::io_at("opening", path, e))
 }
 
-/// A new segment file: created, preallocated, its directory entry durable,
-/// and its header block plus `preamble` written (not yet synced).
-pub(crate) struct NewSegment {
+/// The WAL directory, where segments are created and removed durably.
+pub(crate) struct SegmentDir {
+    path: PathBuf,
+    handle: Directory,
+    segment_bytes: u64,
+}
+
+/// A segment open for appends. When [`SegmentDir::create`] returns it, it is
+/// preallocated, its directory entry is durable, and its header block and
+/// preamble are written but not yet synced.
+pub(crate) struct OpenSegment {
+    pub(crate) seq: u64,
+    pub(crate) path: PathBuf,
     pub(crate) file: DmaFile,
     /// Offset after the header block and preamble: where the next batch goes.
     pub(crate) write_offset: u64,
 }
 
-pub(crate) async fn create_segment(
-    dir: &Directory,
-    path: &Path,
-    header: SegmentHeader,
-    preamble: &WalBatch,
-    preallocate_bytes: u64,
-) -> Result<NewSegment, EngineError> {
-    let file = open_read_write(path, true).await?;
-    file.pre_allocate(preallocate_bytes, false)
-        .await
-        .map_err(|e| EngineError::io_at("preallocating", path, e))?;
-    sync_dir(dir, path).await?;
-    let len = SEGMENT_HEADER_BLOCK_BYTES + preamble.encoded_bytes();
-    let mut buf = file.alloc_dma_buffer(len);
-    let (header_block, preamble_area) = buf.as_bytes_mut().split_at_mut(SEGMENT_HEADER_BLOCK_BYTES);
-    header.encode_block(header_block);
-    if !preamble.is_empty() {
-        encode_batch(preamble.records(), header.first_lsn, preamble_area);
+impl SegmentDir {
+    /// Opens (creating if missing) the WAL directory; segments created in it
+    /// are preallocated to `segment_bytes`. Must run before any other
+    /// `DmaFile` is opened on this thread (see [`prime_io_poll_probe`]).
+    pub(crate) async fn open(path: &Path, segment_bytes: u64) -> Result<SegmentDir, EngineError> {
+        create_dir_durably(path)?;
+        prime_io_poll_probe(path).await?;
+        let handle = Directory::open(path)
+            .await
+            .map_err(|e| EngineError::io_at("opening", path, e))?;
+        Ok(SegmentDir {
+            path: path.to_path_buf(),
+            handle,
+            segment_bytes,
+        })
     }
-    write_all_at(&file, path, buf, 0).await?;
-    Ok(NewSegment {
-        file,
-        write_offset: len as u64,
-    })
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The segment files, by ascending sequence number.
+    pub(crate) fn list(&self) -> Result<Vec<(u64, PathBuf)>, EngineError> {
+        list_segments(&self.path)
+    }
+
+    /// Creates segment `seq` whose first record carries `first_lsn`, with
+    /// `preamble` as its first batch (none if empty).
+    pub(crate) async fn create(
+        &self,
+        seq: u64,
+        first_lsn: u64,
+        preamble: &WalBatch,
+    ) -> Result<OpenSegment, EngineError> {
+        let path = segment_path(&self.path, seq);
+        let file = open_read_write(&path, true).await?;
+        file.pre_allocate(self.segment_bytes, false)
+            .await
+            .map_err(|e| EngineError::io_at("preallocating", &path, e))?;
+        self.sync(&path).await?;
+        let len = SEGMENT_HEADER_BLOCK_BYTES + preamble.encoded_bytes();
+        let mut buf = file.alloc_dma_buffer(len);
+        let (header_block, preamble_area) =
+            buf.as_bytes_mut().split_at_mut(SEGMENT_HEADER_BLOCK_BYTES);
+        SegmentHeader {
+            segment_seq: seq,
+            first_lsn,
+        }
+        .encode_block(header_block);
+        if !preamble.is_empty() {
+            encode_batch(preamble.records(), first_lsn, preamble_area);
+        }
+        write_all_at(&file, &path, buf, 0).await?;
+        Ok(OpenSegment {
+            seq,
+            path,
+            file,
+            write_offset: len as u64,
+        })
+    }
+
+    /// Deletes a segment file and makes the deletion durable.
+    pub(crate) async fn remove(&self, path: &Path) -> Result<(), EngineError> {
+        glommio::io::remove(path)
+            .await
+            .map_err(|e| EngineError::io_at("removing", path, e))?;
+        self.sync(path).await
+    }
+
+    /// Makes the creation or removal of `changed` durable.
+    async fn sync(&self, changed: &Path) -> Result<(), EngineError> {
+        self.handle
+            .sync()
+            .await
+            .map_err(|e| EngineError::io_at("syncing the directory after changing", changed, e))
+    }
 }
 
 /// Writes a whole DMA buffer at a block-aligned offset; a short write is an error.
@@ -162,11 +236,20 @@ pub(crate) async fn write_all_at(
     debug_assert_eq!(buf.len() % WAL_BLOCK_BYTES, 0);
     let len = buf.len();
     let written = file.write_at(buf, offset).await.map_err(|e| {
-        EngineError::io(format!("writing {len} bytes at offset {offset} of {}", path.display()), e)
+        EngineError::io(
+            format!(
+                "writing {len} bytes at offset {offset} of {}",
+                path.display()
+            ),
+            e,
+        )
     })?;
     if written != len {
         return Err(EngineError::io(
-            format!("writing {len} bytes at offset {offset} of {}", path.display()),
+            format!(
+                "writing {len} bytes at offset {offset} of {}",
+                path.display()
+            ),
             std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
                 format!("short write of {written} bytes"),
@@ -189,7 +272,12 @@ mod tests {
             assert_eq!(name.and_then(parse_segment_name), Some(seq));
         }
         assert!(segment_path(dir, 9) < segment_path(dir, 10));
-        for other in ["1.wal", "0000000000000000000x.wal", "00000000000000000001.tmp", ""] {
+        for other in [
+            "1.wal",
+            "0000000000000000000x.wal",
+            "00000000000000000001.tmp",
+            "",
+        ] {
             assert_eq!(parse_segment_name(other), None, "{other}");
         }
     }

@@ -2,15 +2,13 @@
 //! Raft group on it. Appends are group commits: one aligned O_DIRECT write and
 //! one fdatasync per batch, acknowledged only once durable.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use glommio::io::{DmaFile, Directory};
-
-use super::format::{encode_batch, SegmentHeader, WAL_BATCH_BYTES_MAX, WAL_BLOCK_BYTES};
+use super::format::{encode_batch, WAL_BATCH_BYTES_MAX, WAL_BLOCK_BYTES};
 use super::ledger::SegmentLedger;
 use super::record::{WalBatch, WalRecord};
 use super::recovery::{recover, WalTear};
-use super::segment_file::{create_segment, remove_segment, segment_path, write_all_at};
+use super::segment_file::{write_all_at, OpenSegment, SegmentDir};
 use crate::EngineError;
 
 /// Tuning of a [`ShardWal`].
@@ -69,21 +67,13 @@ pub struct WalStats {
     pub live_segments: usize,
 }
 
-/// The segment receiving appends.
-struct ActiveSegment {
-    seq: u64,
-    path: PathBuf,
-    file: DmaFile,
-    write_offset: u64,
-    /// False while the segment holds only its header and carried records.
-    holds_batches: bool,
-}
-
 pub struct ShardWal {
-    dir: PathBuf,
-    directory: Directory,
+    dir: SegmentDir,
     options: WalOptions,
-    active: ActiveSegment,
+    /// The segment receiving appends.
+    active: OpenSegment,
+    /// False while the active segment holds only its header and carried records.
+    active_holds_batches: bool,
     next_lsn: u64,
     ledger: SegmentLedger,
     stats: WalStats,
@@ -92,45 +82,42 @@ pub struct ShardWal {
 }
 
 impl ShardWal {
-    /// Must run inside a glommio executor. Recovers the directory (creating it
-    /// if missing), then opens a fresh segment for appends.
-    pub async fn open(dir: &Path, options: WalOptions) -> Result<(ShardWal, Recovery), EngineError> {
+    /// Must run inside a glommio executor, before any other `DmaFile` is
+    /// opened on its thread. Recovers the directory (creating it if missing),
+    /// then opens a fresh segment for appends.
+    pub async fn open(
+        dir: &Path,
+        options: WalOptions,
+    ) -> Result<(ShardWal, Recovery), EngineError> {
         options.validate()?;
-        std::fs::create_dir_all(dir).map_err(|e| EngineError::io_at("creating", dir, e))?;
-        let directory = Directory::open(dir)
-            .await
-            .map_err(|e| EngineError::io_at("opening", dir, e))?;
-        let recovered = recover(dir, &directory).await?;
-        let mut stats = WalStats::default();
+        let dir = SegmentDir::open(dir, options.segment_bytes).await?;
+        let recovered = recover(&dir).await?;
         let (active, carried) = start_segment(
-            dir,
-            &directory,
-            &options,
+            &dir,
             recovered.next_seq,
             recovered.next_lsn,
             &recovered.ledger,
-            &mut stats,
         )
         .await?;
-        active
+        let mut wal = ShardWal {
+            dir,
+            options,
+            active,
+            active_holds_batches: false,
+            next_lsn: recovered.next_lsn,
+            ledger: recovered.ledger,
+            stats: WalStats::default(),
+            failure: None,
+        };
+        wal.enter_active_segment(&carried);
+        wal.active
             .file
             .fdatasync()
             .await
-            .map_err(|e| EngineError::io_at("syncing", &active.path, e))?;
-        stats.syncs += 1;
-        let mut wal = ShardWal {
-            dir: dir.to_path_buf(),
-            directory,
-            options,
-            next_lsn: recovered.next_lsn,
-            ledger: recovered.ledger,
-            active,
-            stats,
-            failure: None,
-        };
-        wal.note_new_segment(&carried);
+            .map_err(|e| EngineError::io_at("syncing", &wal.active.path, e))?;
+        wal.stats.syncs += 1;
         tracing::info!(
-            dir = %wal.dir.display(),
+            dir = %wal.dir.path().display(),
             records = recovered.records.len(),
             segments = wal.ledger.live_segments(),
             next_lsn = wal.next_lsn,
@@ -169,7 +156,7 @@ impl ShardWal {
 
     async fn write_batch(&mut self, batch: &WalBatch, bytes: usize) -> Result<(), EngineError> {
         let would_end = self.active.write_offset + bytes as u64;
-        if self.active.holds_batches && would_end > self.options.segment_bytes {
+        if self.active_holds_batches && would_end > self.options.segment_bytes {
             self.rotate().await?;
         }
         let mut buf = self.active.file.alloc_dma_buffer(bytes);
@@ -187,7 +174,7 @@ impl ShardWal {
             .map_err(|e| EngineError::io_at("syncing", &self.active.path, e))?;
         // Durable: only now does the in-memory state move.
         self.active.write_offset += bytes as u64;
-        self.active.holds_batches = true;
+        self.active_holds_batches = true;
         self.next_lsn += batch.len() as u64;
         for record in batch.records() {
             self.ledger.note_record(record);
@@ -202,35 +189,30 @@ impl ShardWal {
     /// Starts the next segment, carrying every region's latest hard state and
     /// truncation point into it. The caller's sync makes it durable.
     async fn rotate(&mut self) -> Result<(), EngineError> {
-        let (next, carried) = start_segment(
-            &self.dir,
-            &self.directory,
-            &self.options,
-            self.active.seq + 1,
-            self.next_lsn,
-            &self.ledger,
-            &mut self.stats,
-        )
-        .await?;
+        let (next, carried) =
+            start_segment(&self.dir, self.active.seq + 1, self.next_lsn, &self.ledger).await?;
         let previous = std::mem::replace(&mut self.active, next);
         previous
             .file
             .close()
             .await
             .map_err(|e| EngineError::io_at("closing", &previous.path, e))?;
-        self.note_new_segment(&carried);
+        self.active_holds_batches = false;
+        self.enter_active_segment(&carried);
         tracing::debug!(segment = %self.active.path.display(), "WAL rotated");
         Ok(())
     }
 
-    /// Enters the just-started active segment and its carried records into the books.
-    fn note_new_segment(&mut self, carried: &WalBatch) {
+    /// Enters the just-started active segment, and the records carried into
+    /// it, into the books.
+    fn enter_active_segment(&mut self, carried: &WalBatch) {
         self.ledger
             .open_segment(self.active.seq, self.active.path.clone());
         for record in carried.records() {
             self.ledger.note_record(record);
         }
         self.next_lsn += carried.len() as u64;
+        self.stats.bytes_written += self.active.write_offset;
     }
 
     /// Entries of `region_id` with index <= `index` are no longer needed (a
@@ -248,7 +230,7 @@ impl ShardWal {
         let mut purged = 0;
         while let Some((seq, path)) = self.ledger.oldest_obsolete() {
             let path = path.to_path_buf();
-            remove_segment(&self.directory, &path).await?;
+            self.dir.remove(&path).await?;
             self.ledger.remove_oldest(seq);
             tracing::debug!(segment = %path.display(), "WAL segment purged");
             purged += 1;
@@ -283,41 +265,30 @@ impl ShardWal {
 
     /// Where the next batch would be written: segment path, offset, first LSN.
     #[cfg(test)]
-    pub(crate) fn append_position(&self) -> (PathBuf, u64, u64) {
-        (self.active.path.clone(), self.active.write_offset, self.next_lsn)
+    pub(crate) fn append_position(&self) -> (std::path::PathBuf, u64, u64) {
+        (
+            self.active.path.clone(),
+            self.active.write_offset,
+            self.next_lsn,
+        )
     }
 }
 
-/// Creates segment `seq` starting at `first_lsn`, written with its header and
-/// the ledger's carried records. Returns it with the carried batch.
+/// Creates segment `seq` starting at `first_lsn`, holding the ledger's
+/// carried records (see [`SegmentLedger::sticky_records`]) as its first
+/// batch. Returns the segment and that batch.
 async fn start_segment(
-    dir: &Path,
-    directory: &Directory,
-    options: &WalOptions,
+    dir: &SegmentDir,
     seq: u64,
     first_lsn: u64,
     ledger: &SegmentLedger,
-    stats: &mut WalStats,
-) -> Result<(ActiveSegment, WalBatch), EngineError> {
-    let path = segment_path(dir, seq);
+) -> Result<(OpenSegment, WalBatch), EngineError> {
     let mut carried = WalBatch::new();
     for record in ledger.sticky_records() {
         carried.push(record);
     }
-    let header = SegmentHeader {
-        segment_seq: seq,
-        first_lsn,
-    };
-    let created = create_segment(directory, &path, header, &carried, options.segment_bytes).await?;
-    stats.bytes_written += created.write_offset;
-    let active = ActiveSegment {
-        seq,
-        path,
-        file: created.file,
-        write_offset: created.write_offset,
-        holds_batches: false,
-    };
-    Ok((active, carried))
+    let segment = dir.create(seq, first_lsn, &carried).await?;
+    Ok((segment, carried))
 }
 
 /// Pair assertion for [`encode_batch`]: the scanner reads back exactly `batch`.

@@ -82,7 +82,11 @@ fn appended_batches_come_back_in_order_with_one_sync_each() {
         let (wal, recovery) = ShardWal::open(&dir, WalOptions::default()).await.unwrap();
         assert_eq!(recovery.records, records_of(&batches));
         assert_eq!(recovery.tear, None);
-        assert_eq!(wal.stats().live_segments, 2, "reopening starts a fresh segment");
+        assert_eq!(
+            wal.stats().live_segments,
+            2,
+            "reopening starts a fresh segment"
+        );
         wal.close().await.unwrap();
 
         // The second open carried the hard states and truncation point forward.
@@ -100,10 +104,19 @@ fn appended_batches_come_back_in_order_with_one_sync_each() {
 
 /// Writes some blocks of an encoded batch straight into `segment` at
 /// `offset`, as a crash in the middle of a multi-block write would leave them.
-fn write_torn_batch(segment: &Path, offset: u64, first_lsn: u64, torn: &WalBatch, blocks: &[usize]) {
+fn write_torn_batch(
+    segment: &Path,
+    offset: u64,
+    first_lsn: u64,
+    torn: &WalBatch,
+    blocks: &[usize],
+) {
     let mut encoded = vec![0u8; torn.encoded_bytes()];
     encode_batch(torn.records(), first_lsn, &mut encoded);
-    let file = std::fs::OpenOptions::new().write(true).open(segment).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .unwrap();
     for block in blocks {
         let range = block * WAL_BLOCK_BYTES..(block + 1) * WAL_BLOCK_BYTES;
         let at = offset + range.start as u64;
@@ -136,12 +149,23 @@ fn torn_batch_is_discarded_reported_and_cut_off() {
         write_torn_batch(&segment, offset, next_lsn, &torn, &[0, 2]);
 
         let (mut wal, recovery) = ShardWal::open(&dir, WalOptions::default()).await.unwrap();
-        assert_eq!(recovery.records, records_of(&batches), "acknowledged records only");
+        assert_eq!(
+            recovery.records,
+            records_of(&batches),
+            "acknowledged records only"
+        );
         let tear = recovery.tear.expect("the tear is reported");
         assert_eq!(tear.segment, segment);
-        assert_eq!(tear.offset, offset, "the tear is where the torn batch starts");
+        assert_eq!(
+            tear.offset, offset,
+            "the tear is where the torn batch starts"
+        );
         assert!(tear.reason.contains("checksum"), "{}", tear.reason);
-        assert_eq!(std::fs::metadata(&segment).unwrap().len(), offset, "cut at the tear");
+        assert_eq!(
+            std::fs::metadata(&segment).unwrap().len(),
+            offset,
+            "cut at the tear"
+        );
 
         let after = batch(vec![WalRecord::entries(3, 1, payload(64, 10))]);
         wal.append(&after).await.unwrap();
@@ -181,6 +205,39 @@ fn batch_missing_its_last_record_is_discarded_whole() {
         let (wal, recovery) = ShardWal::open(&dir, WalOptions::default()).await.unwrap();
         assert_eq!(recovery.records, first.records());
         assert_eq!(recovery.tear.map(|t| t.offset), Some(offset));
+        wal.close().await.unwrap();
+    });
+}
+
+#[test]
+fn damaged_padding_after_the_last_batch_keeps_the_batch() {
+    let scratch = scratch_dir();
+    let dir = scratch.path().to_path_buf();
+    run_in_executor(move || async move {
+        let (mut wal, _) = ShardWal::open(&dir, WalOptions::default()).await.unwrap();
+        let only = batch(vec![WalRecord::hard_state(4, payload(100, 1))]);
+        wal.append(&only).await.unwrap();
+        let (segment, batch_end_block, _) = wal.append_position();
+        drop(wal);
+        let padding_start = batch_end_block - WAL_BLOCK_BYTES as u64 + 140;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.write_all_at(&[0xEE], padding_start + 50).unwrap();
+        drop(file);
+
+        let (wal, recovery) = ShardWal::open(&dir, WalOptions::default()).await.unwrap();
+        assert_eq!(recovery.records, only.records());
+        let tear = recovery.tear.expect("reported");
+        assert_eq!(tear.offset, padding_start);
+        assert_eq!(std::fs::metadata(&segment).unwrap().len(), padding_start);
+        wal.close().await.unwrap();
+
+        // The cut file, no longer a whole number of blocks, still reads back.
+        let (wal, recovery) = ShardWal::open(&dir, WalOptions::default()).await.unwrap();
+        assert_eq!(recovery.tear, None);
+        assert_eq!(&recovery.records[..1], only.records());
         wal.close().await.unwrap();
     });
 }
@@ -225,14 +282,25 @@ fn rotation_and_purge_keep_hard_states_and_live_entries() {
         let before = wal.stats().live_segments;
         assert!(before > 10, "tiny segments rotate often: {before}");
         assert_eq!(segment_files(&dir).len(), before);
-        assert_eq!(wal.purge_obsolete_segments().await.unwrap(), 0, "nothing compacted yet");
+        assert_eq!(
+            wal.purge_obsolete_segments().await.unwrap(),
+            0,
+            "nothing compacted yet"
+        );
 
         wal.compact_region(1, 25);
         let purged = wal.purge_obsolete_segments().await.unwrap();
-        assert!(purged > 5, "segments holding only entries <= 25 go: {purged}");
+        assert!(
+            purged > 5,
+            "segments holding only entries <= 25 go: {purged}"
+        );
         assert_eq!(wal.stats().live_segments, before - purged);
         assert_eq!(segment_files(&dir).len(), before - purged);
-        assert_eq!(wal.purge_obsolete_segments().await.unwrap(), 0, "purge is idempotent");
+        assert_eq!(
+            wal.purge_obsolete_segments().await.unwrap(),
+            0,
+            "purge is idempotent"
+        );
         wal.close().await.unwrap();
 
         let (wal, recovery) = ShardWal::open(&dir, small_segments()).await.unwrap();
@@ -240,13 +308,34 @@ fn rotation_and_purge_keep_hard_states_and_live_entries() {
         let records = &recovery.records;
         assert_eq!(last_hard_state(records, 1), Some(b"r1-hs-40".to_vec()));
         assert_eq!(last_hard_state(records, 2), Some(b"r2-hs-35".to_vec()));
-        let region1: Vec<u64> = records.iter().filter(is_entries_of(1)).map(|r| r.index).collect();
-        let region2: Vec<u64> = records.iter().filter(is_entries_of(2)).map(|r| r.index).collect();
-        assert!(region1.first().is_some_and(|first| *first > 1 && *first <= 26), "{region1:?}");
-        assert!((26..=40).all(|i| region1.contains(&i)), "live entries of region 1: {region1:?}");
+        let region1: Vec<u64> = records
+            .iter()
+            .filter(is_entries_of(1))
+            .map(|r| r.index)
+            .collect();
+        let region2: Vec<u64> = records
+            .iter()
+            .filter(is_entries_of(2))
+            .map(|r| r.index)
+            .collect();
+        assert!(
+            region1
+                .first()
+                .is_some_and(|first| *first > 1 && *first <= 26),
+            "{region1:?}"
+        );
+        assert!(
+            (26..=40).all(|i| region1.contains(&i)),
+            "live entries of region 1: {region1:?}"
+        );
         assert_eq!(region2, (1..=10).collect::<Vec<_>>());
         for record in records.iter().filter(is_entries_of(1)) {
-            assert_eq!(record.payload, payload(1500, record.index), "entry {}", record.index);
+            assert_eq!(
+                record.payload,
+                payload(1500, record.index),
+                "entry {}",
+                record.index
+            );
         }
         wal.close().await.unwrap();
     });
@@ -261,12 +350,17 @@ fn truncate_records_drive_purge_across_restarts() {
         for i in 1..=20 {
             wal.append(&two_region_batch(i)).await.unwrap();
         }
-        wal.append(&batch(vec![WalRecord::truncate(1, 15)])).await.unwrap();
+        wal.append(&batch(vec![WalRecord::truncate(1, 15)]))
+            .await
+            .unwrap();
         drop(wal);
 
         let (mut wal, recovery) = ShardWal::open(&dir, small_segments()).await.unwrap();
         let purged = wal.purge_obsolete_segments().await.unwrap();
-        assert!(purged > 3, "the recovered truncation point allows purging: {purged}");
+        assert!(
+            purged > 3,
+            "the recovered truncation point allows purging: {purged}"
+        );
         drop(wal);
 
         let (wal, after_purge) = ShardWal::open(&dir, small_segments()).await.unwrap();
@@ -275,9 +369,17 @@ fn truncate_records_drive_purge_across_restarts() {
             .iter()
             .filter(|r| r.kind == RecordKind::Truncate)
             .collect();
-        assert!(!truncations.is_empty(), "the truncation point is carried forward");
-        assert!(truncations.iter().all(|r| **r == WalRecord::truncate(1, 15)));
-        assert_eq!(last_hard_state(&after_purge.records, 2), Some(b"r2-hs-1".to_vec()));
+        assert!(
+            !truncations.is_empty(),
+            "the truncation point is carried forward"
+        );
+        assert!(truncations
+            .iter()
+            .all(|r| **r == WalRecord::truncate(1, 15)));
+        assert_eq!(
+            last_hard_state(&after_purge.records, 2),
+            Some(b"r2-hs-1".to_vec())
+        );
         assert!(after_purge.records.len() < recovery.records.len());
         wal.close().await.unwrap();
     });
@@ -300,18 +402,28 @@ fn damage_before_the_last_segment_refuses_to_start() {
     run_in_executor(move || async move {
         write_several_segments(&dir).await;
         let first = segment_files(&dir)[0].clone();
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&first).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&first)
+            .unwrap();
         let at = WAL_BLOCK_BYTES as u64 + 100;
         let mut byte = [0u8];
         file.read_exact_at(&mut byte, at).unwrap();
         file.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
         drop(file);
 
-        let error = ShardWal::open(&dir, small_segments()).await.err().expect("refused");
+        let error = ShardWal::open(&dir, small_segments())
+            .await
+            .err()
+            .expect("refused");
         assert!(matches!(error, EngineError::Corrupt { .. }), "{error}");
         let message = error.to_string();
         assert!(message.contains(&first.display().to_string()), "{message}");
-        assert!(message.contains(&format!("offset {}", WAL_BLOCK_BYTES)), "{message}");
+        assert!(
+            message.contains(&format!("offset {}", WAL_BLOCK_BYTES)),
+            "{message}"
+        );
     });
 }
 
@@ -323,8 +435,44 @@ fn missing_middle_segment_refuses_to_start() {
         write_several_segments(&dir).await;
         let second = segment_files(&dir)[1].clone();
         std::fs::remove_file(&second).unwrap();
-        let error = ShardWal::open(&dir, small_segments()).await.err().expect("refused");
+        let error = ShardWal::open(&dir, small_segments())
+            .await
+            .err()
+            .expect("refused");
         assert!(error.to_string().contains("missing"), "{error}");
+    });
+}
+
+#[test]
+fn misplaced_segments_refuse_to_start() {
+    let scratch = scratch_dir();
+    let dir = scratch.path().to_path_buf();
+    run_in_executor(move || async move {
+        write_several_segments(&dir).await;
+        let files = segment_files(&dir);
+        let second_original = std::fs::read(&files[1]).unwrap();
+
+        // Segment 1's bytes under segment 2's name.
+        std::fs::copy(&files[0], &files[1]).unwrap();
+        let error = ShardWal::open(&dir, small_segments())
+            .await
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("sequence number 1"), "{error}");
+
+        // Segment 2 with a header claiming the wrong first LSN.
+        let mut bytes = second_original;
+        let header = SegmentHeader {
+            segment_seq: 2,
+            first_lsn: 999,
+        };
+        header.encode_block(&mut bytes[..WAL_BLOCK_BYTES]);
+        std::fs::write(&files[1], bytes).unwrap();
+        let error = ShardWal::open(&dir, small_segments())
+            .await
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("starts at LSN 999"), "{error}");
     });
 }
 
@@ -333,7 +481,7 @@ fn segment_whose_header_never_reached_disk_is_removed() {
     let scratch = scratch_dir();
     let dir = scratch.path().to_path_buf();
     run_in_executor(move || async move {
-        let (mut wal, _) = ShardWal::open(&dir, small_segments()).await.unwrap();
+        let (mut wal, _) = ShardWal::open(&dir, WalOptions::default()).await.unwrap();
         let batches = sample_batches();
         for b in &batches {
             wal.append(b).await.unwrap();
@@ -345,13 +493,16 @@ fn segment_whose_header_never_reached_disk_is_removed() {
         let half_made = segment.with_file_name(format!("{next:020}.wal"));
         std::fs::write(&half_made, vec![0u8; 4 * WAL_BLOCK_BYTES]).unwrap();
 
-        let (wal, recovery) = ShardWal::open(&dir, small_segments()).await.unwrap();
+        let (wal, recovery) = ShardWal::open(&dir, WalOptions::default()).await.unwrap();
         assert_eq!(recovery.records, records_of(&batches));
         let tear = recovery.tear.expect("reported");
-        assert_eq!((tear.segment.as_path(), tear.offset), (half_made.as_path(), 0));
+        assert_eq!(
+            (tear.segment.as_path(), tear.offset),
+            (half_made.as_path(), 0)
+        );
         wal.close().await.unwrap();
 
-        let (wal, recovery) = ShardWal::open(&dir, small_segments()).await.unwrap();
+        let (wal, recovery) = ShardWal::open(&dir, WalOptions::default()).await.unwrap();
         assert_eq!(recovery.tear, None);
         wal.close().await.unwrap();
     });

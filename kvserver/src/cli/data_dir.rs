@@ -18,15 +18,22 @@ pub fn claim(dir: &Path, node_id: u64) -> anyhow::Result<DataDirLock> {
     let meta = dir.join("meta");
     fs::create_dir_all(&meta).with_context(|| format!("create {}", meta.display()))?;
     let lock_path = dir.join("LOCK");
-    let file = File::create(&lock_path).with_context(|| format!("create {}", lock_path.display()))?;
+    let file =
+        File::create(&lock_path).with_context(|| format!("create {}", lock_path.display()))?;
     // SAFETY: flock on a file descriptor we own; no memory is shared.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!("data dir {} is in use by another flotilla process", dir.display());
+        bail!(
+            "data dir {} is in use by another flotilla process",
+            dir.display()
+        );
     }
     let id_path = meta.join("node_id");
     match fs::read_to_string(&id_path) {
         Ok(text) => {
-            let recorded: u64 = text.trim().parse().with_context(|| format!("{} is corrupt", id_path.display()))?;
+            let recorded: u64 = text
+                .trim()
+                .parse()
+                .with_context(|| format!("{} is corrupt", id_path.display()))?;
             if recorded != node_id {
                 bail!(
                     "data dir {} belongs to node {recorded}, not node {node_id}: use that node's id or another directory",

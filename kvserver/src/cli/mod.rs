@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "flotilla", version, about = "A horizontally scalable, linearizable key-value store")]
+#[command(
+    name = "flotilla",
+    version,
+    about = "A horizontally scalable, linearizable key-value store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,6 +65,7 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -88,19 +88,15 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(",");
     let mut nodes = Vec::with_capacity(specs.len());
-    let mut outcome = Ok(());
-    for spec in specs {
-        match spawn_node(&exe, spec, &initial_cluster) {
-            Ok(node) => nodes.push(node),
-            Err(err) => {
-                outcome = Err(err);
-                break;
-            }
-        }
-    }
-    if outcome.is_ok() {
-        outcome = supervise(&mut nodes, &mut signals).await;
-    }
+    let spawned = specs.into_iter().try_for_each(|spec| {
+        nodes.push(spawn_node(&exe, spec, &initial_cluster)?);
+        Ok(())
+    });
+    let outcome = match spawned {
+        Ok(()) => supervise(&mut nodes, &mut signals).await,
+        Err(err) => Err(err),
+    };
+    // Also after a failed spawn: the nodes already started must not linger.
     stop_all(&mut nodes).await;
     outcome
 }
@@ -162,6 +158,8 @@ fn spawn_node(exe: &Path, spec: NodeSpec, initial_cluster: &str) -> anyhow::Resu
         .arg(&spec.client_addr)
         .arg("--data-dir")
         .arg(&spec.dir)
+        // Several nodes share this machine's cores.
+        .arg("--no-pin")
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))

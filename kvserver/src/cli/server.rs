@@ -28,6 +28,10 @@ pub struct ServerArgs {
     /// Do not pin shards to cores (for several nodes on one machine).
     #[arg(long)]
     pub no_pin: bool,
+    /// Applied entries between a region's checkpoints; the Raft log and WAL
+    /// segments a checkpoint covers are then dropped.
+    #[arg(long, default_value_t = 50_000)]
+    pub checkpoint_every_entries: u64,
     /// Largest key accepted, in bytes.
     #[arg(long, default_value_t = 8 << 10)]
     pub max_key_bytes: usize,
@@ -40,8 +44,13 @@ pub struct ServerArgs {
 pub fn parse_initial_cluster(spec: &str) -> anyhow::Result<Vec<(u64, String)>> {
     let mut members = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part.split_once('=').with_context(|| format!("{part:?} is not of the form ID=HOST:PORT"))?;
-        let id: u64 = id.trim().parse().with_context(|| format!("{id:?} is not a node id"))?;
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("{part:?} is not of the form ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("{id:?} is not a node id"))?;
         if id == 0 {
             bail!("node ids start at 1");
         }
@@ -68,7 +77,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         shards: args.shards,
         pin_cores: !args.no_pin,
-        limits: RequestLimits { key_bytes_max: args.max_key_bytes, value_bytes_max: args.max_value_bytes, ..Default::default() },
+        checkpoint_every_entries: args.checkpoint_every_entries,
+        limits: RequestLimits {
+            key_bytes_max: args.max_key_bytes,
+            value_bytes_max: args.max_value_bytes,
+            ..Default::default()
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -80,7 +94,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
         return std::future::pending().await;
     };
@@ -97,7 +114,13 @@ mod tests {
     #[test]
     fn initial_cluster_parses_and_rejects_nonsense() {
         let m = parse_initial_cluster("1=127.0.0.1:2380, 2=127.0.0.1:2381").unwrap();
-        assert_eq!(m, vec![(1, "127.0.0.1:2380".to_string()), (2, "127.0.0.1:2381".to_string())]);
+        assert_eq!(
+            m,
+            vec![
+                (1, "127.0.0.1:2380".to_string()),
+                (2, "127.0.0.1:2381".to_string())
+            ]
+        );
         assert!(parse_initial_cluster("").is_err());
         assert!(parse_initial_cluster("x=1").is_err());
         assert!(parse_initial_cluster("0=a:1").is_err());

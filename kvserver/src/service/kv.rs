@@ -22,62 +22,113 @@ pub struct KvService {
 
 fn header(h: Option<kvpb::RequestHeader>) -> (RequestHeader, WriteId) {
     let h = h.unwrap_or_default();
-    let epoch = h.region_epoch.map(|e| RegionEpoch { conf_ver: e.conf_ver, version: e.version });
-    (RequestHeader { region_id: h.region_id, epoch }, WriteId { client_id: h.client_id, sequence: h.sequence })
+    let epoch = h.region_epoch.map(|e| RegionEpoch {
+        conf_ver: e.conf_ver,
+        version: e.version,
+    });
+    (
+        RequestHeader {
+            region_id: h.region_id,
+            epoch,
+        },
+        WriteId {
+            client_id: h.client_id,
+            sequence: h.sequence,
+        },
+    )
 }
 
 impl KvService {
-    async fn write(&self, h: Option<kvpb::RequestHeader>, op: WriteOp) -> Result<WriteResult, Status> {
+    async fn write(
+        &self,
+        h: Option<kvpb::RequestHeader>,
+        op: WriteOp,
+    ) -> Result<WriteResult, Status> {
         let (header, id) = header(h);
-        self.router.write(header, id, op).await.map_err(|e| to_status(e, &self.members))
+        self.router
+            .write(header, id, op)
+            .await
+            .map_err(|e| to_status(e, &self.members))
     }
 
     async fn read(&self, h: Option<kvpb::RequestHeader>, op: ReadOp) -> Result<ReadResult, Status> {
         let (header, _) = header(h);
-        self.router.read(header, op).await.map_err(|e| to_status(e, &self.members))
+        self.router
+            .read(header, op)
+            .await
+            .map_err(|e| to_status(e, &self.members))
     }
 }
 
 fn unexpected<T>(what: &str) -> Result<T, Status> {
-    Err(Status::internal(format!("{what}: the store produced an unexpected result kind")))
+    Err(Status::internal(format!(
+        "{what}: the store produced an unexpected result kind"
+    )))
 }
 
 fn pairs(ps: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<kvpb::KvPair> {
-    ps.into_iter().map(|(key, value)| kvpb::KvPair { key, value }).collect()
+    ps.into_iter()
+        .map(|(key, value)| kvpb::KvPair { key, value })
+        .collect()
 }
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn get(&self, req: Request<kvpb::GetRequest>) -> Result<Response<kvpb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<kvpb::GetRequest>,
+    ) -> Result<Response<kvpb::GetResponse>, Status> {
         let req = req.into_inner();
         self.limits.key(&req.key)?;
         match self.read(req.header, ReadOp::Get { key: req.key }).await? {
-            ReadResult::Value(v) => Ok(Response::new(kvpb::GetResponse { found: v.is_some(), value: v.unwrap_or_default() })),
+            ReadResult::Value(v) => Ok(Response::new(kvpb::GetResponse {
+                found: v.is_some(),
+                value: v.unwrap_or_default(),
+            })),
             ReadResult::Pairs(_) => unexpected("get"),
         }
     }
 
-    async fn batch_get(&self, req: Request<kvpb::BatchGetRequest>) -> Result<Response<kvpb::BatchGetResponse>, Status> {
+    async fn batch_get(
+        &self,
+        req: Request<kvpb::BatchGetRequest>,
+    ) -> Result<Response<kvpb::BatchGetResponse>, Status> {
         let req = req.into_inner();
         self.limits.batch(req.keys.len())?;
         for k in &req.keys {
             self.limits.key(k)?;
         }
-        match self.read(req.header, ReadOp::BatchGet { keys: req.keys }).await? {
+        match self
+            .read(req.header, ReadOp::BatchGet { keys: req.keys })
+            .await?
+        {
             ReadResult::Pairs(ps) => Ok(Response::new(kvpb::BatchGetResponse { pairs: pairs(ps) })),
             ReadResult::Value(_) => unexpected("batch get"),
         }
     }
 
-    async fn put(&self, req: Request<kvpb::PutRequest>) -> Result<Response<kvpb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        req: Request<kvpb::PutRequest>,
+    ) -> Result<Response<kvpb::PutResponse>, Status> {
         let req = req.into_inner();
         self.limits.key(&req.key)?;
         self.limits.value(&req.value)?;
-        self.write(req.header, WriteOp::Put { key: req.key, value: req.value }).await?;
+        self.write(
+            req.header,
+            WriteOp::Put {
+                key: req.key,
+                value: req.value,
+            },
+        )
+        .await?;
         Ok(Response::new(kvpb::PutResponse {}))
     }
 
-    async fn batch_put(&self, req: Request<kvpb::BatchPutRequest>) -> Result<Response<kvpb::BatchPutResponse>, Status> {
+    async fn batch_put(
+        &self,
+        req: Request<kvpb::BatchPutRequest>,
+    ) -> Result<Response<kvpb::BatchPutResponse>, Status> {
         let req = req.into_inner();
         self.limits.batch(req.pairs.len())?;
         for p in &req.pairs {
@@ -96,10 +147,16 @@ impl Kv for KvService {
         Ok(Response::new(kvpb::BatchPutResponse {}))
     }
 
-    async fn delete(&self, req: Request<kvpb::DeleteRequest>) -> Result<Response<kvpb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<kvpb::DeleteRequest>,
+    ) -> Result<Response<kvpb::DeleteResponse>, Status> {
         let req = req.into_inner();
         self.limits.key(&req.key)?;
-        match self.write(req.header, WriteOp::Delete { key: req.key }).await? {
+        match self
+            .write(req.header, WriteOp::Delete { key: req.key })
+            .await?
+        {
             WriteResult::Deleted { existed } => Ok(Response::new(kvpb::DeleteResponse { existed })),
             _ => unexpected("delete"),
         }
@@ -113,20 +170,38 @@ impl Kv for KvService {
         self.limits.bound(&req.start_key)?;
         self.limits.bound(&req.end_key)?;
         if !req.end_key.is_empty() && req.end_key <= req.start_key {
-            return Err(Status::invalid_argument("end_key must be greater than start_key (or empty for unbounded)"));
+            return Err(Status::invalid_argument(
+                "end_key must be greater than start_key (or empty for unbounded)",
+            ));
         }
-        match self.write(req.header, WriteOp::DeleteRange { start: req.start_key, end: req.end_key }).await? {
-            WriteResult::DeletedRange { count } => Ok(Response::new(kvpb::DeleteRangeResponse { deleted: count })),
+        match self
+            .write(
+                req.header,
+                WriteOp::DeleteRange {
+                    start: req.start_key,
+                    end: req.end_key,
+                },
+            )
+            .await?
+        {
+            WriteResult::DeletedRange { count } => {
+                Ok(Response::new(kvpb::DeleteRangeResponse { deleted: count }))
+            }
             _ => unexpected("delete range"),
         }
     }
 
-    async fn scan(&self, req: Request<kvpb::ScanRequest>) -> Result<Response<kvpb::ScanResponse>, Status> {
+    async fn scan(
+        &self,
+        req: Request<kvpb::ScanRequest>,
+    ) -> Result<Response<kvpb::ScanResponse>, Status> {
         let req = req.into_inner();
         self.limits.bound(&req.start_key)?;
         self.limits.bound(&req.end_key)?;
         if !req.end_key.is_empty() && req.end_key < req.start_key {
-            return Err(Status::invalid_argument("end_key must not be less than start_key (or empty for unbounded)"));
+            return Err(Status::invalid_argument(
+                "end_key must not be less than start_key (or empty for unbounded)",
+            ));
         }
         let op = ReadOp::Scan {
             start: req.start_key,
@@ -154,7 +229,10 @@ impl Kv for KvService {
             new: (!req.delete).then_some(req.new_value),
         };
         match self.write(req.header, op).await? {
-            WriteResult::CompareAndSwap { succeeded, previous } => Ok(Response::new(kvpb::CompareAndSwapResponse {
+            WriteResult::CompareAndSwap {
+                succeeded,
+                previous,
+            } => Ok(Response::new(kvpb::CompareAndSwapResponse {
                 succeeded,
                 previous_found: previous.is_some(),
                 previous_value: previous.unwrap_or_default(),
@@ -163,7 +241,10 @@ impl Kv for KvService {
         }
     }
 
-    async fn status(&self, _req: Request<kvpb::StatusRequest>) -> Result<Response<kvpb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<kvpb::StatusRequest>,
+    ) -> Result<Response<kvpb::StatusResponse>, Status> {
         let regions = self
             .router
             .status()
@@ -182,7 +263,11 @@ impl Kv for KvService {
             .members
             .all()
             .into_iter()
-            .map(|(node_id, m)| kvpb::Member { node_id, peer_addr: m.peer_addr, client_addr: m.client_addr })
+            .map(|(node_id, m)| kvpb::Member {
+                node_id,
+                peer_addr: m.peer_addr,
+                client_addr: m.client_addr,
+            })
             .collect();
         Ok(Response::new(kvpb::StatusResponse {
             node_id: self.node_id,

@@ -17,7 +17,10 @@ pub struct RaftTransportService {
 
 #[tonic::async_trait]
 impl RaftTransport for RaftTransportService {
-    async fn stream(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<StreamDone>, Status> {
+    async fn stream(
+        &self,
+        req: Request<Streaming<RaftBatch>>,
+    ) -> Result<Response<StreamDone>, Status> {
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
             if batch.to_node != self.node_id {
@@ -26,11 +29,14 @@ impl RaftTransport for RaftTransportService {
                     self.node_id, batch.to_node, batch.from_node
                 )));
             }
-            self.members.learn_client_addr(batch.from_node, &batch.from_client_addr);
+            self.members
+                .learn_client_addr(batch.from_node, &batch.from_client_addr);
             for env in batch.messages {
                 match RaftMessage::parse_from_bytes(&env.message) {
                     Ok(msg) => self.router.deliver(env.region_id, msg),
-                    Err(err) => tracing::warn!(from = batch.from_node, region = env.region_id, %err, "undecodable raft message dropped"),
+                    Err(err) => {
+                        tracing::warn!(from = batch.from_node, region = env.region_id, %err, "undecodable raft message dropped")
+                    }
                 }
             }
         }

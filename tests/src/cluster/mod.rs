@@ -89,10 +89,11 @@ impl Cluster {
             source,
         })?;
         // Absolute, so the servers do not depend on their working directory.
-        let scratch_root = std::path::absolute(&environment.scratch_root).map_err(|source| Error::Io {
-            context: format!("resolving {}", environment.scratch_root.display()),
-            source,
-        })?;
+        let scratch_root =
+            std::path::absolute(&environment.scratch_root).map_err(|source| Error::Io {
+                context: format!("resolving {}", environment.scratch_root.display()),
+                source,
+            })?;
         let scratch = tempfile::Builder::new()
             .prefix("cluster-")
             .tempdir_in(scratch_root)

@@ -4,7 +4,7 @@
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::wal::format::{encode_batch, encoded_batch_bytes};
+use crate::wal::format::{encode_batch, encoded_batch_bytes, SEGMENT_HEADER_BYTES};
 
 /// A segment image and, for each batch, its records and the offset just past
 /// its last record.
@@ -127,13 +127,18 @@ fn zero_block_after_data_ends_the_scan_cleanly() {
 fn zeroing_from_every_offset_keeps_exactly_the_complete_batches_before_it() {
     let image = sample_image();
     let mut bytes = image.bytes.clone();
-    // Walk cut points downwards so bytes[cut..] is zero at each step.
+    // Walk cut points downwards so bytes[cut..] is zero at each step. Zeroing
+    // bytes that already are zero changes nothing, so the image is really cut
+    // at the first non-zero byte at or after `cut`.
+    let mut first_changed = bytes.len();
     for cut in (0..=bytes.len()).rev() {
-        if cut < bytes.len() {
+        if cut < bytes.len() && bytes[cut] != 0 {
             bytes[cut] = 0;
+            first_changed = cut;
         }
         let scan = scan_segment(&bytes);
-        assert_eq!(scan.records, image.complete_before(cut), "zeroed from {cut}");
+        let expected = image.complete_before(first_changed);
+        assert_eq!(scan.records, expected, "zeroed from {cut}");
     }
 }
 
@@ -142,7 +147,11 @@ fn truncating_at_every_offset_keeps_exactly_the_complete_batches_before_it() {
     let image = sample_image();
     for cut in 0..=image.bytes.len() {
         let scan = scan_segment(&image.bytes[..cut]);
-        assert_eq!(scan.records, image.complete_before(cut), "truncated at {cut}");
+        assert_eq!(
+            scan.records,
+            image.complete_before(cut),
+            "truncated at {cut}"
+        );
         if let ScanEnd::Torn { offset, .. } = scan.end {
             assert!(offset as usize <= cut);
         }
@@ -186,7 +195,10 @@ fn tear_offset_is_the_start_of_the_rejected_batch() {
     match scan.end {
         ScanEnd::Torn { offset, reason } => {
             assert_eq!(offset, second_batch_start as u64);
-            assert!(matches!(reason, TearReason::BadRecordChecksum { .. }), "{reason}");
+            assert!(
+                matches!(reason, TearReason::BadRecordChecksum { .. }),
+                "{reason}"
+            );
         }
         end => panic!("expected a tear, got {end:?}"),
     }
@@ -229,7 +241,10 @@ fn well_sealed_but_invalid_records_are_rejected() {
 
     let mut bytes = image.bytes.clone();
     patch_record(&mut bytes, first_record, RECORD_KIND, &[9]);
-    assert_eq!(tear_reason(&bytes), TearReason::UnknownKind { offset, kind: 9 });
+    assert_eq!(
+        tear_reason(&bytes),
+        TearReason::UnknownKind { offset, kind: 9 }
+    );
 
     let mut bytes = image.bytes.clone();
     patch_record(&mut bytes, first_record, RECORD_FLAGS, &[0x80]);
