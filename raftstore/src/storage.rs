@@ -255,7 +255,9 @@ mod tests {
         s.compact_to(5);
         assert_eq!(s.first_index().unwrap(), 6);
         assert_eq!(s.term(5).unwrap(), 2);
-        assert!(s.entries(5, 7, None, GetEntriesContext::empty(false)).is_err());
+        assert!(s
+            .entries(5, 7, None, GetEntriesContext::empty(false))
+            .is_err());
         assert_eq!(
             s.entries(6, 7, None, GetEntriesContext::empty(false))
                 .unwrap()

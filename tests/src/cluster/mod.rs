@@ -74,6 +74,7 @@ struct Node {
 pub struct Cluster {
     environment: TestEnvironment,
     initial_cluster: String,
+    server_args: Vec<String>,
     nodes: Vec<Node>,
     client: Client,
     // Declared last: the servers die before their directories go.
@@ -84,6 +85,16 @@ impl Cluster {
     /// Launches `size` nodes and waits until each is ready (listening). Does
     /// not wait for a leader: see [`Cluster::wait_for_leader`].
     pub async fn start(environment: TestEnvironment, size: usize) -> Result<Cluster, Error> {
+        Self::start_with_args(environment, size, Vec::new()).await
+    }
+
+    /// Like [`Cluster::start`], passing `server_args` to every server
+    /// (at every launch, restarts included).
+    pub async fn start_with_args(
+        environment: TestEnvironment,
+        size: usize,
+        server_args: Vec<String>,
+    ) -> Result<Cluster, Error> {
         std::fs::create_dir_all(&environment.scratch_root).map_err(|source| Error::Io {
             context: format!("creating {}", environment.scratch_root.display()),
             source,
@@ -125,6 +136,7 @@ impl Cluster {
         let mut cluster = Cluster {
             environment,
             initial_cluster,
+            server_args,
             nodes,
             client,
             scratch,
@@ -320,6 +332,7 @@ impl Cluster {
             data_dir: &node.data_dir,
             log_path: &node.log_path,
             ready_timeout: READY_TIMEOUT,
+            extra_args: &self.server_args,
         })
         .await?;
         self.node_mut(id)?.process = Some(process);

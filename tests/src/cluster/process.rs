@@ -32,6 +32,8 @@ pub(super) struct Launch<'a> {
     pub data_dir: &'a Path,
     pub log_path: &'a Path,
     pub ready_timeout: Duration,
+    /// Further `server` flags (e.g. tuning for a test).
+    pub extra_args: &'a [String],
 }
 
 /// A running server child.
@@ -67,6 +69,7 @@ impl NodeProcess {
             .arg("--shards")
             .arg("1")
             .arg("--no-pin")
+            .args(launch.extra_args)
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
