@@ -133,7 +133,7 @@ impl RetryModelConfig {
             .actor(RegisterNode::Server(RegisterServer::default()))
             .actors(clients)
             .init_network(Network::new_unordered_duplicating([]))
-            .lossy_network(LossyNetwork::Yes)
+            .lossy_network(LossyNetwork::No)
             .property(Expectation::Always, LINEARIZABLE, |_, state| {
                 state.history.serialized_history().is_some()
             })
