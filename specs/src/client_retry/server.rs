@@ -63,6 +63,15 @@ pub struct ServerState {
     pub fault: Option<ServerFault>,
 }
 
+/// The real store, rebuilt from `state` (reads need nothing else).
+fn restore_store(state: &ServerState) -> KvStore {
+    let store = KvStore::new();
+    for (key, value) in &state.store_pairs {
+        store.put(key.clone(), value.clone());
+    }
+    store
+}
+
 /// The real state machine, rebuilt for one step.
 struct StateMachine {
     store: KvStore,
@@ -71,16 +80,15 @@ struct StateMachine {
 
 impl StateMachine {
     fn restore(state: &ServerState) -> Result<StateMachine, ServerFault> {
-        let store = KvStore::new();
-        for (key, value) in &state.store_pairs {
-            store.put(key.clone(), value.clone());
-        }
         let mut dec = Decoder::new("session table", &state.sessions);
         let sessions =
             SessionTable::decode(&mut dec).map_err(|_| ServerFault::SessionsDoNotRoundTrip)?;
         dec.finish()
             .map_err(|_| ServerFault::SessionsDoNotRoundTrip)?;
-        Ok(StateMachine { store, sessions })
+        Ok(StateMachine {
+            store: restore_store(state),
+            sessions,
+        })
     }
 
     fn store_pairs(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -144,23 +152,17 @@ impl RegisterServer {
                     ..state.clone()
                 }),
             },
-            RegisterMsg::Read { op_index, .. } => match StateMachine::restore(state) {
-                Ok(machine) => {
-                    let value = machine.store.get(REGISTER_KEY).map(Value);
-                    o.send(
-                        src,
-                        RegisterMsg::ReadReply {
-                            op_index: *op_index,
-                            value,
-                        },
-                    );
-                    None
-                }
-                Err(fault) => Some(ServerState {
-                    fault: Some(fault),
-                    ..state.clone()
-                }),
-            },
+            RegisterMsg::Read { op_index, .. } => {
+                let value = restore_store(state).get(REGISTER_KEY).map(Value);
+                o.send(
+                    src,
+                    RegisterMsg::ReadReply {
+                        op_index: *op_index,
+                        value,
+                    },
+                );
+                None
+            }
             RegisterMsg::WriteReply { .. } | RegisterMsg::ReadReply { .. } => None,
         }
     }

@@ -1,0 +1,81 @@
+//! What to check: the clients' workloads, how often they retry, how
+//! retries are identified, and the default bounds.
+
+use super::client::RetryPolicy;
+use crate::register_spec::{RegisterOp, Value};
+
+/// Set to `1` to check the larger bounds of [`Depth::Deep`].
+pub const DEEP_ENV_VAR: &str = "FLOTILLA_SPECS_DEEP";
+
+/// How large a model [`RetryModelConfig::contended`] builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    /// Two clients with three and two operations, one retry each.
+    Quick,
+    /// Two clients with four and three operations, two retries each.
+    Deep,
+}
+
+impl Depth {
+    /// [`Depth::Deep`] if the environment variable [`DEEP_ENV_VAR`] is `1`.
+    pub fn from_env() -> Depth {
+        match std::env::var(DEEP_ENV_VAR) {
+            Ok(value) if value == "1" => Depth::Deep,
+            _ => Depth::Quick,
+        }
+    }
+}
+
+/// One workload per client (client `i` is actor `i + 1`; the server is
+/// actor 0), retries per operation, and how retries are identified.
+#[derive(Clone, Debug)]
+pub struct RetryModelConfig {
+    pub workloads: Vec<Vec<RegisterOp>>,
+    pub retry_max: u8,
+    pub policy: RetryPolicy,
+}
+
+fn value(text: &str) -> Value {
+    Value::from_str_bytes(text)
+}
+
+impl RetryModelConfig {
+    /// Two clients racing on the register: puts, CASes that depend on each
+    /// other's writes, and reads after them.
+    pub fn contended(policy: RetryPolicy, depth: Depth) -> RetryModelConfig {
+        let mut first = vec![
+            RegisterOp::Put(value("a")),
+            RegisterOp::Cas {
+                expected: Some(value("a")),
+                new: value("b"),
+            },
+            RegisterOp::Read,
+        ];
+        let mut second = vec![
+            RegisterOp::Cas {
+                expected: None,
+                new: value("c"),
+            },
+            RegisterOp::Read,
+        ];
+        let retry_max = match depth {
+            Depth::Quick => 1,
+            Depth::Deep => {
+                first.insert(
+                    2,
+                    RegisterOp::Cas {
+                        expected: Some(value("c")),
+                        new: value("d"),
+                    },
+                );
+                second.insert(1, RegisterOp::Put(value("e")));
+                2
+            }
+        };
+        RetryModelConfig {
+            workloads: vec![first, second],
+            retry_max,
+            policy,
+        }
+    }
+}
