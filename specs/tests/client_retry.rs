@@ -36,9 +36,14 @@ fn linearizability_counterexample(config: RetryModelConfig) -> RetryPath {
         .spawn_dfs()
         .join();
     checker.assert_no_discovery(NO_WRITE_REFUSED);
-    checker
+    let path = checker
         .discovery(LINEARIZABLE)
-        .expect("a counterexample to linearizability")
+        .expect("a counterexample to linearizability");
+    println!(
+        "counterexample to {LINEARIZABLE}: {:?}",
+        path.last_state().history
+    );
+    path
 }
 
 /// The writes the server applied along `path`, in order, with who sent them.
