@@ -61,6 +61,28 @@ fn delivered_writes(path: RetryPath) -> Vec<(WriteId, RegisterWrite)> {
         .collect()
 }
 
+/// Checks `workloads` both ways: linearizable with Flotilla's same-id
+/// retries; with fresh ids, a counterexample whose delivered writes hold
+/// one operation applied twice, at the returned positions.
+fn passes_with_same_ids_fails_with_fresh_ones(
+    workloads: Vec<Vec<RegisterOp>>,
+) -> (Vec<(WriteId, RegisterWrite)>, usize, usize) {
+    let correct = RetryModelConfig {
+        workloads: workloads.clone(),
+        retry_max: 1,
+        policy: RetryPolicy::ReuseWriteId,
+    };
+    check_exhaustively(correct).assert_properties();
+    let broken = RetryModelConfig {
+        workloads,
+        retry_max: 1,
+        policy: RetryPolicy::FreshWriteId,
+    };
+    let writes = delivered_writes(linearizability_counterexample(broken));
+    let (first, second) = applied_twice(&writes).unwrap_or_else(|| panic!("{writes:?}"));
+    (writes, first, second)
+}
+
 /// Positions in `writes` of one client's operation applied under two ids.
 fn applied_twice(writes: &[(WriteId, RegisterWrite)]) -> Option<(usize, usize)> {
     (0..writes.len()).find_map(|i| {
@@ -122,20 +144,7 @@ fn a_retried_cas_applied_twice_is_caught() {
             RegisterOp::Read,
         ],
     ];
-    let correct = RetryModelConfig {
-        workloads: workloads.clone(),
-        retry_max: 1,
-        policy: RetryPolicy::ReuseWriteId,
-    };
-    check_exhaustively(correct).assert_properties();
-
-    let broken = RetryModelConfig {
-        workloads,
-        retry_max: 1,
-        policy: RetryPolicy::FreshWriteId,
-    };
-    let writes = delivered_writes(linearizability_counterexample(broken));
-    let (first, second) = applied_twice(&writes).unwrap_or_else(|| panic!("{writes:?}"));
+    let (writes, first, second) = passes_with_same_ids_fails_with_fresh_ones(workloads);
     assert!(
         matches!(writes[first].1, RegisterWrite::Cas { .. }),
         "{writes:?}"
@@ -156,20 +165,7 @@ fn a_retried_put_applied_after_a_later_write_is_caught() {
         ],
         vec![RegisterOp::Read],
     ];
-    let correct = RetryModelConfig {
-        workloads: workloads.clone(),
-        retry_max: 1,
-        policy: RetryPolicy::ReuseWriteId,
-    };
-    check_exhaustively(correct).assert_properties();
-
-    let broken = RetryModelConfig {
-        workloads,
-        retry_max: 1,
-        policy: RetryPolicy::FreshWriteId,
-    };
-    let writes = delivered_writes(linearizability_counterexample(broken));
-    let (first, second) = applied_twice(&writes).unwrap_or_else(|| panic!("{writes:?}"));
+    let (writes, first, second) = passes_with_same_ids_fails_with_fresh_ones(workloads);
     assert_eq!(writes[first].1, RegisterWrite::Put(v("a")), "{writes:?}");
     assert!(
         writes[first + 1..second]
