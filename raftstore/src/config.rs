@@ -21,8 +21,16 @@ pub struct StoreConfig {
     pub tick: Duration,
     pub heartbeat_ticks: usize,
     pub election_ticks: usize,
+    /// Upper bound (exclusive) of the randomized election timeout, in
+    /// ticks; `None` is raft-rs's default of twice `election_ticks`. The
+    /// simulator sets `election_ticks + 1` so that raft-rs draws no random
+    /// numbers of its own and a seed replays exactly.
+    pub election_ticks_max: Option<usize>,
     /// How long a request may wait for its write to apply or read to be confirmed.
     pub request_timeout: Duration,
+    /// Ticks a follower may wait for a snapshot the leader sent before the
+    /// send counts as failed and is retried (covers transfer and install).
+    pub snapshot_timeout_ticks: u32,
     /// Applied entries between checkpoints (after which the log is compacted).
     pub checkpoint_every_entries: u64,
     /// Capacity of each shard's inbox; senders wait when it is full.
@@ -40,7 +48,9 @@ impl StoreConfig {
             tick: Duration::from_millis(100),
             heartbeat_ticks: 2,
             election_ticks: 10,
+            election_ticks_max: None,
             request_timeout: Duration::from_secs(5),
+            snapshot_timeout_ticks: 300,
             checkpoint_every_entries: 50_000,
             inbox_capacity: 8192,
         }
@@ -55,6 +65,7 @@ impl StoreConfig {
             id: self.node_id,
             election_tick: self.election_ticks,
             heartbeat_tick: self.heartbeat_ticks,
+            max_election_tick: self.election_ticks_max.unwrap_or(0),
             applied,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,

@@ -6,9 +6,13 @@
 //!   are the core: region metadata and epoch checks, the replicated command
 //!   format, exactly-once apply, raft-rs storage, the per-region peer, and
 //!   start-up recovery. They do no network I/O and read no clock.
-//! - [`shard`] is the glommio runtime loop; [`router`] is the thread-safe
-//!   handle the gRPC side calls; [`transport::MessageSink`] is how shards
-//!   hand messages to the network.
+//! - [`shard_core`] is a shard's logic without its runtime: the turn that
+//!   drives every region through one WAL batch, behind the [`shard_core::ShardIo`]
+//!   trait (disk and network) with time passed in, so the deterministic
+//!   simulator runs the same code as production.
+//! - `shard` is the glommio runtime loop around it; [`router`] is the
+//!   thread-safe handle the gRPC side calls; [`transport::MessageSink`] is
+//!   how shards hand messages to the network.
 //!
 //! Guarantees: a write is acknowledged only once applied after a quorum made
 //! it durable; no message depending on local state leaves before the WAL
@@ -28,6 +32,7 @@ pub mod recovery;
 pub mod region;
 pub mod router;
 mod shard;
+pub mod shard_core;
 pub mod storage;
 pub mod transport;
 

@@ -15,7 +15,7 @@
 //!   a quorum, once the applied index reached the read index;
 //! - the applied index never passes the commit index.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,11 +25,12 @@ use engine::wal::{RecordKind, WalBatch, WalRecord};
 use futures::channel::oneshot;
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot};
-use raft::{RawNode, StateRole};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use crate::apply::{apply_write, ApplyRejection, SessionTable};
 use crate::checkpoint::RegionCheckpoint;
 use crate::command::{ReadOp, ReadResult, RequestHeader, WriteCommand, WriteResult};
+use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
 use crate::log_codec::{encode_entries, encode_hard_state, encode_truncation, Truncation};
 use crate::region::RegionMeta;
@@ -88,6 +89,11 @@ pub struct Peer {
     checkpoint_in_flight: bool,
     checkpoint_dir: PathBuf,
     request_timeout: Duration,
+    /// Ticks a follower may stay waiting for a snapshot before the send is
+    /// declared failed and retried.
+    snapshot_timeout_ticks: u32,
+    /// Ticks each follower has been waiting for a snapshot (leader only).
+    snapshot_waits: BTreeMap<u64, u32>,
 }
 
 fn role_name(role: StateRole) -> &'static str {
@@ -107,7 +113,7 @@ pub struct PeerState {
 }
 
 impl Peer {
-    pub fn new(state: PeerState, store: Arc<KvStore>, request_timeout: Duration) -> Self {
+    pub fn new(state: PeerState, store: Arc<KvStore>, cfg: &StoreConfig) -> Self {
         let cp = state.checkpoint;
         Peer {
             region: cp.region,
@@ -123,7 +129,9 @@ impl Peer {
             last_checkpoint_index: cp.applied_index,
             checkpoint_in_flight: false,
             checkpoint_dir: state.checkpoint_dir,
-            request_timeout,
+            request_timeout: cfg.request_timeout,
+            snapshot_timeout_ticks: cfg.snapshot_timeout_ticks,
+            snapshot_waits: BTreeMap::new(),
         }
     }
 
@@ -244,6 +252,42 @@ impl Peer {
 
     pub fn tick(&mut self) {
         self.raw.tick();
+        self.check_snapshot_sends();
+    }
+
+    /// raft-rs keeps a follower in the snapshot state, sending it nothing,
+    /// until the snapshot is reported: success shows up by itself as the
+    /// follower's append response, but a snapshot message lost on the way
+    /// (dropped by a full queue, a broken stream, a crash) would leave the
+    /// follower stranded forever. After a timeout, report it failed so that
+    /// the leader probes again and resends.
+    fn check_snapshot_sends(&mut self) {
+        if !self.is_leader() {
+            self.snapshot_waits.clear();
+            return;
+        }
+        let waiting: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(_, pr)| pr.state == ProgressState::Snapshot)
+            .map(|(id, _)| *id)
+            .collect();
+        self.snapshot_waits.retain(|id, _| waiting.contains(id));
+        for id in waiting {
+            let ticks = self.snapshot_waits.entry(id).or_insert(0);
+            *ticks += 1;
+            if *ticks >= self.snapshot_timeout_ticks {
+                self.snapshot_waits.remove(&id);
+                tracing::info!(
+                    region = self.region.id,
+                    to = id,
+                    "snapshot not acknowledged in time; resending"
+                );
+                self.raw.report_snapshot(id, SnapshotStatus::Failure);
+            }
+        }
     }
 
     /// Answers requests whose deadline passed: reads were not served

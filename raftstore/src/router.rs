@@ -13,7 +13,7 @@ use crate::command::{
 use crate::error::RaftstoreError;
 use crate::peer::RegionStatus;
 use crate::region::RegionMeta;
-use crate::shard::ShardMsg;
+use crate::shard_core::ShardMsg;
 
 struct RouterInner {
     shards: Vec<flume::Sender<ShardMsg>>,

@@ -47,6 +47,8 @@ pub enum Error {
         applied: u64,
         target: u64,
     },
+    #[error("simulation seed {seed}: {problem}")]
+    Simulation { seed: u64, problem: String },
     #[error(transparent)]
     Client(#[from] client::ClientError),
 }

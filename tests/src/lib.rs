@@ -7,6 +7,8 @@
 //! - [`recorded_client`]: runs register commands through the client and
 //!   records them.
 //! - [`cluster`]: launches, crashes, restarts and inspects local clusters.
+//! - [`sim`]: a deterministic, seeded simulation of a whole cluster running
+//!   the production shard logic over a simulated disk, network and clock.
 //!
 //! The integration tests under `tests/` drive clusters through the client
 //! crate, record histories, and check them here.
@@ -16,5 +18,6 @@ mod error;
 pub mod history;
 pub mod linearizability;
 pub mod recorded_client;
+pub mod sim;
 
 pub use error::Error;

@@ -1,0 +1,236 @@
+//! A simulated node: the production [`ShardCore`]s of its shards, each over
+//! a simulated disk ([`SimIo`]), plus the node's in-memory store.
+//!
+//! The disk keeps what a real one would across a crash: WAL batches that
+//! were persisted (all or nothing, like the shard WAL) and checkpoint files
+//! (written durably to a scratch directory by the production code). A crash
+//! drops the cores, the store and every queued request; a restart rebuilds
+//! them with the production recovery path.
+
+use engine::store::KvStore;
+use engine::wal::{WalBatch, WalRecord};
+use raftstore::checkpoint::RegionCheckpoint;
+use raftstore::shard_core::{CheckpointDone, ShardCore, ShardIo, ShardMsg};
+use raftstore::{RaftMessage, RaftstoreError, StoreConfig};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How the next WAL persist of a node fails, when a crash is scheduled
+/// into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TornPersist {
+    /// The batch never reaches the disk.
+    Lost,
+    /// The batch is durable but the node dies before anything that depends
+    /// on it leaves.
+    Kept,
+}
+
+/// One shard's disk and network, simulated.
+pub struct SimIo {
+    /// Durable WAL records, in log order.
+    durable: Vec<WalRecord>,
+    checkpoint_dir: PathBuf,
+    finished: Vec<CheckpointDone>,
+    /// Messages handed to the network this turn: (to, region, message).
+    pub outbox: Vec<(u64, Vec<(u64, RaftMessage)>)>,
+    pub crash_in_persist: Option<TornPersist>,
+    pub persists: u64,
+}
+
+impl ShardIo for SimIo {
+    async fn persist(&mut self, batch: &WalBatch) -> Result<(), RaftstoreError> {
+        match self.crash_in_persist.take() {
+            Some(TornPersist::Lost) => Err(RaftstoreError::Internal(
+                "simulated crash: batch lost".into(),
+            )),
+            Some(TornPersist::Kept) => {
+                self.durable.extend(batch.records().iter().cloned());
+                Err(RaftstoreError::Internal(
+                    "simulated crash after the sync".into(),
+                ))
+            }
+            None => {
+                self.persists += 1;
+                self.durable.extend(batch.records().iter().cloned());
+                Ok(())
+            }
+        }
+    }
+
+    fn send(&mut self, to_node: u64, messages: Vec<(u64, RaftMessage)>) {
+        self.outbox.push((to_node, messages));
+    }
+
+    fn write_checkpoint(&mut self, checkpoint: RegionCheckpoint) {
+        let (id, index) = (checkpoint.region.id, checkpoint.applied_index);
+        let result = checkpoint.write(&self.checkpoint_dir).map(|()| index);
+        self.finished.push((id, result));
+    }
+
+    fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
+        std::mem::take(&mut self.finished)
+    }
+
+    async fn log_compacted(&mut self, _region_id: u64, _index: u64) -> Result<(), RaftstoreError> {
+        // The simulated disk keeps every record: recovery must skip what
+        // the checkpoints cover, exactly as it does over unpurged segments.
+        Ok(())
+    }
+}
+
+/// One shard of a simulated node.
+pub struct SimShard {
+    pub core: Option<ShardCore>,
+    pub io: SimIo,
+    pub inbox: VecDeque<ShardMsg>,
+}
+
+pub struct SimNode {
+    pub cfg: Arc<StoreConfig>,
+    pub shards: Vec<SimShard>,
+    /// This node's clock runs at `rate_ppm` parts per million of virtual
+    /// time, so nodes' ticks drift apart as real clocks do.
+    pub rate_ppm: u64,
+    pub paused: bool,
+    base: Instant,
+    store: Option<Arc<KvStore>>,
+}
+
+impl SimNode {
+    /// A fresh node (empty disk) that is started at once.
+    pub fn new(
+        cfg: StoreConfig,
+        rate_ppm: u64,
+        base: Instant,
+        now_ms: u64,
+    ) -> Result<Self, RaftstoreError> {
+        let checkpoint_dir = cfg.data_dir.join("store");
+        std::fs::create_dir_all(&checkpoint_dir)
+            .map_err(|e| RaftstoreError::Internal(format!("create checkpoint dir: {e}")))?;
+        let shards = (0..cfg.shards)
+            .map(|_| SimShard {
+                core: None,
+                io: SimIo {
+                    durable: Vec::new(),
+                    checkpoint_dir: checkpoint_dir.clone(),
+                    finished: Vec::new(),
+                    outbox: Vec::new(),
+                    crash_in_persist: None,
+                    persists: 0,
+                },
+                inbox: VecDeque::new(),
+            })
+            .collect();
+        let mut node = SimNode {
+            cfg: Arc::new(cfg),
+            shards,
+            rate_ppm,
+            paused: false,
+            base,
+            store: None,
+        };
+        node.start(now_ms)?;
+        Ok(node)
+    }
+
+    /// This node's clock at virtual time `now_ms`.
+    pub fn clock(&self, now_ms: u64) -> Instant {
+        self.base + std::time::Duration::from_micros(now_ms * self.rate_ppm / 1000)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.shards.iter().all(|s| s.core.is_some())
+    }
+
+    /// Recovers every shard from the simulated disk.
+    pub fn start(&mut self, now_ms: u64) -> Result<(), RaftstoreError> {
+        let store = Arc::new(KvStore::new());
+        let now = self.clock(now_ms);
+        for (index, shard) in self.shards.iter_mut().enumerate() {
+            let regions = self
+                .cfg
+                .initial_regions
+                .iter()
+                .filter(|r| self.cfg.shard_of(r.id) == index)
+                .cloned()
+                .collect();
+            shard.core = Some(ShardCore::recover(
+                self.cfg.clone(),
+                regions,
+                store.clone(),
+                &shard.io.durable,
+                shard.io.checkpoint_dir.clone(),
+                now,
+            )?);
+        }
+        self.store = Some(store);
+        Ok(())
+    }
+
+    /// Loses everything volatile: cores, store, queued requests (their
+    /// reply channels close), unsent messages.
+    pub fn crash(&mut self) {
+        for shard in &mut self.shards {
+            shard.core = None;
+            shard.inbox.clear();
+            shard.io.outbox.clear();
+            shard.io.finished.clear();
+            shard.io.crash_in_persist = None;
+        }
+        self.paused = false;
+        self.store = None;
+    }
+
+    /// The region's pairs in this node's store (empty while it is down).
+    pub fn region_pairs(&self, region: &raftstore::region::RegionMeta) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.store
+            .as_ref()
+            .map(|s| s.range_pairs(&region.start_key, &region.end_key))
+            .unwrap_or_default()
+    }
+
+    /// Queues a message for the shard owning `region_id`.
+    pub fn deliver(&mut self, region_id: u64, msg: ShardMsg) {
+        let index = self.cfg.shard_of(region_id);
+        if self.shards[index].core.is_some() {
+            self.shards[index].inbox.push_back(msg);
+        }
+    }
+
+    /// One loop turn of every shard, as the production loop runs it. What
+    /// the shards sent goes to `outgoing` (including what left before a
+    /// failed persist); an error is what stopped a shard: a simulated crash
+    /// in a persist, or a real failure.
+    pub fn run_turns(
+        &mut self,
+        now_ms: u64,
+        outgoing: &mut Vec<(u64, Vec<(u64, RaftMessage)>)>,
+    ) -> Result<(), RaftstoreError> {
+        let now = self.clock(now_ms);
+        for shard in &mut self.shards {
+            let Some(core) = shard.core.as_mut() else {
+                continue;
+            };
+            while let Some(msg) = shard.inbox.pop_front() {
+                core.handle(msg, now);
+            }
+            core.on_clock(now);
+            let result = futures::executor::block_on(core.turn(&mut shard.io));
+            outgoing.append(&mut shard.io.outbox);
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Every region replica's status on this node.
+    pub fn status(&self) -> Vec<raftstore::peer::RegionStatus> {
+        self.shards
+            .iter()
+            .filter_map(|s| s.core.as_ref())
+            .flat_map(ShardCore::status)
+            .collect()
+    }
+}
