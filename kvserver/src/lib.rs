@@ -1,13 +1,16 @@
 //! `kvserver`: the `flotilla` binary's library. It owns everything that
 //! speaks gRPC on the server side — the client API ([`service::kv`]), the
 //! node-to-node Raft transport ([`service::raft`], [`peer_transport`]) — plus
-//! the command-line entry points in [`cli`]. Only this crate and `client`
+//! the HTTP status endpoint ([`status_server`]: JSON status and Prometheus
+//! [`metrics`]) and the command-line entry points in [`cli`]. Only this crate and `client`
 //! know gRPC; Raft logic lives in `raftstore`.
 
 pub mod cli;
 pub mod error_status;
 pub mod limits;
 pub mod members;
+pub mod metrics;
 pub mod node;
 pub mod peer_transport;
 pub mod service;
+pub mod status_server;

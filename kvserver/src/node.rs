@@ -26,6 +26,8 @@ pub struct NodeConfig {
     /// (node id, peer address) of every member, this node included.
     pub initial_cluster: Vec<(u64, String)>,
     pub client_addr: String,
+    /// Where the HTTP status endpoint (`/metrics`, `/status`) listens, if anywhere.
+    pub status_addr: Option<String>,
     pub data_dir: PathBuf,
     pub shards: usize,
     pub pin_cores: bool,
@@ -91,6 +93,10 @@ pub async fn run_node(
 
     let client_listener = bind(&cfg.client_addr).await?;
     let peer_listener = bind(&peer_addr).await?;
+    let status_listener = match &cfg.status_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let kv = KvService {
         node_id: cfg.node_id,
         client_addr: cfg.client_addr.clone(),
@@ -121,10 +127,23 @@ pub async fn run_node(
     let peer_server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(raft)
-            .serve_with_incoming_shutdown(incoming(peer_listener), stopped(stop_rx)),
+            .serve_with_incoming_shutdown(incoming(peer_listener), stopped(stop_rx.clone())),
     );
+    let status_server = status_listener.map(|listener| {
+        tokio::spawn(crate::status_server::serve(
+            listener,
+            cfg.node_id,
+            router.clone(),
+            stopped(stop_rx),
+        ))
+    });
+    let status_note = cfg
+        .status_addr
+        .as_deref()
+        .map(|a| format!(" status={a}"))
+        .unwrap_or_default();
     println!(
-        "flotilla server ready node={} client={} peer={}",
+        "flotilla server ready node={} client={} peer={}{status_note}",
         cfg.node_id, cfg.client_addr, peer_addr
     );
     tracing::info!(node = cfg.node_id, client = %cfg.client_addr, peer = %peer_addr, data_dir = %cfg.data_dir.display(), "serving");
@@ -145,6 +164,13 @@ pub async fn run_node(
             Ok(Ok(Err(err))) => tracing::warn!(%err, "{name} server stopped with an error"),
             Ok(Err(err)) => tracing::warn!(%err, "{name} server task failed"),
             Err(_) => abort.abort(),
+        }
+    }
+    if let Some(server) = status_server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "status server stopped with an error"),
+            Err(err) => tracing::warn!(%err, "status server task failed"),
         }
     }
     tracing::info!("stopped");

@@ -128,6 +128,7 @@ impl PeerLink {
                     Err(_) => break,
                 }
             }
+            crate::metrics::PEER_BATCH_MESSAGES.observe(messages.len() as f64);
             let batch = RaftBatch {
                 from_node: self.from,
                 to_node: self.to,

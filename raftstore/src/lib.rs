@@ -27,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod log_codec;
 mod logger;
+pub mod metrics;
 pub mod peer;
 pub mod recovery;
 pub mod region;

@@ -85,6 +85,9 @@ pub struct Peer {
     reads: Vec<ReadBatch>,
     next_read_ctx: u64,
     hard_state_dirty: bool,
+    /// The unsynced hard state changed term or vote: it must be in this
+    /// turn's WAL batch.
+    hard_state_urgent: bool,
     last_checkpoint_index: u64,
     checkpoint_in_flight: bool,
     checkpoint_dir: PathBuf,
@@ -126,6 +129,7 @@ impl Peer {
             reads: Vec::new(),
             next_read_ctx: 1,
             hard_state_dirty: false,
+            hard_state_urgent: false,
             last_checkpoint_index: cp.applied_index,
             checkpoint_in_flight: false,
             checkpoint_dir: state.checkpoint_dir,
@@ -359,10 +363,17 @@ impl Peer {
             self.raw.mut_store().append(&ents);
         }
         if let Some(hs) = rd.hs() {
+            let old = self.raw.store().hard_state();
+            // A new term or vote must be durable before any message that
+            // depends on it leaves; a commit index alone need not (see
+            // `stage_hard_state`).
+            self.hard_state_urgent |= hs.term != old.term || hs.vote != old.vote;
             self.raw.mut_store().set_hard_state(hs.clone());
             self.hard_state_dirty = true;
         }
-        self.stage_hard_state(out)?;
+        if self.hard_state_urgent {
+            self.stage_hard_state(out)?;
+        }
         Ok(Some(rd))
     }
 
@@ -386,7 +397,14 @@ impl Peer {
     }
 
     /// Stages the hard state if it changed since it was last made durable.
+    ///
+    /// A change of the commit index alone is not urgent: the shard stages it
+    /// only when it writes a WAL batch anyway, so a write costs one sync,
+    /// not two. Losing it in a crash is harmless: the entries it covers are
+    /// durable, recovery raises the commit index to the checkpoint, and the
+    /// leader re-sends the rest.
     pub fn stage_hard_state(&mut self, out: &mut TurnOutput) -> Result<(), RaftstoreError> {
+        self.hard_state_urgent = false;
         if self.hard_state_dirty {
             out.wal.push(WalRecord {
                 region_id: self.region.id,
@@ -570,6 +588,7 @@ impl Peer {
         self.applied_term = term;
         self.last_checkpoint_index = index;
         self.hard_state_dirty = true;
+        self.hard_state_urgent = true;
         out.wal.push(WalRecord {
             region_id: self.region.id,
             kind: RecordKind::Truncate,

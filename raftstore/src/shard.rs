@@ -18,6 +18,7 @@ use raft::prelude::Message;
 use crate::checkpoint::RegionCheckpoint;
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
+use crate::metrics;
 use crate::region::RegionMeta;
 use crate::shard_core::{CheckpointDone, ShardCore, ShardIo, ShardMsg};
 use crate::transport::MessageSink;
@@ -44,7 +45,11 @@ struct GlommioIo {
 
 impl ShardIo for GlommioIo {
     async fn persist(&mut self, batch: &WalBatch) -> Result<(), RaftstoreError> {
-        Ok(self.wal.append(batch).await?)
+        let started = Instant::now();
+        self.wal.append(batch).await?;
+        metrics::WAL_PERSIST_SECONDS.observe(started.elapsed().as_secs_f64());
+        metrics::WAL_BATCH_BYTES.observe(batch.payload_bytes() as f64);
+        Ok(())
     }
 
     fn send(&mut self, to_node: u64, messages: Vec<(u64, Message)>) {
@@ -125,6 +130,7 @@ impl Shard {
             let now = Instant::now();
             let next_tick = self.core.next_tick();
             let mut shutdown = false;
+            let mut taken = 0;
             if now < next_tick && inbox.is_empty() {
                 match select(
                     inbox.recv_async(),
@@ -132,20 +138,26 @@ impl Shard {
                 )
                 .await
                 {
-                    Either::Left((Ok(msg), _)) => shutdown |= self.core.handle(msg, Instant::now()),
+                    Either::Left((Ok(msg), _)) => {
+                        shutdown |= self.core.handle(msg, Instant::now());
+                        taken += 1;
+                    }
                     Either::Left((Err(_), _)) => shutdown = true,
                     Either::Right(_) => {}
                 }
             }
-            let now = Instant::now();
+            let started = Instant::now();
             for msg in inbox.try_iter().take(INBOX_BATCH_MAX) {
-                shutdown |= self.core.handle(msg, now);
+                shutdown |= self.core.handle(msg, started);
+                taken += 1;
             }
             self.core.on_clock(Instant::now());
             if let Err(err) = self.core.turn(&mut self.io).await {
                 tracing::error!(%err, "shard turn failed; stopping the shard");
                 break;
             }
+            metrics::SHARD_TURN_SECONDS.observe(started.elapsed().as_secs_f64());
+            metrics::SHARD_INBOX_BATCH.observe(taken as f64);
             if shutdown {
                 break;
             }

@@ -11,7 +11,8 @@
 //! A turn ([`ShardCore::turn`]) keeps the persistence rules of raft-rs:
 //! 1. every region's Ready is collected; what is committed is applied and
 //!    the leaders' appends are sent (a leader may persist in parallel);
-//! 2. all their records are made durable as ONE WAL batch;
+//! 2. all their records are made durable as ONE WAL batch (a change of
+//!    the commit index alone never forces a sync; it rides with the next);
 //! 3. only then go the messages that depend on that state (votes, acks),
 //!    and the regions advance.
 
@@ -230,6 +231,13 @@ impl ShardCore {
                 readies.push((*id, rd));
             }
         }
+        if !out.wal.is_empty() {
+            // Commit-index-only changes ride along with a sync that happens
+            // anyway (see `Peer::stage_hard_state`).
+            for peer in self.peers.values_mut() {
+                peer.stage_hard_state(&mut out)?;
+            }
+        }
         // The leader's appends may travel while it syncs its own copy.
         send_grouped(io, std::mem::take(&mut out.messages));
         if !out.wal.is_empty() {
@@ -242,9 +250,7 @@ impl ShardCore {
             }
         }
         send_grouped(io, std::mem::take(&mut out.messages));
-        // Commit-index updates learnt in phase two ride with the next batch
-        // (recovery raises commit to the checkpoint, so nothing depends on
-        // them being durable now).
+        // Commit-index updates learnt in phase two ride with the next batch.
         for peer in self.peers.values_mut() {
             if let Some(cp) = peer.checkpoint_if_due(self.cfg.checkpoint_every_entries) {
                 io.write_checkpoint(cp);

@@ -50,6 +50,9 @@ pub struct PlaygroundArgs {
     /// Peer (Raft) port of node 1; node N uses this plus N - 1.
     #[arg(long, default_value_t = 2380)]
     pub peer_port: u16,
+    /// HTTP status port (`/metrics`, `/status`) of node 1; node N uses this plus N - 1.
+    #[arg(long, default_value_t = 20180)]
+    pub status_port: u16,
 }
 
 /// Where one node listens and keeps its data.
@@ -58,6 +61,7 @@ struct NodeSpec {
     id: u64,
     client_addr: String,
     peer_addr: String,
+    status_addr: String,
     dir: PathBuf,
 }
 
@@ -113,6 +117,7 @@ fn node_specs(args: &PlaygroundArgs) -> anyhow::Result<Vec<NodeSpec>> {
                 id,
                 client_addr: format!("127.0.0.1:{}", port(args.client_port)?),
                 peer_addr: format!("127.0.0.1:{}", port(args.peer_port)?),
+                status_addr: format!("127.0.0.1:{}", port(args.status_port)?),
                 dir: args.data_dir.join(format!("node-{id}")),
             })
         })
@@ -156,6 +161,8 @@ fn spawn_node(exe: &Path, spec: NodeSpec, initial_cluster: &str) -> anyhow::Resu
         .arg(initial_cluster)
         .arg("--client-addr")
         .arg(&spec.client_addr)
+        .arg("--status-addr")
+        .arg(&spec.status_addr)
         .arg("--data-dir")
         .arg(&spec.dir)
         // Several nodes share this machine's cores.
@@ -279,10 +286,11 @@ fn print_ready(nodes: &[NodeProcess], endpoints: &[String], leader: u64) {
     println!("playground: {} node(s)", nodes.len());
     for node in nodes {
         println!(
-            "  node {}  client {}  peer {}  log {}",
+            "  node {}  client {}  peer {}  status http://{}  log {}",
             node.spec.id,
             node.spec.client_addr,
             node.spec.peer_addr,
+            node.spec.status_addr,
             node.spec.log_path().display()
         );
     }

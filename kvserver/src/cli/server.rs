@@ -19,6 +19,9 @@ pub struct ServerArgs {
     /// Address of the client API (`flotilla.kv.Kv`).
     #[arg(long, default_value = "127.0.0.1:20160")]
     pub client_addr: String,
+    /// Address of the HTTP status endpoint (`/metrics`, `/status`); none if unset.
+    #[arg(long)]
+    pub status_addr: Option<String>,
     /// Where this node keeps its WAL, checkpoints and identity.
     #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
@@ -74,6 +77,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         node_id: args.id,
         initial_cluster,
         client_addr: args.client_addr,
+        status_addr: args.status_addr,
         data_dir: args.data_dir,
         shards: args.shards,
         pin_cores: !args.no_pin,

@@ -44,19 +44,19 @@ impl KvService {
         h: Option<kvpb::RequestHeader>,
         op: WriteOp,
     ) -> Result<WriteResult, Status> {
+        let started = std::time::Instant::now();
         let (header, id) = header(h);
-        self.router
-            .write(header, id, op)
-            .await
-            .map_err(|e| to_status(e, &self.members))
+        let result = self.router.write(header, id, op).await;
+        crate::metrics::observe_request("write", result.is_ok(), started);
+        result.map_err(|e| to_status(e, &self.members))
     }
 
     async fn read(&self, h: Option<kvpb::RequestHeader>, op: ReadOp) -> Result<ReadResult, Status> {
+        let started = std::time::Instant::now();
         let (header, _) = header(h);
-        self.router
-            .read(header, op)
-            .await
-            .map_err(|e| to_status(e, &self.members))
+        let result = self.router.read(header, op).await;
+        crate::metrics::observe_request("read", result.is_ok(), started);
+        result.map_err(|e| to_status(e, &self.members))
     }
 }
 
