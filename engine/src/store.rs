@@ -10,11 +10,26 @@
 
 use std::ops::Bound;
 
-use crossbeam_skiplist::SkipMap;
+use crossbeam_epoch as epoch;
+use crossbeam_skiplist::base::SkipList;
 
-#[derive(Default)]
+/// The map is crossbeam's lower-level `SkipList`, used with explicit epoch
+/// guards: iteration borrows entries under one guard instead of taking a
+/// reference count per entry. (`SkipMap`'s reference-counted range
+/// iteration leaks the nodes it visited once they are later replaced —
+/// crossbeam-rs/crossbeam#1178 — which made every checkpoint scan leak the
+/// region's data.) Every `RefEntry` an operation returns is released
+/// before the guard goes.
 pub struct KvStore {
-    map: SkipMap<Vec<u8>, Vec<u8>>,
+    map: SkipList<Vec<u8>, Vec<u8>>,
+}
+
+impl Default for KvStore {
+    fn default() -> Self {
+        KvStore {
+            map: SkipList::new(epoch::default_collector().clone()),
+        }
+    }
 }
 
 /// Lower and upper bound of a key range.
@@ -38,16 +53,25 @@ impl KvStore {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.map.get(key).map(|entry| entry.value().clone())
+        let guard = &epoch::pin();
+        self.map.get(key, guard).map(|entry| entry.value().clone())
     }
 
     pub fn put(&self, key: Vec<u8>, value: Vec<u8>) {
-        self.map.insert(key, value);
+        let guard = &epoch::pin();
+        self.map.insert(key, value, guard).release(guard);
     }
 
     /// Removes `key`; returns whether it existed.
     pub fn delete(&self, key: &[u8]) -> bool {
-        self.map.remove(key).is_some()
+        let guard = &epoch::pin();
+        match self.map.remove(key, guard) {
+            Some(entry) => {
+                entry.release(guard);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes every key in `[start, end)`; returns how many were removed.
@@ -55,8 +79,9 @@ impl KvStore {
         let Some(range) = key_range(start, end) else {
             return 0;
         };
+        let guard = &epoch::pin();
         let mut removed = 0;
-        for entry in self.map.range::<[u8], _>(range) {
+        for entry in self.map.range::<[u8], _>(range, guard) {
             if entry.remove() {
                 removed += 1;
             }
@@ -77,8 +102,9 @@ impl KvStore {
             return Vec::new();
         };
         let limit = if limit == 0 { usize::MAX } else { limit };
-        let entries = self.map.range::<[u8], _>(range);
-        let pair = |entry: crossbeam_skiplist::map::Entry<'_, Vec<u8>, Vec<u8>>| {
+        let guard = &epoch::pin();
+        let entries = self.map.range::<[u8], _>(range, guard);
+        let pair = |entry: crossbeam_skiplist::base::Entry<'_, '_, Vec<u8>, Vec<u8>>| {
             (entry.key().clone(), entry.value().clone())
         };
         if reverse {
@@ -100,7 +126,7 @@ impl KvStore {
         let mut outside = 0usize;
         for (key, value) in pairs {
             if in_range(&key, start, end) {
-                self.map.insert(key, value);
+                self.put(key, value);
             } else {
                 outside += 1;
             }

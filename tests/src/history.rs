@@ -163,7 +163,9 @@ impl HistoryRecorder {
         }
     }
 
-    fn now_ns(&self) -> u64 {
+    /// Monotonic nanoseconds since the recorder's origin: the clock of every
+    /// recorded operation, for events that must be placed on the same axis.
+    pub fn now_ns(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 

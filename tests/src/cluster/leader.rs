@@ -14,7 +14,7 @@ use client::{RegionStatus, StatusResponse};
 const LEADER_ROLE: &str = "leader";
 
 /// The status of the keyspace's first region, if the node reports it.
-pub(super) fn first_region(status: &StatusResponse) -> Option<&RegionStatus> {
+pub fn first_region(status: &StatusResponse) -> Option<&RegionStatus> {
     status.regions.iter().find(|region| {
         region
             .region
@@ -25,7 +25,7 @@ pub(super) fn first_region(status: &StatusResponse) -> Option<&RegionStatus> {
 
 /// The node a majority of a `cluster_size`-node cluster agrees leads, given
 /// the Status replies of the nodes that answered.
-pub(super) fn agreed_leader(cluster_size: usize, statuses: &[StatusResponse]) -> Option<u64> {
+pub fn agreed_leader(cluster_size: usize, statuses: &[StatusResponse]) -> Option<u64> {
     let (leader, term) = statuses
         .iter()
         .filter_map(|status| Some((status.node_id, first_region(status)?)))

@@ -14,7 +14,7 @@
 //! Waits are bounded by deadlines and poll conditions, never fixed sleeps.
 
 mod addresses;
-mod leader;
+pub mod leader;
 mod logs;
 mod process;
 
@@ -190,6 +190,15 @@ impl Cluster {
             node.process = None;
         }
         Ok(!exited)
+    }
+
+    /// The process id of a running node, for signalling it (e.g. SIGSTOP).
+    pub fn pid(&self, node: u64) -> Result<u32, Error> {
+        let process = self.node(node)?.process.as_ref().ok_or(Error::NodeState {
+            node,
+            problem: "is not running",
+        })?;
+        Ok(process.pid())
     }
 
     /// Crashes a node with SIGKILL.

@@ -120,6 +120,11 @@ impl NodeProcess {
         }
     }
 
+    /// The child's process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the child has exited (and so been reaped).
     pub(super) fn has_exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))

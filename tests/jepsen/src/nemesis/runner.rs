@@ -1,0 +1,203 @@
+//! Applies planned faults to a backend and undoes them, one at a time,
+//! logging each action on the history's clock.
+
+use super::events::{NemesisEvent, Phase};
+use super::partition;
+use super::schedule::{Fault, Shape, Target};
+use crate::backend::{ClusterBackend, Control, Grudge, NodeId};
+use crate::Error;
+use flotilla_tests::history::HistoryRecorder;
+
+/// How to undo the fault in effect.
+#[derive(Debug)]
+enum Undo {
+    Heal,
+    Restart(Vec<NodeId>),
+    Resume(Vec<NodeId>),
+}
+
+#[derive(Debug)]
+struct Active {
+    fault: &'static str,
+    nodes: Vec<NodeId>,
+    undo: Undo,
+}
+
+/// The fault injector of one run.
+pub struct Nemesis<'a, B: ClusterBackend> {
+    backend: &'a mut B,
+    control: &'a Control,
+    clock: HistoryRecorder,
+    events: Vec<NemesisEvent>,
+    active: Option<Active>,
+}
+
+impl<'a, B: ClusterBackend> Nemesis<'a, B> {
+    /// A nemesis logging on `clock` (the history's recorder).
+    pub fn new(backend: &'a mut B, control: &'a Control, clock: HistoryRecorder) -> Self {
+        Nemesis {
+            backend,
+            control,
+            clock,
+            events: Vec::new(),
+            active: None,
+        }
+    }
+
+    /// Undoes the fault in effect, if any, then applies `fault`.
+    pub async fn start(&mut self, fault: &Fault) -> Result<(), Error> {
+        self.stop().await?;
+        // The window opens when the fault is being applied: a crash takes
+        // effect at the signal, not when the container has been reaped.
+        let started_ns = self.clock.now_ns();
+        let (name, nodes, detail, undo) = match fault {
+            Fault::Partition { shape } => {
+                let (shape_name, grudge) = self.grudge(shape).await;
+                self.backend.partition(&grudge).await?;
+                let detail = format!("{shape_name}: drops {}", serde_json::json!(grudge));
+                (
+                    "partition",
+                    grudge.keys().copied().collect(),
+                    detail,
+                    Undo::Heal,
+                )
+            }
+            Fault::Kill { target } => {
+                let nodes = self.resolve(target).await;
+                for &node in &nodes {
+                    self.backend.kill(node).await?;
+                }
+                (
+                    "kill",
+                    nodes.clone(),
+                    "SIGKILL".to_owned(),
+                    Undo::Restart(nodes),
+                )
+            }
+            Fault::Pause { target } => {
+                let nodes = self.resolve(target).await;
+                for &node in &nodes {
+                    self.backend.pause(node).await?;
+                }
+                (
+                    "pause",
+                    nodes.clone(),
+                    "paused".to_owned(),
+                    Undo::Resume(nodes),
+                )
+            }
+        };
+        self.record_at(started_ns, Phase::Start, name, nodes.clone(), detail);
+        self.active = Some(Active {
+            fault: name,
+            nodes,
+            undo,
+        });
+        Ok(())
+    }
+
+    /// Undoes the fault in effect, if any.
+    pub async fn stop(&mut self) -> Result<(), Error> {
+        let Some(active) = self.active.take() else {
+            return Ok(());
+        };
+        let detail = match &active.undo {
+            Undo::Heal => {
+                self.backend.heal_partition().await?;
+                "healed"
+            }
+            Undo::Restart(nodes) => {
+                for &node in nodes {
+                    self.backend.restart(node).await?;
+                }
+                "restarted"
+            }
+            Undo::Resume(nodes) => {
+                for &node in nodes {
+                    self.backend.resume(node).await?;
+                }
+                "resumed"
+            }
+        };
+        self.record(Phase::End, active.fault, active.nodes, detail.to_owned());
+        Ok(())
+    }
+
+    /// Undoes the fault in effect, then crashes every node at once and
+    /// starts them all again: whatever was acknowledged must survive.
+    pub async fn crash_all(&mut self) -> Result<(), Error> {
+        self.stop().await?;
+        let nodes = self.backend.node_ids();
+        let started_ns = self.clock.now_ns();
+        for &node in &nodes {
+            self.backend.kill(node).await?;
+        }
+        self.record_at(
+            started_ns,
+            Phase::Start,
+            "crash-all",
+            nodes.clone(),
+            "SIGKILL".into(),
+        );
+        for &node in &nodes {
+            self.backend.restart(node).await?;
+        }
+        self.record(Phase::End, "crash-all", nodes, "restarted".into());
+        Ok(())
+    }
+
+    /// Everything the nemesis did, in order.
+    pub fn events(&self) -> &[NemesisEvent] {
+        &self.events
+    }
+
+    async fn grudge(&self, shape: &Shape) -> (&'static str, Grudge) {
+        match shape {
+            Shape::RandomHalves { grudge } => ("random halves", grudge.clone()),
+            Shape::MajorityRing { grudge } => ("majority ring", grudge.clone()),
+            Shape::Bridge { grudge } => ("bridge", grudge.clone()),
+            Shape::IsolateLeader { fallback } => {
+                let leader = self.leader_or(*fallback).await;
+                (
+                    "isolate the leader",
+                    partition::isolate(leader, &self.backend.node_ids()),
+                )
+            }
+        }
+    }
+
+    async fn resolve(&self, target: &Target) -> Vec<NodeId> {
+        match target {
+            Target::Node { node } => vec![*node],
+            Target::Leader { fallback } => vec![self.leader_or(*fallback).await],
+            Target::Minority { nodes } => nodes.clone(),
+            Target::All => self.backend.node_ids(),
+        }
+    }
+
+    async fn leader_or(&self, fallback: NodeId) -> NodeId {
+        self.control.leader().await.unwrap_or(fallback)
+    }
+
+    fn record(&mut self, phase: Phase, fault: &'static str, nodes: Vec<NodeId>, detail: String) {
+        self.record_at(self.clock.now_ns(), phase, fault, nodes, detail);
+    }
+
+    fn record_at(
+        &mut self,
+        time_ns: u64,
+        phase: Phase,
+        fault: &'static str,
+        nodes: Vec<NodeId>,
+        detail: String,
+    ) {
+        tracing::info!(?phase, fault, ?nodes, %detail, "nemesis");
+        self.events.push(NemesisEvent {
+            time_ns,
+            phase,
+            fault,
+            nodes,
+            detail,
+        });
+    }
+}

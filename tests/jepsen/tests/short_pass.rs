@@ -1,0 +1,122 @@
+//! A short Jepsen pass for every `cargo test`: the register and set
+//! workloads, 20 s each on 3 nodes, with kill and pause faults — and
+//! partitions when the nodes run in Docker. Docker is used when its daemon
+//! answers and this process may enter network namespaces (root, `nsenter`
+//! and `iptables` present); otherwise the nodes are local processes. The
+//! test prints which.
+//!
+//! - `FLOTILLA_JEPSEN_SEED=S` replays a run's schedule and client choices.
+//! - `FLOTILLA_JEPSEN_BACKEND=docker|local` forces a backend.
+//!
+//! Longer runs (more nodes, other workloads, minutes of faults) are the
+//! `flotilla-jepsen` binary's job; see docs/jepsen.md.
+
+use flotilla_jepsen::backend::BackendKind;
+use flotilla_jepsen::check::Validity;
+use flotilla_jepsen::nemesis::FaultKind;
+use flotilla_jepsen::run::{execute, RunOptions};
+use flotilla_jepsen::workload::WorkloadKind;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const TIME_LIMIT: Duration = Duration::from_secs(20);
+/// The image this test builds from its own binary, apart from the one the
+/// documented command builds.
+const TEST_IMAGE: &str = "flotilla:jepsen-test";
+
+fn seed() -> u64 {
+    match std::env::var("FLOTILLA_JEPSEN_SEED") {
+        Ok(text) => text.parse().expect("FLOTILLA_JEPSEN_SEED is a u64"),
+        Err(_) => rand::random(),
+    }
+}
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Docker if it can be used for real partitions, local processes if not.
+fn backend() -> (BackendKind, String) {
+    match std::env::var("FLOTILLA_JEPSEN_BACKEND").as_deref() {
+        Ok("docker") => return (BackendKind::Docker, "forced by the environment".into()),
+        Ok("local") => return (BackendKind::Local, "forced by the environment".into()),
+        Ok(other) => panic!("FLOTILLA_JEPSEN_BACKEND is docker or local, not {other:?}"),
+        Err(_) => {}
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        return (
+            BackendKind::Local,
+            "not root: cannot enter namespaces".into(),
+        );
+    }
+    if !succeeds("nsenter", &["--version"]) || !succeeds("iptables", &["--version"]) {
+        return (BackendKind::Local, "nsenter or iptables missing".into());
+    }
+    if !succeeds("docker", &["info"]) {
+        return (
+            BackendKind::Local,
+            "the Docker daemon does not answer".into(),
+        );
+    }
+    (BackendKind::Docker, "the Docker daemon answers".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_register_and_set_runs_are_valid() {
+    let seed = seed();
+    println!("seed = {seed} (replay with FLOTILLA_JEPSEN_SEED={seed})");
+    let (backend, why) = backend();
+    println!("backend = {backend:?} ({why})");
+    let mut faults = vec![FaultKind::Kill, FaultKind::Pause];
+    if backend == BackendKind::Docker {
+        faults.push(FaultKind::Partition);
+    } else {
+        println!("partitions need the Docker backend; running kill and pause only");
+    }
+    for workload in [WorkloadKind::Register, WorkloadKind::Set] {
+        let options = RunOptions {
+            workload,
+            faults: faults.clone(),
+            nodes: 3,
+            time_limit: TIME_LIMIT,
+            seed,
+            backend,
+            concurrency: 6,
+            rate: 60.0,
+            report_root: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jepsen-reports"),
+            server_binary: PathBuf::from(env!("CARGO_BIN_EXE_flotilla-jepsen")),
+            image: TEST_IMAGE.to_owned(),
+        };
+        let outcome = execute(&options)
+            .await
+            .unwrap_or_else(|err| panic!("seed {seed}: {workload:?} run failed: {err}"));
+        print!("{}", outcome.verdict.text());
+        println!("report: {}", outcome.report_dir.display());
+        assert_eq!(
+            outcome.verdict.validity,
+            Validity::Valid,
+            "seed {seed}: see {}",
+            outcome.report_dir.display()
+        );
+        assert!(
+            outcome.verdict.history.ok > 100,
+            "the workload ran: {:?}",
+            outcome.verdict.history
+        );
+        // At least one planned fault plus the final crash of every node.
+        assert!(
+            outcome.verdict.faults_injected >= 2,
+            "the nemesis acted: {} faults",
+            outcome.verdict.faults_injected
+        );
+    }
+}
