@@ -56,7 +56,8 @@ impl StoreConfig {
         }
     }
 
-    pub(crate) fn raft_config(&self, applied: u64) -> raft::Config {
+    /// The raft-rs configuration of a replica whose state machine applied `applied`.
+    pub fn raft_config(&self, applied: u64) -> raft::Config {
         assert!(
             self.election_ticks > 2 * self.heartbeat_ticks,
             "election timeout must exceed two heartbeats"

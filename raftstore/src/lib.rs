@@ -32,6 +32,7 @@ pub mod peer;
 pub mod recovery;
 pub mod region;
 pub mod router;
+pub mod rules;
 mod shard;
 pub mod shard_core;
 pub mod storage;

@@ -34,6 +34,9 @@ use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
 use crate::log_codec::{encode_entries, encode_hard_state, encode_truncation, Truncation};
 use crate::region::RegionMeta;
+use crate::rules::{
+    may_serve_read, may_start_read_index, proposal_fate, LogPosition, ProposalFate,
+};
 
 pub type WriteReply = oneshot::Sender<Result<WriteResult, RaftstoreError>>;
 pub type ReadReply = oneshot::Sender<Result<ReadResult, RaftstoreError>>;
@@ -239,7 +242,7 @@ impl Peer {
     /// Starts a ReadIndex round for the queued reads. raft-rs ignores read
     /// requests until the leader committed an entry of its term, so wait.
     pub fn flush_reads(&mut self) {
-        if !self.is_leader() || !self.raw.raft.commit_to_current_term() {
+        if !may_start_read_index(self.is_leader(), self.raw.raft.commit_to_current_term()) {
             return;
         }
         for batch in self.reads.iter_mut().filter(|b| !b.sent) {
@@ -439,7 +442,7 @@ impl Peer {
         let applied = self.applied_index;
         let mut i = 0;
         while i < self.reads.len() {
-            if self.reads[i].read_index.is_some_and(|idx| idx <= applied) {
+            if may_serve_read(self.reads[i].read_index, applied) {
                 let batch = self.reads.swap_remove(i);
                 for (op, reply) in batch.reads {
                     let _ = reply.send(Ok(self.read(op)));
@@ -535,29 +538,29 @@ impl Peer {
         mut outcome: Option<Result<WriteResult, RaftstoreError>>,
     ) {
         while let Some(front) = self.writes.front() {
-            if front.index > index {
-                break;
-            }
-            let Some(w) = self.writes.pop_front() else {
-                break;
+            let proposed = LogPosition {
+                index: front.index,
+                term: front.term,
             };
-            let answer = if w.index < index {
-                // Its slot passed without it (a snapshot jumped over it).
-                Err(RaftstoreError::Indeterminate {
+            let answer = match proposal_fate(proposed, LogPosition { index, term }) {
+                ProposalFate::Waiting => break,
+                ProposalFate::Skipped => Err(RaftstoreError::Indeterminate {
                     region_id: self.region.id,
                     reason: "log replaced by a snapshot".into(),
-                })
-            } else if w.term == term {
-                outcome.take().unwrap_or_else(|| {
-                    Err(RaftstoreError::Internal(format!(
-                        "entry {index} carried no write"
-                    )))
-                })
-            } else {
-                // Another leader's entry took the slot: ours was never applied.
-                Err(self.not_leader())
+                }),
+                // No outcome for its own slot: a snapshot ending exactly
+                // there applied it; what it returned is unknown.
+                ProposalFate::Applied => outcome.take().unwrap_or_else(|| {
+                    Err(RaftstoreError::Indeterminate {
+                        region_id: self.region.id,
+                        reason: format!("entry {index} was applied by a snapshot"),
+                    })
+                }),
+                ProposalFate::Superseded => Err(self.not_leader()),
             };
-            let _ = w.reply.send(answer);
+            if let Some(w) = self.writes.pop_front() {
+                let _ = w.reply.send(answer);
+            }
         }
     }
 

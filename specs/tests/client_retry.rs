@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 
 use raftstore::command::WriteId;
 use specs::client_retry::{
-    Depth, RegisterMsg, RegisterWrite, RetryModel, RetryModelConfig, RetryPolicy, ALL_CLIENTS_DONE,
+    RegisterMsg, RegisterWrite, RetryModel, RetryModelConfig, RetryPolicy, ALL_CLIENTS_DONE,
     DUPLICATE_ANSWERED, LINEARIZABLE, NO_WRITE_REFUSED,
 };
+use specs::depth::Depth;
 use specs::register_spec::{RegisterOp, Value};
 use stateright::actor::{ActorModelAction, Id};
 use stateright::{Checker, HasDiscoveries, Model, Path};

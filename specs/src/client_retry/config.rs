@@ -2,29 +2,8 @@
 //! retries are identified, and the default bounds.
 
 use super::client::RetryPolicy;
+use crate::depth::Depth;
 use crate::register_spec::{RegisterOp, Value};
-
-/// Set to `1` to check the larger bounds of [`Depth::Deep`].
-pub const DEEP_ENV_VAR: &str = "FLOTILLA_SPECS_DEEP";
-
-/// How large a model [`RetryModelConfig::contended`] builds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Depth {
-    /// Two clients with three and two operations, one retry per operation.
-    Quick,
-    /// Two clients with three operations each, two retries per operation.
-    Deep,
-}
-
-impl Depth {
-    /// [`Depth::Deep`] if the environment variable [`DEEP_ENV_VAR`] is `1`.
-    pub fn from_env() -> Depth {
-        match std::env::var(DEEP_ENV_VAR) {
-            Ok(value) if value == "1" => Depth::Deep,
-            _ => Depth::Quick,
-        }
-    }
-}
 
 /// One workload per client (client `i` is actor `i + 1`; the server is
 /// actor 0), retries per operation, and how retries are identified.

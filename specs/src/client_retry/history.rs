@@ -5,32 +5,18 @@
 //! the reply that completes its operation. An operation still in flight may
 //! or may not have taken effect, as the linearizability check allows.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-
 use stateright::actor::{Envelope, Id};
-use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
+use stateright::semantics::ConsistencyTester;
 
 use super::messages::RegisterMsg;
-use crate::register_spec::{CasRegister, RegisterOp, RegisterRet};
+use crate::linearizability;
+use crate::register_spec::{RegisterOp, RegisterRet};
 
 /// The client-observed history: invocations and returns per client.
-pub type History = LinearizabilityTester<Id, CasRegister>;
+pub type History = linearizability::History<Id>;
 
-/// Linearizability verdicts by history. Many model states share one
-/// history and the check backtracks, so each distinct history is judged
-/// once. Clones share the cache.
-#[derive(Clone, Debug, Default)]
-pub struct Verdicts(Arc<Mutex<HashMap<History, bool>>>);
-
-impl Verdicts {
-    pub fn is_linearizable(&self, history: &History) -> bool {
-        let mut verdicts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        *verdicts
-            .entry(history.clone())
-            .or_insert_with(|| history.serialized_history().is_some())
-    }
-}
+/// Linearizability verdicts of client-retry histories.
+pub type Verdicts = linearizability::Verdicts<Id>;
 
 /// Records an invocation for an operation's first attempt. A second
 /// invocation while one is in flight would make the history invalid, which

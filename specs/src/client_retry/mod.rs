@@ -26,7 +26,7 @@ mod node;
 mod server;
 
 pub use client::{ClientState, RetryPolicy, RetryTimer, RetryingClient};
-pub use config::{Depth, RetryModelConfig, DEEP_ENV_VAR};
+pub use config::RetryModelConfig;
 pub use history::{History, Verdicts};
 pub use messages::{RegisterMsg, RegisterWrite, REGISTER_KEY};
 pub use node::{NodeState, RegisterNode};
