@@ -60,7 +60,9 @@ fn tokio_main<F: std::future::Future<Output = anyhow::Result<()>>>(fut: F) -> an
         .block_on(fut)
 }
 
-fn init_tracing() {
+/// Logs to stderr, filtered by `FLOTILLA_LOG` (default `info`). Used by
+/// every binary of the project.
+pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

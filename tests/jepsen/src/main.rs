@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         return kvserver::cli::main();
     }
     let args = Args::parse();
-    init_tracing();
+    kvserver::cli::init_tracing();
     let server_binary = match args
         .server_binary
         .clone()
@@ -155,14 +155,4 @@ async fn interrupted() {
         }
         _ => std::future::pending().await,
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
 }
