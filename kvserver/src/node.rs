@@ -148,8 +148,14 @@ pub async fn run_node(
     );
     tracing::info!(node = cfg.node_id, client = %cfg.client_addr, peer = %peer_addr, data_dir = %cfg.data_dir.display(), "serving");
 
-    shutdown.await;
-    tracing::info!("shutting down");
+    let failure = tokio::select! {
+        () = shutdown => None,
+        err = shards.failure() => Some(err),
+    };
+    match &failure {
+        None => tracing::info!("shutting down"),
+        Some(err) => tracing::error!(%err, "a shard failed; stopping the node"),
+    }
     let _ = stop_tx.send(true);
     router.shutdown();
     tokio::task::spawn_blocking(move || shards.join())
@@ -174,7 +180,14 @@ pub async fn run_node(
         }
     }
     tracing::info!("stopped");
-    Ok(())
+    match failure {
+        None => Ok(()),
+        // Nothing this node acknowledged is lost: a failed sync is never
+        // acknowledged, and every earlier one is durable. Its peers carry on.
+        Some(err) => Err(anyhow::anyhow!(
+            "stopped because a shard could no longer write its WAL ({err}); fix the disk (space, errors) and restart the node: it recovers from its WAL and checkpoints"
+        )),
+    }
 }
 
 /// How long open connections may drain at shutdown before they are cut.

@@ -52,9 +52,21 @@ use glommio::{LocalExecutorBuilder, Placement};
 /// [`StoreRouter::shutdown`] then [`RunningStore::join`].
 pub struct RunningStore {
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    failures: flume::Receiver<RaftstoreError>,
 }
 
 impl RunningStore {
+    /// Resolves when a shard stopped on an error it cannot recover from (a
+    /// WAL write or sync failed, say): the node must stop, since that
+    /// shard's regions can no longer make anything durable.
+    pub async fn failure(&self) -> RaftstoreError {
+        match self.failures.recv_async().await {
+            Ok(err) => err,
+            // Every shard is gone without reporting: wait for shutdown.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// Waits for every shard thread to finish.
     pub fn join(self) {
         for t in self.threads {
@@ -77,6 +89,7 @@ pub fn start_store(
     let mut senders = Vec::new();
     let mut threads = Vec::new();
     let mut started = Vec::new();
+    let (failed, failures) = flume::unbounded();
     for index in 0..cfg.shards {
         let (tx, rx) = flume::bounded(cfg.inbox_capacity);
         senders.push(tx);
@@ -93,14 +106,16 @@ pub fn start_store(
         } else {
             Placement::Unbound
         };
-        let (cfg, store, sink) = (cfg.clone(), store.clone(), sink.clone());
+        let (cfg, store, sink, failed) = (cfg.clone(), store.clone(), sink.clone(), failed.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
             .spawn(move || async move {
                 match shard::Shard::open(cfg, index, regions, store, sink).await {
                     Ok(shard) => {
                         let _ = ready_tx.send(Ok(()));
-                        shard.run(rx).await;
+                        if let Err(err) = shard.run(rx).await {
+                            let _ = failed.send(err);
+                        }
                     }
                     Err(err) => {
                         let _ = ready_tx.send(Err(err));
@@ -119,5 +134,5 @@ pub fn start_store(
     let router = StoreRouter::new(senders, cfg.initial_regions.clone(), move |r| {
         shard_cfg.shard_of(r)
     });
-    Ok((router, store, RunningStore { threads }))
+    Ok((router, store, RunningStore { threads, failures }))
 }

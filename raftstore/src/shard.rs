@@ -45,6 +45,9 @@ struct GlommioIo {
 
 impl ShardIo for GlommioIo {
     async fn persist(&mut self, batch: &WalBatch) -> Result<(), RaftstoreError> {
+        fail::fail_point!("wal_persist", |reason| Err(RaftstoreError::Internal(
+            format!("injected WAL failure: {}", reason.unwrap_or_default())
+        )));
         let started = Instant::now();
         self.wal.append(batch).await?;
         metrics::WAL_PERSIST_SECONDS.observe(started.elapsed().as_secs_f64());
@@ -125,7 +128,12 @@ impl Shard {
         })
     }
 
-    pub(crate) async fn run(mut self, inbox: flume::Receiver<ShardMsg>) {
+    /// Runs until shutdown, or until a turn fails (returned: the shard's
+    /// regions can no longer make anything durable).
+    pub(crate) async fn run(
+        mut self,
+        inbox: flume::Receiver<ShardMsg>,
+    ) -> Result<(), RaftstoreError> {
         loop {
             let now = Instant::now();
             let next_tick = self.core.next_tick();
@@ -154,7 +162,7 @@ impl Shard {
             self.core.on_clock(Instant::now());
             if let Err(err) = self.core.turn(&mut self.io).await {
                 tracing::error!(%err, "shard turn failed; stopping the shard");
-                break;
+                return Err(err);
             }
             metrics::SHARD_TURN_SECONDS.observe(started.elapsed().as_secs_f64());
             metrics::SHARD_INBOX_BATCH.observe(taken as f64);
@@ -164,5 +172,6 @@ impl Shard {
             glommio::yield_if_needed().await;
         }
         tracing::info!("shard stopping");
+        Ok(())
     }
 }

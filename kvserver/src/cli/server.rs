@@ -69,6 +69,9 @@ pub fn parse_initial_cluster(spec: &str) -> anyhow::Result<Vec<(u64, String)>> {
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    // Test builds only: fault-injection points named in FAILPOINTS.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let initial_cluster = parse_initial_cluster(&args.initial_cluster)?;
     if args.shards == 0 {
         bail!("--shards must be at least 1");

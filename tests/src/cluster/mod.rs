@@ -18,7 +18,7 @@ pub mod leader;
 mod logs;
 mod process;
 
-pub use addresses::{NodeAddresses, CLIENT_PORT, PEER_PORT};
+pub use addresses::{allocate as allocate_addresses, NodeAddresses, CLIENT_PORT, PEER_PORT};
 
 use crate::Error;
 use client::{Client, ClientConfig};
