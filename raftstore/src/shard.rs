@@ -76,8 +76,10 @@ impl ShardIo for GlommioIo {
         self.checkpoint_done.1.try_iter().collect()
     }
 
-    async fn log_compacted(&mut self, region_id: u64, index: u64) -> Result<(), RaftstoreError> {
-        self.wal.compact_region(region_id, index);
+    async fn log_compacted(&mut self, compacted: &[(u64, u64)]) -> Result<(), RaftstoreError> {
+        for &(region_id, index) in compacted {
+            self.wal.compact_region(region_id, index);
+        }
         let purged = self.wal.purge_obsolete_segments().await?;
         if purged > 0 {
             tracing::debug!(purged, "obsolete WAL segments deleted");

@@ -78,9 +78,10 @@ pub trait ShardIo {
     fn write_checkpoint(&mut self, checkpoint: RegionCheckpoint);
     /// Checkpoint writes that finished since the last call.
     fn finished_checkpoints(&mut self) -> Vec<CheckpointDone>;
-    /// The log of `region_id` up to `index` is covered by a durable
-    /// checkpoint: WAL space holding only such records may be reclaimed.
-    async fn log_compacted(&mut self, region_id: u64, index: u64) -> Result<(), RaftstoreError>;
+    /// Each `(region, index)`: the region's log up to `index` is covered by
+    /// a durable checkpoint, so WAL space holding only such records may be
+    /// reclaimed. Called once per turn with every compaction of that turn.
+    async fn log_compacted(&mut self, compacted: &[(u64, u64)]) -> Result<(), RaftstoreError>;
 }
 
 pub struct ShardCore {
@@ -221,8 +222,8 @@ impl ShardCore {
     pub async fn turn(&mut self, io: &mut impl ShardIo) -> Result<(), RaftstoreError> {
         let mut out = TurnOutput::default();
         let compacted = self.finish_checkpoints(io, &mut out);
-        for (region_id, index) in compacted {
-            io.log_compacted(region_id, index).await?;
+        if !compacted.is_empty() {
+            io.log_compacted(&compacted).await?;
         }
         let mut readies = Vec::new();
         for (id, peer) in self.peers.iter_mut() {

@@ -74,7 +74,7 @@ impl ShardIo for SimIo {
         std::mem::take(&mut self.finished)
     }
 
-    async fn log_compacted(&mut self, _region_id: u64, _index: u64) -> Result<(), RaftstoreError> {
+    async fn log_compacted(&mut self, _compacted: &[(u64, u64)]) -> Result<(), RaftstoreError> {
         // The simulated disk keeps every record: recovery must skip what
         // the checkpoints cover, exactly as it does over unpurged segments.
         Ok(())
