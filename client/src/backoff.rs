@@ -5,7 +5,7 @@
 use rand::Rng;
 use std::time::Duration;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Backoff {
     base: Duration,
     max: Duration,

@@ -11,7 +11,7 @@
 
 use crate::error::ClientError;
 use flotilla_proto::kvpb::error_detail::Kind;
-use flotilla_proto::kvpb::ErrorDetail;
+use flotilla_proto::kvpb::{ErrorDetail, NotLeader, Region};
 use prost::Message;
 use std::error::Error as _;
 use std::time::Duration;
@@ -27,14 +27,28 @@ pub(crate) enum Outcome {
 /// What the retry loop should do next.
 #[derive(Debug)]
 pub(crate) enum Next {
-    /// Retry at the hinted leader (a client address).
-    FollowLeader(String),
+    /// Retry at the hinted leader; the hint names its node id, its client
+    /// address, or both.
+    FollowLeader(NotLeader),
+    /// The request's region is not what the client thought: update the route
+    /// cache and plan the request again.
+    RefreshRoute(StaleRoute),
     /// Retry at the next known endpoint, after a backoff.
     TryNextEndpoint,
     /// Retry at the same endpoint, after a backoff.
     RetrySameEndpoint,
     /// Stop and return this error.
     GiveUp(ClientError),
+}
+
+/// Why a request's route was refused.
+#[derive(Debug)]
+pub(crate) enum StaleRoute {
+    /// The region's epoch moved on (a split, a merge, a membership change);
+    /// these are the regions the server has now in its place.
+    EpochNotMatch { current_regions: Vec<Region> },
+    /// The node has no such region, or the key lies outside it.
+    RegionNotFound,
 }
 
 /// The meaning of one failed attempt.
@@ -103,10 +117,17 @@ pub(crate) fn classify(status: &Status) -> AttemptFailure {
         }
         Code::FailedPrecondition => {
             let next = match error_detail(status) {
-                Some(Kind::NotLeader(not_leader)) if !not_leader.leader_addr.is_empty() => {
-                    Next::FollowLeader(not_leader.leader_addr)
+                Some(Kind::NotLeader(not_leader))
+                    if not_leader.leader_node_id != 0 || !not_leader.leader_addr.is_empty() =>
+                {
+                    Next::FollowLeader(not_leader)
                 }
-                Some(Kind::EpochNotMatch(_)) => Next::RetrySameEndpoint,
+                Some(Kind::EpochNotMatch(detail)) => {
+                    Next::RefreshRoute(StaleRoute::EpochNotMatch {
+                        current_regions: detail.current_regions,
+                    })
+                }
+                Some(Kind::RegionNotFound(_)) => Next::RefreshRoute(StaleRoute::RegionNotFound),
                 _ => Next::TryNextEndpoint,
             };
             AttemptFailure::retry(NotExecuted, next, status)
@@ -181,19 +202,19 @@ fn describe(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flotilla_proto::kvpb::{EpochNotMatch, Indeterminate, NotLeader, RegionNotFound};
+    use flotilla_proto::kvpb::{EpochNotMatch, Indeterminate, RegionNotFound};
 
     fn with_detail(code: Code, kind: Kind) -> Status {
         let details = ErrorDetail { kind: Some(kind) }.encode_to_vec();
         Status::with_details(code, "detail", details.into())
     }
 
-    fn not_leader(addr: &str) -> Status {
+    fn not_leader(leader_node_id: u64, addr: &str) -> Status {
         with_detail(
             Code::FailedPrecondition,
             Kind::NotLeader(NotLeader {
                 region_id: 1,
-                leader_node_id: 2,
+                leader_node_id,
                 leader_addr: addr.into(),
             }),
         )
@@ -201,32 +222,49 @@ mod tests {
 
     #[test]
     fn not_leader_with_hint_follows_it_without_execution() {
-        let failure = classify(&not_leader("127.0.0.1:20161"));
+        let failure = classify(&not_leader(2, "127.0.0.1:20161"));
         assert_eq!(failure.outcome, Outcome::NotExecuted);
-        assert!(matches!(failure.next, Next::FollowLeader(addr) if addr == "127.0.0.1:20161"));
+        assert!(matches!(
+            failure.next,
+            Next::FollowLeader(hint) if hint.leader_addr == "127.0.0.1:20161" && hint.leader_node_id == 2
+        ));
+        let id_only = classify(&not_leader(2, ""));
+        assert!(matches!(id_only.next, Next::FollowLeader(hint) if hint.leader_node_id == 2));
     }
 
     #[test]
     fn not_leader_without_hint_tries_next_endpoint() {
-        let failure = classify(&not_leader(""));
+        let failure = classify(&not_leader(0, ""));
         assert_eq!(failure.outcome, Outcome::NotExecuted);
         assert!(matches!(failure.next, Next::TryNextEndpoint));
     }
 
     #[test]
-    fn stale_routing_is_retried_without_execution() {
+    fn stale_routing_refreshes_the_route_without_execution() {
+        let current = Region {
+            id: 4,
+            ..Region::default()
+        };
         let epoch = classify(&with_detail(
             Code::FailedPrecondition,
-            Kind::EpochNotMatch(EpochNotMatch::default()),
+            Kind::EpochNotMatch(EpochNotMatch {
+                current_regions: vec![current.clone()],
+            }),
         ));
         assert_eq!(epoch.outcome, Outcome::NotExecuted);
-        assert!(matches!(epoch.next, Next::RetrySameEndpoint));
+        assert!(matches!(
+            epoch.next,
+            Next::RefreshRoute(StaleRoute::EpochNotMatch { current_regions }) if current_regions == [current]
+        ));
         let missing = classify(&with_detail(
             Code::FailedPrecondition,
             Kind::RegionNotFound(RegionNotFound { region_id: 7 }),
         ));
         assert_eq!(missing.outcome, Outcome::NotExecuted);
-        assert!(matches!(missing.next, Next::TryNextEndpoint));
+        assert!(matches!(
+            missing.next,
+            Next::RefreshRoute(StaleRoute::RegionNotFound)
+        ));
     }
 
     #[test]

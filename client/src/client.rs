@@ -1,24 +1,39 @@
 //! [`Client`]: the typed operations. Each builds its request once — writes
-//! with a fresh `(client_id, sequence)` header — and hands it to the retry
-//! loop, which resends that same request until it gets a final answer.
+//! with a fresh `(client_id, sequence)` header — addresses it to the region
+//! the route cache names, and hands it to the retry loop, which resends that
+//! same request until it gets a final answer. Operations on many keys are cut
+//! at region boundaries: batch reads, batch writes and range deletes send one
+//! request per region, concurrently ([`crate::multi_region`]); scans walk the
+//! regions in key order.
 
-use crate::classify::single_attempt_error;
+use crate::cluster_view::ClusterView;
 use crate::config::ClientConfig;
 use crate::endpoint::{KvStub, StubSettings};
 use crate::error::{ClientError, Result};
-use crate::retry::{execute, OpKind};
+use crate::multi_region::{send_by_region, KeyRange, Part};
+use crate::region_cache::min_end;
+use crate::retry::{send_part, Attempts, OpKind, PartError, Routed};
 use crate::router::Router;
+use crate::routing::Routing;
 use flotilla_proto::kvpb::{
     BatchGetRequest, BatchPutRequest, CompareAndSwapRequest, DeleteRangeRequest, DeleteRequest,
-    GetRequest, KvPair, PutRequest, RequestHeader, ScanRequest, StatusRequest, StatusResponse,
+    GetRequest, KvPair, PutRequest, Region, RequestHeader, ScanRequest, SplitRegionRequest,
+    StatusResponse,
 };
 use rand::Rng;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Pairs a scan asks one region for at most: the server's per-request
+/// maximum, and what a scan with limit 0 returns at most. A region that
+/// answers fewer pairs than asked has no more in the range, which holds as
+/// long as the server's maximum is not below this.
+const SCAN_PART_LIMIT_MAX: u32 = 10_000;
+
 /// A handle to a Flotilla cluster. Cheap to clone; clones share connections,
-/// leader knowledge and the write identity (`client_id`).
+/// the route cache and the write identity (`client_id`).
 #[derive(Clone, Debug)]
 pub struct Client {
     shared: Arc<Shared>,
@@ -27,7 +42,7 @@ pub struct Client {
 #[derive(Debug)]
 struct Shared {
     config: ClientConfig,
-    router: Router,
+    routing: Routing,
     client_id: u64,
     /// The last sequence handed out; writes use strictly increasing values.
     last_sequence: AtomicU64,
@@ -55,12 +70,13 @@ impl Client {
             message_bytes_max: config.message_bytes_max,
         };
         let router = Router::new(&config.endpoints, settings)?;
+        let routing = Routing::new(router, config.request_timeout);
         // Zero disables deduplication on the server, so never use it.
         let client_id = rand::thread_rng().gen_range(1..=u64::MAX);
         Ok(Client {
             shared: Arc::new(Shared {
                 config,
-                router,
+                routing,
                 client_id,
                 last_sequence: AtomicU64::new(0),
             }),
@@ -73,9 +89,9 @@ impl Client {
     }
 
     /// Every endpoint the client knows: the configured ones, then those
-    /// learned from leader hints.
+    /// learned from leader hints and from the nodes' member lists.
     pub fn endpoints(&self) -> Vec<String> {
-        self.shared.router.addrs()
+        self.shared.routing.router().addrs()
     }
 
     /// The value of `key`, or `None` if it is absent. Linearizable.
@@ -85,25 +101,57 @@ impl Client {
             key: key.into(),
         };
         let response = self
-            .run(
+            .send_to_key(
                 OpKind::Read,
-                request,
+                &request.key,
+                &request,
                 |mut kv, r| async move { kv.get(r).await },
             )
             .await?;
         Ok(response.found.then_some(response.value))
     }
 
-    /// The pairs of those `keys` that exist, in request order. Linearizable:
-    /// all values are read at one point in time.
+    /// The pairs of those `keys` that exist, in request order. The keys of
+    /// one region are read at one point in time (linearizably); the regions
+    /// are read concurrently, each at its own point in time. No keys: no
+    /// request, no pairs.
     pub async fn batch_get(&self, keys: Vec<Vec<u8>>) -> Result<Vec<KvPair>> {
-        let request = BatchGetRequest { header: None, keys };
-        let response = self
-            .run(OpKind::Read, request, |mut kv, r| async move {
-                kv.batch_get(r).await
+        let routing = &self.shared.routing;
+        let answered = send_by_region(
+            routing,
+            Attempts::new(&self.shared.config, OpKind::Read),
+            || 0,
+            keys.clone(),
+            |mut part: Part<Vec<Vec<u8>>>| async move {
+                let request = BatchGetRequest {
+                    header: None,
+                    keys: std::mem::take(&mut part.scope),
+                };
+                let result = send_part(
+                    routing,
+                    &mut part.attempts,
+                    part.region.as_ref(),
+                    &request,
+                    &|mut kv: KvStub, r| async move { kv.batch_get(r).await },
+                )
+                .await;
+                part.scope = request.keys;
+                (part, result)
+            },
+        )
+        .await?;
+        let found: HashMap<Vec<u8>, Vec<u8>> = answered
+            .into_iter()
+            .flat_map(|(_, response)| response.pairs)
+            .map(|pair| (pair.key, pair.value))
+            .collect();
+        Ok(keys
+            .into_iter()
+            .filter_map(|key| {
+                let value = found.get(&key)?.clone();
+                Some(KvPair { key, value })
             })
-            .await?;
-        Ok(response.pairs)
+            .collect())
     }
 
     /// Sets `key` to `value`.
@@ -113,22 +161,46 @@ impl Client {
             key: key.into(),
             value: value.into(),
         };
-        self.run(OpKind::Write, request, |mut kv, r| async move {
-            kv.put(r).await
-        })
+        self.send_to_key(
+            OpKind::Write,
+            &request.key,
+            &request,
+            |mut kv, r| async move { kv.put(r).await },
+        )
         .await?;
         Ok(())
     }
 
-    /// Sets every pair, atomically.
+    /// Sets every pair. The pairs of one region are written atomically, as
+    /// one request with its own `(client_id, sequence)`; the regions are
+    /// written concurrently and independently, so the batch as a whole is
+    /// not atomic: when it fails after some region applied its pairs, the
+    /// error is [`ClientError::Indeterminate`]. No pairs: no request.
     pub async fn batch_put(&self, pairs: Vec<KvPair>) -> Result<()> {
-        let request = BatchPutRequest {
-            header: Some(self.write_header()),
+        let routing = &self.shared.routing;
+        let client_id = self.shared.client_id;
+        send_by_region(
+            routing,
+            Attempts::new(&self.shared.config, OpKind::Write),
+            || self.next_sequence(),
             pairs,
-        };
-        self.run(OpKind::Write, request, |mut kv, r| async move {
-            kv.batch_put(r).await
-        })
+            |mut part: Part<Vec<KvPair>>| async move {
+                let request = BatchPutRequest {
+                    header: Some(write_header(client_id, part.sequence)),
+                    pairs: std::mem::take(&mut part.scope),
+                };
+                let result = send_part(
+                    routing,
+                    &mut part.attempts,
+                    part.region.as_ref(),
+                    &request,
+                    &|mut kv: KvStub, r| async move { kv.batch_put(r).await },
+                )
+                .await;
+                part.scope = request.pairs;
+                (part, result)
+            },
+        )
         .await?;
         Ok(())
     }
@@ -140,36 +212,71 @@ impl Client {
             key: key.into(),
         };
         let response = self
-            .run(OpKind::Write, request, |mut kv, r| async move {
-                kv.delete(r).await
-            })
+            .send_to_key(
+                OpKind::Write,
+                &request.key,
+                &request,
+                |mut kv, r| async move { kv.delete(r).await },
+            )
             .await?;
         Ok(response.existed)
     }
 
     /// Removes every key in `[start, end)` (an empty `end`: to the end of the
-    /// keyspace); returns how many existed.
+    /// keyspace); returns how many existed. Each region's part is one atomic
+    /// request with its own `(client_id, sequence)`; the parts run
+    /// concurrently, so the whole is not atomic (a failure after some part
+    /// applied is [`ClientError::Indeterminate`]). If a region split while a
+    /// part's outcome was unknown, the count may include that part twice.
     pub async fn delete_range(
         &self,
         start: impl Into<Vec<u8>>,
         end: impl Into<Vec<u8>>,
     ) -> Result<u64> {
-        let request = DeleteRangeRequest {
-            header: Some(self.write_header()),
-            start_key: start.into(),
-            end_key: end.into(),
+        let range = KeyRange {
+            start: start.into(),
+            end: end.into(),
         };
-        let response = self
-            .run(OpKind::Write, request, |mut kv, r| async move {
-                kv.delete_range(r).await
-            })
-            .await?;
-        Ok(response.deleted)
+        if !range.end.is_empty() && range.end <= range.start {
+            return Err(ClientError::InvalidArgument(
+                "end_key must be greater than start_key (or empty for unbounded)".into(),
+            ));
+        }
+        let routing = &self.shared.routing;
+        let client_id = self.shared.client_id;
+        let answered = send_by_region(
+            routing,
+            Attempts::new(&self.shared.config, OpKind::Write),
+            || self.next_sequence(),
+            range,
+            |mut part: Part<KeyRange>| async move {
+                let request = DeleteRangeRequest {
+                    header: Some(write_header(client_id, part.sequence)),
+                    start_key: part.scope.start.clone(),
+                    end_key: part.scope.end.clone(),
+                };
+                let result = send_part(
+                    routing,
+                    &mut part.attempts,
+                    part.region.as_ref(),
+                    &request,
+                    &|mut kv: KvStub, r| async move { kv.delete_range(r).await },
+                )
+                .await;
+                (part, result)
+            },
+        )
+        .await?;
+        Ok(answered.iter().map(|(_, response)| response.deleted).sum())
     }
 
-    /// Up to `limit` pairs (0: the server's maximum) with keys in
-    /// `[start, end)` (an empty `end`: to the end of the keyspace), in key
-    /// order, or newest-key-first when `reverse`. Linearizable.
+    /// Up to `limit` pairs (0: 10,000) with keys in `[start, end)` (an empty
+    /// `end`: to the end of the keyspace), in key order, or newest-key-first
+    /// when `reverse`. Walks the regions in order, one request per region
+    /// (more for a region holding over 10,000 matching pairs); a region
+    /// that changed under the walk is re-planned from where the walk stood,
+    /// so the result has every key in range exactly once, in order. Each
+    /// region is read linearizably, at its own point in time.
     pub async fn scan(
         &self,
         start: impl Into<Vec<u8>>,
@@ -177,19 +284,89 @@ impl Client {
         limit: u32,
         reverse: bool,
     ) -> Result<Vec<KvPair>> {
-        let request = ScanRequest {
-            header: None,
-            start_key: start.into(),
-            end_key: end.into(),
-            limit,
-            reverse,
+        // The part of the range not scanned yet.
+        let mut rest = KeyRange {
+            start: start.into(),
+            end: end.into(),
         };
-        let response = self
-            .run(OpKind::Read, request, |mut kv, r| async move {
-                kv.scan(r).await
-            })
-            .await?;
-        Ok(response.pairs)
+        if !rest.end.is_empty() && rest.end < rest.start {
+            return Err(ClientError::InvalidArgument(
+                "end_key must not be less than start_key (or empty for unbounded)".into(),
+            ));
+        }
+        let limit = match limit {
+            0 => SCAN_PART_LIMIT_MAX,
+            limit => limit,
+        };
+        let routing = &self.shared.routing;
+        let mut attempts = Attempts::new(&self.shared.config, OpKind::Read);
+        let mut pairs: Vec<KvPair> = Vec::new();
+        while pairs.len() < limit as usize && (rest.end.is_empty() || rest.start < rest.end) {
+            let region = if reverse {
+                self.locate_before(&rest.end).await
+            } else {
+                self.locate(&rest.start).await
+            };
+            let ask = (limit - pairs.len() as u32).min(SCAN_PART_LIMIT_MAX);
+            let request = ScanRequest {
+                header: None,
+                start_key: match &region {
+                    Some(region) if reverse => rest.start.clone().max(region.start_key.clone()),
+                    _ => rest.start.clone(),
+                },
+                end_key: match &region {
+                    Some(region) if !reverse => min_end(&rest.end, &region.end_key).to_vec(),
+                    _ => rest.end.clone(),
+                },
+                limit: ask,
+                reverse,
+            };
+            let response = match send_part(
+                routing,
+                &mut attempts,
+                region.as_ref(),
+                &request,
+                &|mut kv: KvStub, r| async move { kv.scan(r).await },
+            )
+            .await
+            {
+                Ok(response) => response,
+                Err(PartError::Stale) => continue,
+                Err(PartError::Failed(error)) => return Err(error),
+            };
+            let full = response.pairs.len() >= ask as usize;
+            let last_key = response.pairs.last().map(|pair| pair.key.clone());
+            pairs.extend(response.pairs);
+            let Some(region) = region else {
+                // Routed by the server; its answer is all there is to know.
+                break;
+            };
+            match (full, last_key) {
+                // The region may hold more: continue inside it.
+                (true, Some(last_key)) if reverse => rest.end = last_key,
+                (true, Some(mut last_key)) => {
+                    last_key.push(0);
+                    rest.start = last_key;
+                }
+                // The region is done: continue in the next one, if any.
+                _ if reverse => {
+                    if region.start_key <= rest.start {
+                        break;
+                    }
+                    rest.end = region.start_key;
+                }
+                _ => {
+                    if region.end_key.is_empty()
+                        || (!rest.end.is_empty() && region.end_key >= rest.end)
+                    {
+                        break;
+                    }
+                    rest.start = region.end_key;
+                }
+            }
+        }
+        pairs.truncate(limit as usize);
+        Ok(pairs)
     }
 
     /// Atomically: if `key` currently holds `expected` (`None`: is absent),
@@ -210,9 +387,12 @@ impl Client {
             new_value: new.unwrap_or_default(),
         };
         let response = self
-            .run(OpKind::Write, request, |mut kv, r| async move {
-                kv.compare_and_swap(r).await
-            })
+            .send_to_key(
+                OpKind::Write,
+                &request.key,
+                &request,
+                |mut kv, r| async move { kv.compare_and_swap(r).await },
+            )
             .await?;
         Ok(CasOutcome {
             succeeded: response.succeeded,
@@ -220,18 +400,62 @@ impl Client {
         })
     }
 
+    /// Splits the region holding `split_key` at that key (on the region's
+    /// leader) and returns the halves: `[old start, split_key)`, which keeps
+    /// the region's id, and `[split_key, old end)`. Idempotent: if a region
+    /// already starts at `split_key` (a retry whose first answer was lost,
+    /// or an earlier split), returns the two regions meeting there.
+    pub async fn split_region(&self, split_key: impl Into<Vec<u8>>) -> Result<(Region, Region)> {
+        let request = SplitRegionRequest {
+            header: Some(self.write_header()),
+            split_key: split_key.into(),
+        };
+        if request.split_key.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "split key must not be empty: the empty key starts the first region".into(),
+            ));
+        }
+        let routing = &self.shared.routing;
+        let mut attempts = Attempts::new(&self.shared.config, OpKind::Write);
+        loop {
+            // After the lookup, so that a cache filled by it is consulted.
+            let region = self.locate(&request.split_key).await;
+            if let Some(halves) = self.regions_meeting_at(&request.split_key) {
+                return Ok(halves);
+            }
+            let call = |mut kv: KvStub, r| async move { kv.split_region(r).await };
+            match send_part(routing, &mut attempts, region.as_ref(), &request, &call).await {
+                Ok(response) => {
+                    let (Some(left), Some(right)) = (response.left, response.right) else {
+                        return Err(ClientError::Server {
+                            code: tonic::Code::Internal,
+                            message: "the split answer lacks a half".into(),
+                        });
+                    };
+                    routing
+                        .cache()
+                        .insert_successors(region.as_ref(), vec![left.clone(), right.clone()]);
+                    return Ok((left, right));
+                }
+                Err(PartError::Stale) => continue,
+                Err(PartError::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// Every node's status, merged: each region once with its freshest
+    /// metadata and leader, and every store with whether it answered. Asks
+    /// every known endpoint and every member they name, concurrently (each
+    /// bounded by the request timeout), and refreshes the route cache with
+    /// the result.
+    pub async fn cluster_view(&self) -> ClusterView {
+        self.shared.routing.cluster_view().await
+    }
+
     /// The node and region state of the node at `endpoint`, as that node sees
     /// it. One attempt, bounded by the request timeout; no retries.
     pub async fn status(&self, endpoint: &str) -> Result<StatusResponse> {
-        let mut stub = self.shared.router.stub_for(endpoint)?;
-        let timeout = self.shared.config.request_timeout;
-        let mut request = tonic::Request::new(StatusRequest {});
-        request.set_timeout(timeout);
-        match tokio::time::timeout(timeout, stub.status(request)).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(single_attempt_error(&status, timeout)),
-            Err(_elapsed) => Err(ClientError::Timeout(timeout)),
-        }
+        self.shared.routing.status(endpoint).await
     }
 
     /// [`Client::status`] of every known endpoint, queried concurrently, in
@@ -243,30 +467,82 @@ impl Client {
         endpoints.into_iter().zip(replies).collect()
     }
 
-    fn write_header(&self) -> RequestHeader {
+    /// A fresh sequence for a write.
+    fn next_sequence(&self) -> u64 {
         let sequence = self.shared.last_sequence.fetch_add(1, Ordering::Relaxed) + 1;
         debug_assert!(sequence > 0, "sequence wrapped");
-        RequestHeader {
-            region_id: 0,
-            region_epoch: None,
-            client_id: self.shared.client_id,
-            sequence,
-        }
+        sequence
     }
 
-    async fn run<M, R, F, Fut>(&self, kind: OpKind, message: M, call: F) -> Result<R>
+    fn write_header(&self) -> RequestHeader {
+        write_header(self.shared.client_id, self.next_sequence())
+    }
+
+    /// The region holding `key`, from the cache (refreshed once on a miss);
+    /// `None` when the cluster told nothing that helps.
+    async fn locate(&self, key: &[u8]) -> Option<Region> {
+        self.shared
+            .routing
+            .lookup(|cache| cache.locate(key).map(|cached| cached.region.clone()))
+            .await
+    }
+
+    /// The region holding the keys just below `end`, like [`Self::locate`].
+    async fn locate_before(&self, end: &[u8]) -> Option<Region> {
+        self.shared
+            .routing
+            .lookup(|cache| cache.locate_before(end).map(|cached| cached.region.clone()))
+            .await
+    }
+
+    /// The cached regions ending and starting at `key`, if a boundary is
+    /// there.
+    fn regions_meeting_at(&self, key: &[u8]) -> Option<(Region, Region)> {
+        let cache = self.shared.routing.cache();
+        let right = cache.locate(key).filter(|c| c.region.start_key == key)?;
+        let left = cache.locate_before(key)?;
+        Some((left.region.clone(), right.region.clone()))
+    }
+
+    /// Sends a request about `key` to the region holding it, re-planning
+    /// when the route is refused, until it is answered or fails for good.
+    async fn send_to_key<M, R, F, Fut>(
+        &self,
+        kind: OpKind,
+        key: &[u8],
+        message: &M,
+        call: F,
+    ) -> Result<R>
     where
-        M: Clone,
+        M: Routed,
         F: Fn(KvStub, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
-        execute(
-            &self.shared.config,
-            &self.shared.router,
-            kind,
-            message,
-            call,
-        )
-        .await
+        let mut attempts = Attempts::new(&self.shared.config, kind);
+        loop {
+            let region = self.locate(key).await;
+            match send_part(
+                &self.shared.routing,
+                &mut attempts,
+                region.as_ref(),
+                message,
+                &call,
+            )
+            .await
+            {
+                Ok(response) => return Ok(response),
+                Err(PartError::Stale) => continue,
+                Err(PartError::Failed(error)) => return Err(error),
+            }
+        }
+    }
+}
+
+fn write_header(client_id: u64, sequence: u64) -> RequestHeader {
+    RequestHeader {
+        region_id: 0,
+        region_epoch: None,
+        client_id,
+        sequence,
     }
 }

@@ -1,12 +1,13 @@
 //! The async Rust client for Flotilla's native key-value API (`flotilla.kv.Kv`).
 //!
-//! A [`Client`] talks to any node of a cluster: it remembers which endpoint
-//! currently leads, follows the leader hints nodes send back, tries the other
-//! endpoints when a node is down or knows no leader, and retries with capped,
-//! jittered exponential backoff until the operation's deadline
+//! A [`Client`] talks to any node of a cluster: it remembers which node
+//! leads each region, follows the leader hints nodes send back, tries the
+//! other endpoints when a node is down or knows no leader, and retries with
+//! capped, jittered exponential backoff until the operation's deadline
 //! ([`ClientConfig::operation_timeout`]). Each attempt has its own timeout
 //! ([`ClientConfig::request_timeout`]). A `Client` is cheap to clone and may be
-//! used from many tasks at once; clones share connections and leader knowledge.
+//! used from many tasks at once; clones share connections and the route
+//! cache.
 //!
 //! # Guarantees
 //!
@@ -19,38 +20,64 @@
 //!   result describes that one application. Sequences are unique per
 //!   client and handed out in issue order, but concurrent writes from one
 //!   client may reach the server in any order: the server deduplicates by the
-//!   exact pair, not by the highest sequence seen.
+//!   exact pair, not by the highest sequence seen. A write spanning several
+//!   regions (`batch_put`, `delete_range`) is one such write per region.
 //! * **Linearizable reads.** The server answers reads only from the leader,
 //!   after a ReadIndex round, so a successful read observes every write that
-//!   completed before the read started.
+//!   completed before the read started. A read spanning several regions
+//!   (`batch_get`, `scan`) reads each region at its own point in time.
 //! * **Errors say whether a write may have happened.**
 //!   [`ClientError::Indeterminate`] means the client gave up (deadline reached)
 //!   after an attempt whose outcome it could not learn — a timeout, a dropped
 //!   connection, or a leader change after the write was proposed. The write
-//!   may or may not have been applied; read the key to find out.
+//!   may or may not have been applied; read the key to find out. A write
+//!   spanning several regions that fails after some region applied its part
+//!   is reported the same way.
 //!   [`ClientError::Unavailable`] and [`ClientError::Timeout`] from a write
 //!   mean no attempt can have been applied. [`ClientError::InvalidArgument`]
 //!   is never retried: the request itself is bad.
 //!
 //! # Routing
 //!
-//! The client keeps one preferred endpoint (the last known leader). Requests
-//! are routed to a region by key on the server, so a cluster whose regions
-//! are led by different nodes still works; it just costs a redirect when the
-//! preferred endpoint does not lead the key's region.
+//! The keyspace is cut into regions, each its own Raft group with its own
+//! leader, and regions split while the cluster runs. The client keeps a
+//! route cache: the regions by start key (range and epoch), each region's
+//! leader, and each node's address, learned from the nodes' `Status`
+//! answers. Every request names its region and that region's epoch and goes
+//! straight to the region's leader. When the cache is wrong the server says
+//! so without executing anything, and the client repairs the cache and
+//! retries: a leader hint is recorded and followed; a stale epoch (the
+//! region split) brings the regions the server has now, a refresh, and a
+//! new plan; an unknown region is dropped from the cache and looked up
+//! again. Refreshes are shared by concurrent callers and rate-limited. When
+//! no node has told the client anything, requests go to the preferred
+//! endpoint (the last known leader) and the server routes them by key.
+//!
+//! Operations on many keys are cut at region boundaries: `batch_get`,
+//! `batch_put` and `delete_range` send one request per region, concurrently,
+//! and are atomic per region only; `scan` walks the regions in key order.
+//! [`Client::split_region`] splits a region; [`Client::cluster_view`] shows
+//! the merged regions and stores.
 
 #![warn(missing_docs)]
 
 mod backoff;
 mod classify;
 mod client;
+mod cluster_view;
 mod config;
 mod endpoint;
 mod error;
+mod multi_region;
+mod region_cache;
 mod retry;
 mod router;
+mod routing;
 
 pub use client::{CasOutcome, Client};
+pub use cluster_view::{ClusterView, RegionView, StoreView};
 pub use config::ClientConfig;
 pub use error::{ClientError, Result};
-pub use flotilla_proto::kvpb::{KvPair, Member, RegionStatus, StatusResponse};
+pub use flotilla_proto::kvpb::{
+    KvPair, Member, Peer, Region, RegionEpoch, RegionStatus, StatusResponse,
+};

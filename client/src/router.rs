@@ -1,9 +1,10 @@
 //! Which endpoint the next attempt goes to. The router holds every known
-//! endpoint (configured ones first, then ones learned from leader hints, up
-//! to [`ENDPOINTS_MAX`]) and the index of the preferred one — the last known
-//! leader. Many operations share it; a move away from an endpoint only takes
-//! effect if that endpoint is still preferred, so concurrent failures do not
-//! skip over a healthy node.
+//! endpoint (configured ones first, then ones learned from leader hints and
+//! from the nodes' member lists, up to [`ENDPOINTS_MAX`]) and the index of
+//! the preferred one — the last known leader, where requests go when the
+//! route cache names no leader. Many operations share it; a move away from
+//! an endpoint only takes effect if that endpoint is still preferred, so
+//! concurrent failures do not skip over a healthy node.
 
 use crate::endpoint::{canonical_addr, lazy_stub, KvStub, StubSettings};
 use crate::error::Result;
@@ -87,10 +88,19 @@ impl Router {
     /// its index, or `None` when the hint is unusable (malformed, or the
     /// endpoint list is full); the caller then moves past the failed one.
     pub fn follow_hint(&self, hint: &str) -> Option<usize> {
-        let addr = match canonical_addr(hint) {
+        let target = self.learn(hint)?;
+        self.lock().preferred = target.index;
+        Some(target.index)
+    }
+
+    /// The endpoint at `addr`, learning it if it is new, without changing
+    /// the preference. `None` when the address is malformed or the endpoint
+    /// list is full.
+    pub fn learn(&self, addr: &str) -> Option<Target> {
+        let addr = match canonical_addr(addr) {
             Ok(addr) => addr,
             Err(err) => {
-                tracing::warn!(%hint, %err, "ignoring malformed leader hint");
+                tracing::warn!(%addr, %err, "ignoring malformed node address");
                 return None;
             }
         };
@@ -99,14 +109,18 @@ impl Router {
             Some(index) => index,
             None if state.endpoints.len() < ENDPOINTS_MAX => {
                 let stub = lazy_stub(&addr, self.settings).ok()?;
-                tracing::debug!(%addr, "learned endpoint from leader hint");
+                tracing::debug!(%addr, "learned endpoint");
                 state.endpoints.push(KnownEndpoint { addr, stub });
                 state.endpoints.len() - 1
             }
             None => return None,
         };
-        state.preferred = index;
-        Some(index)
+        let known = &state.endpoints[index];
+        Some(Target {
+            index,
+            addr: known.addr.clone(),
+            stub: known.stub.clone(),
+        })
     }
 
     /// A stub for `addr`: the shared one if the address is known, otherwise a
@@ -178,6 +192,16 @@ mod tests {
         assert_eq!(router.preferred().addr, "c:3");
         assert_eq!(router.follow_hint("a:1"), Some(0));
         assert_eq!(router.preferred().addr, "a:1");
+    }
+
+    #[tokio::test]
+    async fn learning_does_not_change_the_preference() {
+        let router = router(&["a:1"]);
+        let learned = router.learn("http://d:4/").unwrap();
+        assert_eq!((learned.index, learned.addr.as_str()), (1, "d:4"));
+        assert_eq!(router.learn("d:4").unwrap().index, 1);
+        assert_eq!(router.preferred().addr, "a:1");
+        assert!(router.learn("not an address/").is_none());
     }
 
     #[tokio::test]

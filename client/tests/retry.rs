@@ -49,7 +49,13 @@ async fn every_write_kind_gets_a_fresh_sequence_and_reads_get_none() {
     let client = client(&[&node.addr], GENEROUS).await;
 
     client.put("a", "1").await.unwrap();
-    client.batch_put(vec![]).await.unwrap();
+    client
+        .batch_put(vec![client::KvPair {
+            key: b"b".to_vec(),
+            value: b"2".to_vec(),
+        }])
+        .await
+        .unwrap();
     assert!(client.delete("a").await.unwrap());
     assert_eq!(client.delete_range("a", "z").await.unwrap(), 3);
     let cas = client

@@ -206,13 +206,15 @@ fn checkpoint_path(dir: &Path, region_id: u64) -> PathBuf {
     dir.join(format!("{FILE_PREFIX}{region_id:020}{FILE_SUFFIX}"))
 }
 
-/// Durably replaces the region's checkpoint in `dir` (created if missing).
-/// Blocking: call from a thread that may block.
+/// Durably replaces the region's checkpoint in `dir` (created if missing),
+/// unless the one there has a higher applied index: a checkpoint never
+/// replaces a newer one. Blocking: call from a thread that may block.
 pub fn write(dir: &Path, cp: &Checkpoint) -> Result<(), EngineError> {
     create_dir_durably(dir)?;
     let path = checkpoint_path(dir, cp.region_id);
+    // One temporary file per index: concurrent writers never share one.
     let mut temp_name = path.clone().into_os_string();
-    temp_name.push(TEMP_SUFFIX);
+    temp_name.push(format!(".{}{TEMP_SUFFIX}", cp.applied_index));
     let temp = PathBuf::from(temp_name);
     let bytes = encode(cp);
     let mut file = fs::File::create(&temp).map_err(|e| EngineError::io_at("creating", &temp, e))?;
@@ -220,8 +222,37 @@ pub fn write(dir: &Path, cp: &Checkpoint) -> Result<(), EngineError> {
         .and_then(|()| file.sync_all())
         .map_err(|e| EngineError::io_at("writing", &temp, e))?;
     drop(file);
+    // Writers of one region may race (a background checkpoint against one
+    // taken at a split): the newest applied index must win, whatever order
+    // the writes finish in.
+    let _serialised = REPLACE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if applied_index_on_disk(&path).is_some_and(|on_disk| on_disk > cp.applied_index) {
+        fs::remove_file(&temp).map_err(|e| EngineError::io_at("removing", &temp, e))?;
+        tracing::debug!(
+            region = cp.region_id,
+            index = cp.applied_index,
+            "a newer checkpoint is already durable; this one is dropped"
+        );
+        return Ok(());
+    }
     fs::rename(&temp, &path).map_err(|e| EngineError::io_at("renaming into place", &path, e))?;
     sync_dir(dir)
+}
+
+/// Serialises the compare-and-replace step of [`write()`].
+static REPLACE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The applied index in the header of the checkpoint at `path`, if a
+/// readable one is there.
+fn applied_index_on_disk(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut head = [0u8; HEADER_BYTES + 16];
+    fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    if head[..8] != MAGIC {
+        return None;
+    }
+    let at = HEADER_BYTES + 8;
+    Some(u64::from_le_bytes(head[at..at + 8].try_into().ok()?))
 }
 
 /// The region's checkpoint as stored (checksums verified), e.g. to send as a
@@ -235,6 +266,11 @@ pub fn read_bytes(dir: &Path, region_id: u64) -> Result<Option<Vec<u8>>, EngineE
     };
     verified_body(&bytes).map_err(|e| in_file(&path, e))?;
     Ok(Some(bytes))
+}
+
+/// Whether the region has a checkpoint in `dir`.
+pub fn exists(dir: &Path, region_id: u64) -> bool {
+    checkpoint_path(dir, region_id).exists()
 }
 
 /// The region's checkpoint, or `None` if it has none.
@@ -385,9 +421,12 @@ mod tests {
         let second = Checkpoint {
             applied_index: 2000,
             pairs: vec![(b"z".to_vec(), b"26".to_vec())],
-            ..first
+            ..first.clone()
         };
         write(&dir, &second).unwrap();
+        // An older checkpoint finishing late never replaces a newer one.
+        write(&dir, &first).unwrap();
+        assert_eq!(read(&dir, 42).unwrap(), Some(second.clone()));
         write(
             &dir,
             &Checkpoint {

@@ -32,6 +32,15 @@ impl Default for KvStore {
     }
 }
 
+/// What [`KvStore::range_size`] measured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeSize {
+    pub keys: u64,
+    pub bytes: u64,
+    /// The `(keys + 1) / 2`-th key of the range; `None` when it is empty.
+    pub middle_key: Option<Vec<u8>>,
+}
+
 /// Lower and upper bound of a key range.
 type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
@@ -139,6 +148,29 @@ impl KvStore {
         }
     }
 
+    /// How many keys `[start, end)` holds and their bytes (keys plus
+    /// values), with the key at the middle of the range by count: where a
+    /// region that grew too large splits. One pass over the range.
+    pub fn range_size(&self, start: &[u8], end: &[u8]) -> RangeSize {
+        let mut size = RangeSize::default();
+        let Some(range) = key_range(start, end) else {
+            return size;
+        };
+        let guard = &epoch::pin();
+        // The middle key trails the scan at half its speed.
+        let mut middle = self.map.range::<[u8], _>(range, guard);
+        let mut middle_key: Option<Vec<u8>> = None;
+        for entry in self.map.range::<[u8], _>(range, guard) {
+            size.keys += 1;
+            size.bytes += (entry.key().len() + entry.value().len()) as u64;
+            if size.keys % 2 == 1 {
+                middle_key = middle.next().map(|m| m.key().clone()).or(middle_key);
+            }
+        }
+        size.middle_key = middle_key;
+        size
+    }
+
     /// Number of keys (approximate while other threads write).
     pub fn len(&self) -> usize {
         self.map.len()
@@ -174,6 +206,21 @@ mod tests {
             .iter()
             .map(|(k, _)| std::str::from_utf8(k).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn range_size_counts_keys_and_bytes_and_finds_the_middle() {
+        let store = store_with(&["a", "b", "c", "d", "e", "f"]);
+        let all = store.range_size(b"", b"");
+        assert_eq!((all.keys, all.bytes), (6, 6 * (1 + 3)));
+        assert_eq!(all.middle_key.as_deref(), Some(&b"c"[..]));
+        let tail = store.range_size(b"c", b"f");
+        assert_eq!(tail.keys, 3);
+        assert_eq!(tail.middle_key.as_deref(), Some(&b"d"[..]));
+        let one = store.range_size(b"b", b"c");
+        assert_eq!((one.keys, one.middle_key.as_deref()), (1, Some(&b"b"[..])));
+        assert_eq!(store.range_size(b"x", b""), RangeSize::default());
+        assert_eq!(store.range_size(b"c", b"c"), RangeSize::default());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::peer_transport::{PeerTransport, PEER_MESSAGE_BYTES_MAX};
 use crate::service::kv::KvService;
 use crate::service::raft::RaftTransportService;
 
-/// The one region a fresh cluster starts with (splits come later).
+/// The one region a fresh cluster starts with; it splits as it grows.
 pub const FIRST_REGION_ID: u64 = 1;
 
 pub struct NodeConfig {
@@ -32,6 +32,7 @@ pub struct NodeConfig {
     pub shards: usize,
     pub pin_cores: bool,
     pub checkpoint_every_entries: u64,
+    pub split: raftstore::peer::SplitThresholds,
     pub limits: RequestLimits,
 }
 
@@ -65,6 +66,7 @@ pub async fn run_node(
     store_cfg.shards = cfg.shards;
     store_cfg.pin_cores = cfg.pin_cores;
     store_cfg.checkpoint_every_entries = cfg.checkpoint_every_entries.max(1);
+    store_cfg.split = cfg.split;
 
     let members = Members::new(cfg.initial_cluster.iter().map(|(id, addr)| {
         let client_addr = if *id == cfg.node_id {

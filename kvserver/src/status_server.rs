@@ -61,6 +61,8 @@ async fn status(State(state): State<StatusState>) -> Json<Value> {
                 "term": s.term,
                 "commit_index": s.commit_index,
                 "applied_index": s.applied_index,
+                "approximate_keys": s.size.keys,
+                "approximate_bytes": s.size.bytes,
             })
         })
         .collect();

@@ -21,6 +21,9 @@ pub enum ApplyRejection {
     EpochNotMatch,
     /// A key of the command lies outside the region.
     KeyNotInRegion,
+    /// A split: it changes the region's shape, not its keys, and is applied
+    /// by the peer (`Peer::apply_split`), never here.
+    NotADataWrite,
 }
 
 /// Results of recently applied writes by [`WriteId`], so a retried write is
@@ -132,6 +135,7 @@ pub fn apply_write(
         WriteOp::DeleteRange { start, end } => WriteResult::DeletedRange {
             count: store.delete_range(start, end),
         },
+        WriteOp::Split { .. } => return Err(ApplyRejection::NotADataWrite),
         WriteOp::CompareAndSwap { key, expected, new } => {
             let previous = store.get(key);
             let succeeded = previous == *expected;
@@ -161,6 +165,7 @@ pub fn keys_in_region(region: &RegionMeta, op: &WriteOp) -> bool {
         | WriteOp::CompareAndSwap { key, .. } => region.contains_key(key),
         WriteOp::BatchPut { pairs } => pairs.iter().all(|(k, _)| region.contains_key(k)),
         WriteOp::DeleteRange { start, end } => region.contains_range(start, end),
+        WriteOp::Split { split_key, .. } => region.may_split_at(split_key),
     }
 }
 

@@ -87,6 +87,11 @@ impl RegionCheckpoint {
         Ok(())
     }
 
+    /// Whether the region has a checkpoint in `dir`.
+    pub fn exists(dir: &Path, region_id: u64) -> bool {
+        engine::checkpoint::exists(dir, region_id)
+    }
+
     pub fn read(dir: &Path, region_id: u64) -> Result<Option<Self>, RaftstoreError> {
         engine::checkpoint::read(dir, region_id)?
             .map(Self::from_engine)

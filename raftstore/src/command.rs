@@ -3,7 +3,7 @@
 //! after a ReadIndex round. Decoding a log entry never panics.
 
 use crate::codec::{CodecError, Decoder, Encoder};
-use crate::region::RegionEpoch;
+use crate::region::{RegionEpoch, RegionMeta};
 
 /// Who sent a write, for exactly-once application: a (client_id, sequence)
 /// pair is applied at most once. `client_id == 0` opts out.
@@ -46,6 +46,35 @@ pub enum WriteOp {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     },
+    /// Splits the region at `split_key`: the region keeps `[start,
+    /// split_key)`, a new region `new_region_id` takes the rest. Applied by
+    /// the peer (it changes the region's shape, not its keys), only with
+    /// the region's current epoch.
+    Split {
+        split_key: Vec<u8>,
+        new_region_id: u64,
+    },
+}
+
+impl WriteOp {
+    /// Keys and bytes (keys plus values) the op writes, for size tracking;
+    /// deletions count as nothing.
+    pub fn written(&self) -> (u64, u64) {
+        match self {
+            WriteOp::Put { key, value } => (1, (key.len() + value.len()) as u64),
+            WriteOp::BatchPut { pairs } => (
+                pairs.len() as u64,
+                pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
+            ),
+            WriteOp::CompareAndSwap {
+                key, new: Some(v), ..
+            } => (1, (key.len() + v.len()) as u64),
+            WriteOp::CompareAndSwap { new: None, .. }
+            | WriteOp::Delete { .. }
+            | WriteOp::DeleteRange { .. }
+            | WriteOp::Split { .. } => (0, 0),
+        }
+    }
 }
 
 /// What a write produced, as returned to the client (and remembered in the
@@ -62,6 +91,10 @@ pub enum WriteResult {
     CompareAndSwap {
         succeeded: bool,
         previous: Option<Vec<u8>>,
+    },
+    Split {
+        left: RegionMeta,
+        right: RegionMeta,
     },
 }
 
@@ -146,6 +179,10 @@ impl WriteCommand {
                 encode_opt(&mut enc, new);
                 &mut enc
             }
+            WriteOp::Split {
+                split_key,
+                new_region_id,
+            } => enc.u8(6).bytes(split_key).u64(*new_region_id),
         };
         enc.finish()
     }
@@ -200,6 +237,10 @@ impl WriteCommand {
                 expected: decode_opt(&mut dec)?,
                 new: decode_opt(&mut dec)?,
             },
+            6 => WriteOp::Split {
+                split_key: dec.bytes()?,
+                new_region_id: dec.u64()?,
+            },
             tag => {
                 return Err(CodecError {
                     what: "write command",
@@ -230,6 +271,12 @@ impl WriteResult {
                 encode_opt(enc, previous);
                 enc
             }
+            WriteResult::Split { left, right } => {
+                enc.u8(5);
+                left.encode(enc);
+                right.encode(enc);
+                enc
+            }
         };
     }
 
@@ -243,6 +290,10 @@ impl WriteResult {
             4 => WriteResult::CompareAndSwap {
                 succeeded: dec.u8()? != 0,
                 previous: decode_opt(dec)?,
+            },
+            5 => WriteResult::Split {
+                left: RegionMeta::decode(dec)?,
+                right: RegionMeta::decode(dec)?,
             },
             tag => {
                 return Err(CodecError {
@@ -259,6 +310,12 @@ impl WriteResult {
             WriteResult::CompareAndSwap {
                 previous: Some(p), ..
             } => 16 + p.len(),
+            WriteResult::Split { left, right } => {
+                64 + left.start_key.len()
+                    + left.end_key.len()
+                    + right.start_key.len()
+                    + right.end_key.len()
+            }
             _ => 16,
         }
     }
@@ -291,6 +348,10 @@ mod tests {
                 key: b"k".to_vec(),
                 expected: Some(vec![]),
                 new: None,
+            },
+            WriteOp::Split {
+                split_key: b"m".to_vec(),
+                new_region_id: 12,
             },
         ];
         ops.into_iter()

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::peer::SplitThresholds;
 use crate::region::RegionMeta;
 
 #[derive(Clone, Debug)]
@@ -35,6 +36,9 @@ pub struct StoreConfig {
     pub checkpoint_every_entries: u64,
     /// Capacity of each shard's inbox; senders wait when it is full.
     pub inbox_capacity: usize,
+    /// A region holding more keys or bytes than this splits at its middle
+    /// key (TiKV's defaults: 960,000 keys, 96 MiB).
+    pub split: SplitThresholds,
 }
 
 impl StoreConfig {
@@ -53,6 +57,10 @@ impl StoreConfig {
             snapshot_timeout_ticks: 300,
             checkpoint_every_entries: 50_000,
             inbox_capacity: 8192,
+            split: SplitThresholds {
+                keys: 960_000,
+                bytes: 96 << 20,
+            },
         }
     }
 

@@ -31,6 +31,8 @@ pub mod metrics;
 pub mod peer;
 pub mod recovery;
 pub mod region;
+pub mod region_id;
+pub mod region_map;
 pub mod router;
 pub mod rules;
 mod shard;
@@ -47,6 +49,8 @@ use std::sync::Arc;
 
 use engine::store::KvStore;
 use glommio::{LocalExecutorBuilder, Placement};
+use region_id::RegionIdAllocator;
+use region_map::RegionMap;
 
 /// A running store: its shard threads. Dropping it does not stop them; call
 /// [`StoreRouter::shutdown`] then [`RunningStore::join`].
@@ -86,19 +90,34 @@ pub fn start_store(
     assert!(cfg.shards > 0, "a store runs at least one shard");
     let cfg = Arc::new(cfg);
     let store = Arc::new(KvStore::new());
-    let mut senders = Vec::new();
+    let region_map = Arc::new(RegionMap::new());
+    let region_ids = Arc::new(RegionIdAllocator::open(
+        &cfg.data_dir.join("meta"),
+        cfg.node_id,
+    )?);
+    let checkpoint_dir = cfg.data_dir.join("store");
+    std::fs::create_dir_all(&checkpoint_dir).map_err(|e| {
+        RaftstoreError::Internal(format!("create {}: {e}", checkpoint_dir.display()))
+    })?;
+    let mut per_shard: Vec<Vec<_>> = (0..cfg.shards).map(|_| Vec::new()).collect();
+    for cp in recovery::load_checkpoints(&checkpoint_dir, &cfg.initial_regions, &store)? {
+        per_shard[cfg.shard_of(cp.region.id)].push(cp);
+    }
+    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..cfg.shards)
+        .map(|_| flume::bounded(cfg.inbox_capacity))
+        .unzip();
     let mut threads = Vec::new();
     let mut started = Vec::new();
     let (failed, failures) = flume::unbounded();
-    for index in 0..cfg.shards {
-        let (tx, rx) = flume::bounded(cfg.inbox_capacity);
-        senders.push(tx);
-        let regions = cfg
-            .initial_regions
-            .iter()
-            .filter(|r| cfg.shard_of(r.id) == index)
-            .cloned()
-            .collect();
+    for ((index, rx), checkpoints) in inboxes.into_iter().enumerate().zip(per_shard) {
+        let shard_io = shard::ShardContext {
+            store: store.clone(),
+            region_map: region_map.clone(),
+            region_ids: region_ids.clone(),
+            shards: senders.clone(),
+            sink: sink.clone(),
+            checkpoint_dir: checkpoint_dir.clone(),
+        };
         let (ready_tx, ready_rx) = flume::bounded(1);
         started.push(ready_rx);
         let placement = if cfg.pin_cores {
@@ -106,11 +125,11 @@ pub fn start_store(
         } else {
             Placement::Unbound
         };
-        let (cfg, store, sink, failed) = (cfg.clone(), store.clone(), sink.clone(), failed.clone());
+        let (cfg, failed) = (cfg.clone(), failed.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{index}"))
             .spawn(move || async move {
-                match shard::Shard::open(cfg, index, regions, store, sink).await {
+                match shard::Shard::open(cfg, index, checkpoints, shard_io).await {
                     Ok(shard) => {
                         let _ = ready_tx.send(Ok(()));
                         if let Err(err) = shard.run(rx).await {
@@ -131,8 +150,6 @@ pub fn start_store(
             .map_err(|_| RaftstoreError::Internal("a shard died while starting".into()))??;
     }
     let shard_cfg = cfg.clone();
-    let router = StoreRouter::new(senders, cfg.initial_regions.clone(), move |r| {
-        shard_cfg.shard_of(r)
-    });
+    let router = StoreRouter::new(senders, region_map, move |r| shard_cfg.shard_of(r));
     Ok((router, store, RunningStore { threads, failures }))
 }

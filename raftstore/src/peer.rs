@@ -29,11 +29,12 @@ use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use crate::apply::{apply_write, ApplyRejection, SessionTable};
 use crate::checkpoint::RegionCheckpoint;
-use crate::command::{ReadOp, ReadResult, RequestHeader, WriteCommand, WriteResult};
+use crate::command::{ReadOp, ReadResult, RequestHeader, WriteCommand, WriteOp, WriteResult};
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
 use crate::log_codec::{encode_entries, encode_hard_state, encode_truncation, Truncation};
 use crate::region::RegionMeta;
+use crate::region_map::RegionMap;
 use crate::rules::{
     may_serve_read, may_start_read_index, proposal_fate, LogPosition, ProposalFate,
 };
@@ -48,7 +49,29 @@ pub struct TurnOutput {
     /// (destination node, region, message).
     pub messages: Vec<(u64, u64, Message)>,
     pub wal: WalBatch,
+    /// Regions that splits made this turn; their checkpoints are durable.
+    pub created: Vec<NewRegion>,
 }
+
+/// A region a split created on this store: its durable starting state
+/// (without its data, which is already in the store).
+pub struct NewRegion {
+    pub checkpoint: RegionCheckpoint,
+    /// This store led the parent when it split: the new region's replica
+    /// here should campaign rather than wait out an election timeout.
+    pub campaign: bool,
+}
+
+/// Log position a region made by a split starts at (like TiKV's), so that
+/// it is never confused with a replica that has no state at all (index 0).
+pub const NEW_REGION_INDEX: u64 = 5;
+/// Term a region made by a split starts at.
+pub const NEW_REGION_TERM: u64 = 5;
+
+/// Ticks a new region's replica on the parent leader's store waits before
+/// campaigning, so that the other replicas have applied the split too (a
+/// vote request for a region a store does not have yet is dropped).
+const NEW_REGION_CAMPAIGN_TICKS: u32 = 2;
 
 struct PendingWrite {
     index: u64,
@@ -59,7 +82,9 @@ struct PendingWrite {
 
 struct ReadBatch {
     ctx: u64,
-    reads: Vec<(ReadOp, ReadReply)>,
+    /// Each read with the routing it was sent with, checked again when it
+    /// is served (the region may have split in between).
+    reads: Vec<(RequestHeader, ReadOp, ReadReply)>,
     /// Set once a quorum confirmed leadership: serve when applied >= it.
     read_index: Option<u64>,
     sent: bool,
@@ -75,6 +100,22 @@ pub struct RegionStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub role: &'static str,
+    /// As of the last size check (leaders check; 0 before the first).
+    pub size: RegionSize,
+}
+
+/// How much data a region holds, as of its last size check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionSize {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+/// When a region is too large and splits (at its middle key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitThresholds {
+    pub keys: u64,
+    pub bytes: u64,
 }
 
 pub struct Peer {
@@ -100,6 +141,13 @@ pub struct Peer {
     snapshot_timeout_ticks: u32,
     /// Ticks each follower has been waiting for a snapshot (leader only).
     snapshot_waits: BTreeMap<u64, u32>,
+    region_map: Arc<RegionMap>,
+    size: RegionSize,
+    /// Keys and bytes written since the last size check; `None` before the
+    /// first check.
+    written_since_size_check: Option<RegionSize>,
+    /// Ticks left before this replica campaigns (a region just split off).
+    campaign_in_ticks: Option<u32>,
 }
 
 fn role_name(role: StateRole) -> &'static str {
@@ -119,8 +167,16 @@ pub struct PeerState {
 }
 
 impl Peer {
-    pub fn new(state: PeerState, store: Arc<KvStore>, cfg: &StoreConfig) -> Self {
+    pub fn new(
+        state: PeerState,
+        store: Arc<KvStore>,
+        region_map: Arc<RegionMap>,
+        cfg: &StoreConfig,
+    ) -> Self {
         let cp = state.checkpoint;
+        if cp.region.is_known() {
+            region_map.upsert(&cp.region);
+        }
         Peer {
             region: cp.region,
             raw: state.raw,
@@ -139,11 +195,26 @@ impl Peer {
             request_timeout: cfg.request_timeout,
             snapshot_timeout_ticks: cfg.snapshot_timeout_ticks,
             snapshot_waits: BTreeMap::new(),
+            region_map,
+            size: RegionSize::default(),
+            written_since_size_check: None,
+            campaign_in_ticks: None,
         }
+    }
+
+    /// Campaigns after a couple of ticks (see [`NewRegion::campaign`]).
+    pub fn campaign_soon(&mut self) {
+        self.campaign_in_ticks = Some(NEW_REGION_CAMPAIGN_TICKS);
     }
 
     pub fn region(&self) -> &RegionMeta {
         &self.region
+    }
+
+    /// False for a replica created by a message, until a snapshot gives it
+    /// the region's range and data: it serves nothing and never votes.
+    pub fn is_initialized(&self) -> bool {
+        self.region.is_known()
     }
 
     fn is_leader(&self) -> bool {
@@ -160,7 +231,7 @@ impl Peer {
 
     /// Refuses requests built for another shape of this region.
     fn check_header(&self, header: &RequestHeader) -> Result<(), RaftstoreError> {
-        if header.region_id != 0 && header.region_id != self.region.id {
+        if !self.is_initialized() || (header.region_id != 0 && header.region_id != self.region.id) {
             return Err(RaftstoreError::RegionNotFound {
                 region_id: header.region_id,
             });
@@ -174,6 +245,24 @@ impl Peer {
             }
         }
         Ok(())
+    }
+
+    /// Refuses a read built for another shape of this region, or one that
+    /// names a key outside it (a scan is clamped to the region instead).
+    fn check_read(&self, header: &RequestHeader, op: &ReadOp) -> Result<(), RaftstoreError> {
+        self.check_header(header)?;
+        let inside = match op {
+            ReadOp::Get { key } => self.region.contains_key(key),
+            ReadOp::BatchGet { keys } => keys.iter().all(|k| self.region.contains_key(k)),
+            ReadOp::Scan { .. } => true,
+        };
+        if inside {
+            Ok(())
+        } else {
+            Err(RaftstoreError::KeyNotInRegion {
+                region_id: self.region.id,
+            })
+        }
     }
 
     /// Proposes a write; `reply` is answered once its fate is known.
@@ -215,7 +304,7 @@ impl Peer {
         reply: ReadReply,
         now: Instant,
     ) {
-        if let Err(e) = self.check_header(&header) {
+        if let Err(e) = self.check_read(&header, &op) {
             let _ = reply.send(Err(e));
             return;
         }
@@ -224,13 +313,13 @@ impl Peer {
             return;
         }
         match self.reads.last_mut() {
-            Some(batch) if !batch.sent => batch.reads.push((op, reply)),
+            Some(batch) if !batch.sent => batch.reads.push((header, op, reply)),
             _ => {
                 let ctx = self.next_read_ctx;
                 self.next_read_ctx += 1;
                 self.reads.push(ReadBatch {
                     ctx,
-                    reads: vec![(op, reply)],
+                    reads: vec![(header, op, reply)],
                     read_index: None,
                     sent: false,
                     deadline: now + self.request_timeout,
@@ -260,6 +349,46 @@ impl Peer {
     pub fn tick(&mut self) {
         self.raw.tick();
         self.check_snapshot_sends();
+        if let Some(ticks) = self.campaign_in_ticks.as_mut() {
+            *ticks = ticks.saturating_sub(1);
+            if *ticks == 0 {
+                self.campaign_in_ticks = None;
+                if !self.is_leader() && self.raw.raft.leader_id == raft::INVALID_ID {
+                    if let Err(err) = self.raw.campaign() {
+                        tracing::debug!(region = self.region.id, %err, "campaign refused");
+                    }
+                }
+            }
+        }
+    }
+
+    /// On a leader whose writes since the last size check could have made
+    /// it too large: measures the region and returns where it should split,
+    /// if it passed `limits`.
+    pub fn check_size(&mut self, limits: SplitThresholds) -> Option<Vec<u8>> {
+        if !self.is_leader() {
+            return None;
+        }
+        if let Some(written) = self.written_since_size_check {
+            // A split could become due only after this much growth.
+            if written.keys < limits.keys / 8 + 1 && written.bytes < limits.bytes / 8 + 1 {
+                return None;
+            }
+        }
+        let measured = self
+            .store
+            .range_size(&self.region.start_key, &self.region.end_key);
+        self.size = RegionSize {
+            keys: measured.keys,
+            bytes: measured.bytes,
+        };
+        self.written_since_size_check = Some(RegionSize::default());
+        if self.size.keys <= limits.keys && self.size.bytes <= limits.bytes {
+            return None;
+        }
+        measured
+            .middle_key
+            .filter(|key| self.region.may_split_at(key))
     }
 
     /// raft-rs keeps a follower in the snapshot state, sending it nothing,
@@ -305,7 +434,7 @@ impl Peer {
             if batch.deadline > now {
                 return true;
             }
-            for (_, reply) in batch.reads.drain(..) {
+            for (_, _, reply) in batch.reads.drain(..) {
                 let _ = reply.send(Err(RaftstoreError::Unavailable(format!(
                     "region {region_id}: read index not confirmed in time; retry"
                 ))));
@@ -353,7 +482,7 @@ impl Peer {
                 batch.read_index = Some(rs.index);
             }
         }
-        self.apply_entries(rd.take_committed_entries())?;
+        self.apply_entries(rd.take_committed_entries(), out)?;
         if !rd.entries().is_empty() {
             let ents = rd.take_entries();
             let last = ents.last().map_or(0, |e| e.index);
@@ -393,7 +522,7 @@ impl Peer {
             self.hard_state_dirty = true;
         }
         self.route(light.take_messages(), out);
-        self.apply_entries(light.take_committed_entries())?;
+        self.apply_entries(light.take_committed_entries(), out)?;
         self.raw.advance_apply();
         self.serve_reads();
         Ok(())
@@ -429,7 +558,7 @@ impl Peer {
     fn fail_reads(&mut self) {
         let err_leader = self.raw.raft.leader_id;
         for batch in self.reads.drain(..) {
-            for (_, reply) in batch.reads {
+            for (_, _, reply) in batch.reads {
                 let _ = reply.send(Err(RaftstoreError::NotLeader {
                     region_id: self.region.id,
                     leader: (err_leader != raft::INVALID_ID).then_some(err_leader),
@@ -444,8 +573,9 @@ impl Peer {
         while i < self.reads.len() {
             if may_serve_read(self.reads[i].read_index, applied) {
                 let batch = self.reads.swap_remove(i);
-                for (op, reply) in batch.reads {
-                    let _ = reply.send(Ok(self.read(op)));
+                for (header, op, reply) in batch.reads {
+                    let answer = self.check_read(&header, &op).map(|()| self.read(op));
+                    let _ = reply.send(answer);
                 }
             } else {
                 i += 1;
@@ -474,7 +604,11 @@ impl Peer {
         }
     }
 
-    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), RaftstoreError> {
+    fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        out: &mut TurnOutput,
+    ) -> Result<(), RaftstoreError> {
         for entry in entries {
             debug_assert_eq!(
                 entry.index,
@@ -488,16 +622,14 @@ impl Peer {
             let outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => None,
                 EntryType::EntryNormal => Some(match WriteCommand::decode(&entry.data) {
-                    Ok(cmd) => apply_write(&self.store, &self.region, &mut self.sessions, &cmd)
-                        .map_err(|r| match r {
-                            ApplyRejection::EpochNotMatch => RaftstoreError::EpochNotMatch {
-                                region_id: self.region.id,
-                                current: vec![self.region.clone()],
-                            },
-                            ApplyRejection::KeyNotInRegion => RaftstoreError::KeyNotInRegion {
-                                region_id: self.region.id,
-                            },
-                        }),
+                    Ok(cmd) if matches!(cmd.op, WriteOp::Split { .. }) => {
+                        self.apply_split(&cmd, entry.index, entry.term, out)?
+                    }
+                    Ok(cmd) => {
+                        self.note_written(&cmd.op);
+                        apply_write(&self.store, &self.region, &mut self.sessions, &cmd)
+                            .map_err(|r| self.rejection(r))
+                    }
                     Err(err) => {
                         tracing::error!(region = self.region.id, index = entry.index, %err, "committed entry does not decode; skipped");
                         Err(RaftstoreError::Corrupt(format!(
@@ -528,6 +660,113 @@ impl Peer {
             self.resolve_write(entry.index, entry.term, outcome);
         }
         Ok(())
+    }
+
+    fn rejection(&self, rejection: ApplyRejection) -> RaftstoreError {
+        let region_id = self.region.id;
+        match rejection {
+            ApplyRejection::EpochNotMatch => RaftstoreError::EpochNotMatch {
+                region_id,
+                current: vec![self.region.clone()],
+            },
+            ApplyRejection::KeyNotInRegion => RaftstoreError::KeyNotInRegion { region_id },
+            ApplyRejection::NotADataWrite => {
+                RaftstoreError::Internal(format!("region {region_id}: a split reached apply_write"))
+            }
+        }
+    }
+
+    fn note_written(&mut self, op: &WriteOp) {
+        if let Some(written) = self.written_since_size_check.as_mut() {
+            let (keys, bytes) = op.written();
+            written.keys += keys;
+            written.bytes += bytes;
+        }
+    }
+
+    /// Applies a committed split at log position (`index`, `term`): the
+    /// region keeps the left half, a new region takes the right.
+    ///
+    /// Deterministic on every replica: it depends only on the command and
+    /// the region's state. Durable before it returns: the new region's
+    /// checkpoint is written first, then this region's (at `index`, with
+    /// its new range), so that no two checkpoints on this store ever cover
+    /// the same key except in the window between the two writes, which
+    /// recovery resolves (see `recovery::resolve_overlaps`).
+    fn apply_split(
+        &mut self,
+        cmd: &WriteCommand,
+        index: u64,
+        term: u64,
+        out: &mut TurnOutput,
+    ) -> Result<Result<WriteResult, RaftstoreError>, RaftstoreError> {
+        let WriteOp::Split {
+            split_key,
+            new_region_id,
+        } = &cmd.op
+        else {
+            return Err(RaftstoreError::Internal("apply_split: not a split".into()));
+        };
+        if !cmd
+            .header
+            .epoch
+            .is_some_and(|e| e.is_current(&self.region.epoch))
+        {
+            return Ok(Err(self.rejection(ApplyRejection::EpochNotMatch)));
+        }
+        if !self.region.may_split_at(split_key) || *new_region_id == self.region.id {
+            return Ok(Err(self.rejection(ApplyRejection::KeyNotInRegion)));
+        }
+        let (left, right) = self.region.split(split_key, *new_region_id);
+        let conf_state = self.raw.store().conf_state().clone();
+        let child = RegionCheckpoint {
+            region: right.clone(),
+            applied_index: NEW_REGION_INDEX,
+            applied_term: NEW_REGION_TERM,
+            conf_state: conf_state.clone(),
+            // Retries of writes to the right half's keys must still be
+            // recognised there.
+            sessions: self.sessions.clone(),
+            pairs: Vec::new(),
+        };
+        // Replayed after a crash, the split may find the new region already
+        // there; it is never created twice.
+        let child_exists = RegionCheckpoint::exists(&self.checkpoint_dir, right.id);
+        if !child_exists {
+            RegionCheckpoint {
+                pairs: self.store.range_pairs(&right.start_key, &right.end_key),
+                ..child.clone()
+            }
+            .write(&self.checkpoint_dir)?;
+        }
+        self.region = left.clone();
+        RegionCheckpoint {
+            region: left.clone(),
+            applied_index: index,
+            applied_term: term,
+            conf_state,
+            sessions: self.sessions.clone(),
+            pairs: self.store.range_pairs(&left.start_key, &left.end_key),
+        }
+        .write(&self.checkpoint_dir)?;
+        self.last_checkpoint_index = self.last_checkpoint_index.max(index);
+        self.region_map.upsert(&left);
+        self.written_since_size_check = None;
+        // Reads queued for keys that moved fail when served (`check_read`).
+        if !child_exists {
+            out.created.push(NewRegion {
+                checkpoint: child,
+                campaign: self.is_leader(),
+            });
+        }
+        tracing::info!(
+            region = left.id,
+            new_region = right.id,
+            index,
+            version = left.epoch.version,
+            "region split"
+        );
+        Ok(Ok(WriteResult::Split { left, right }))
     }
 
     /// Answers the proposal that waited for log slot `index`, if any.
@@ -581,6 +820,8 @@ impl Peer {
         self.store
             .replace_range(&cp.region.start_key, &cp.region.end_key, cp.pairs.clone());
         self.region = cp.region.clone();
+        self.region_map.upsert(&self.region);
+        self.written_since_size_check = None;
         self.sessions = cp.sessions.clone();
         let conf_state = cp.conf_state.clone();
         cp.write(&self.checkpoint_dir)?;
@@ -651,6 +892,7 @@ impl Peer {
             commit_index: self.raw.raft.raft_log.committed,
             applied_index: self.applied_index,
             role: role_name(self.raw.raft.state),
+            size: self.size,
         }
     }
 }

@@ -8,12 +8,92 @@
 //! commit index is raised to the checkpoint's applied index (those entries
 //! were applied, so they were committed).
 
+use std::path::Path;
+
+use engine::store::KvStore;
 use raft::prelude::{Entry, HardState};
 
 use crate::checkpoint::RegionCheckpoint;
 use crate::error::RaftstoreError;
 use crate::log_codec::{decode_entries, decode_hard_state, decode_truncation, Truncation};
+use crate::peer::NEW_REGION_INDEX;
+use crate::region::RegionMeta;
 use engine::wal::{RecordKind, WalRecord};
+
+/// Every region checkpoint in `dir`, with their data loaded into `store`
+/// (the returned checkpoints hold no pairs). A store with no checkpoint at
+/// all is fresh: it bootstraps `initial_regions` first.
+///
+/// Invariant: no two regions returned overlap. The only overlap a crash can
+/// leave is a region a split just created (still at its starting index)
+/// whose parent's checkpoint predates the split; the parent's log replays
+/// the split, so the early copy is deleted.
+pub fn load_checkpoints(
+    dir: &Path,
+    initial_regions: &[RegionMeta],
+    store: &KvStore,
+) -> Result<Vec<RegionCheckpoint>, RaftstoreError> {
+    let mut ids = engine::checkpoint::list_regions(dir)?;
+    if ids.is_empty() {
+        for region in initial_regions {
+            bootstrap_checkpoint(region.clone()).write(dir)?;
+        }
+        ids = engine::checkpoint::list_regions(dir)?;
+    }
+    let mut checkpoints = Vec::with_capacity(ids.len());
+    for id in ids {
+        let cp = RegionCheckpoint::read(dir, id)?.ok_or_else(|| {
+            RaftstoreError::Internal(format!(
+                "checkpoint of region {id} vanished during start-up"
+            ))
+        })?;
+        checkpoints.push(cp);
+    }
+    checkpoints.sort_by(|a, b| a.region.start_key.cmp(&b.region.start_key));
+    let mut kept: Vec<RegionCheckpoint> = Vec::with_capacity(checkpoints.len());
+    for mut cp in checkpoints {
+        if let Some(prev) = kept.last() {
+            if crate::region_map::ranges_overlap(&prev.region, &cp.region) {
+                if cp.applied_index != NEW_REGION_INDEX
+                    || cp.region.epoch.version <= prev.region.epoch.version
+                {
+                    return Err(RaftstoreError::Corrupt(format!(
+                        "checkpoints of regions {} and {} overlap",
+                        prev.region.id, cp.region.id
+                    )));
+                }
+                tracing::info!(
+                    region = cp.region.id,
+                    parent = prev.region.id,
+                    "split interrupted by a crash: the parent replays it"
+                );
+                engine::checkpoint::remove(dir, cp.region.id)?;
+                continue;
+            }
+        }
+        for (k, v) in cp.pairs.drain(..) {
+            store.put(k, v);
+        }
+        kept.push(cp);
+    }
+    Ok(kept)
+}
+
+/// The starting state of a region of a fresh cluster.
+fn bootstrap_checkpoint(region: RegionMeta) -> RegionCheckpoint {
+    let voters = region.peers.iter().map(|p| p.id).collect();
+    RegionCheckpoint {
+        region,
+        applied_index: 0,
+        applied_term: 0,
+        conf_state: raft::prelude::ConfState {
+            voters,
+            ..Default::default()
+        },
+        sessions: Default::default(),
+        pairs: Vec::new(),
+    }
+}
 
 /// A region's Raft log and hard state as the WAL left them.
 #[derive(Debug, Default)]

@@ -58,6 +58,24 @@ impl RegionMeta {
         }
     }
 
+    /// What a store knows of a region it has only heard of through a Raft
+    /// message (a replica created to receive a snapshot): its id. Epoch
+    /// (0, 0) marks it; every real region has version and conf_ver >= 1.
+    pub fn unknown(id: u64) -> Self {
+        RegionMeta {
+            id,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
+            epoch: RegionEpoch::default(),
+            peers: Vec::new(),
+        }
+    }
+
+    /// False for [`RegionMeta::unknown`]: the range and peers are not known.
+    pub fn is_known(&self) -> bool {
+        self.epoch != RegionEpoch::default()
+    }
+
     pub fn contains_key(&self, key: &[u8]) -> bool {
         key >= self.start_key.as_slice()
             && (self.end_key.is_empty() || key < self.end_key.as_slice())
@@ -72,6 +90,40 @@ impl RegionMeta {
             return true;
         }
         !end.is_empty() && end <= self.end_key.as_slice()
+    }
+
+    /// Whether a split at `split_key` leaves two non-empty ranges: the key
+    /// lies inside the region and is not its start.
+    pub fn may_split_at(&self, split_key: &[u8]) -> bool {
+        split_key > self.start_key.as_slice() && self.contains_key(split_key)
+    }
+
+    /// The two regions a split at `split_key` makes: `self` keeps `[start,
+    /// split_key)`, region `new_region_id` gets `[split_key, end)` on the
+    /// same peers. Both carry the next epoch version, so every request
+    /// built for the old shape is refused by both.
+    pub fn split(&self, split_key: &[u8], new_region_id: u64) -> (RegionMeta, RegionMeta) {
+        assert!(
+            self.may_split_at(split_key),
+            "split key must lie strictly inside the region"
+        );
+        assert_ne!(self.id, new_region_id, "a split makes a new region");
+        let epoch = RegionEpoch {
+            conf_ver: self.epoch.conf_ver,
+            version: self.epoch.version + 1,
+        };
+        let left = RegionMeta {
+            end_key: split_key.to_vec(),
+            epoch,
+            ..self.clone()
+        };
+        let right = RegionMeta {
+            id: new_region_id,
+            start_key: split_key.to_vec(),
+            epoch,
+            ..self.clone()
+        };
+        (left, right)
     }
 
     pub fn encode(&self, enc: &mut Encoder) {
@@ -156,6 +208,35 @@ mod tests {
             version: 5
         }
         .is_current(&now));
+    }
+
+    #[test]
+    fn split_makes_adjacent_regions_with_a_new_version() {
+        let r = region(b"b", b"x");
+        assert!(
+            !r.may_split_at(b"b"),
+            "the start key leaves an empty left half"
+        );
+        assert!(!r.may_split_at(b"a"));
+        assert!(!r.may_split_at(b"x"));
+        assert!(r.may_split_at(b"b\0"));
+        let (left, right) = r.split(b"m", 9);
+        assert_eq!((left.id, right.id), (1, 9));
+        assert_eq!(
+            (left.start_key.as_slice(), left.end_key.as_slice()),
+            (&b"b"[..], &b"m"[..])
+        );
+        assert_eq!(
+            (right.start_key.as_slice(), right.end_key.as_slice()),
+            (&b"m"[..], &b"x"[..])
+        );
+        assert_eq!(left.epoch.version, r.epoch.version + 1);
+        assert_eq!(left.epoch, right.epoch);
+        assert_eq!(left.peers, r.peers);
+        assert_eq!(right.peers, r.peers);
+        assert!(!r.epoch.is_current(&left.epoch));
+        let (_, tail) = region(b"", b"").split(b"k", 2);
+        assert!(tail.end_key.is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! regions. It routes each request to the shard owning the region and
 //! waits for the shard's answer; it never touches Raft state itself.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use futures::channel::oneshot;
 use raft::prelude::Message;
@@ -13,14 +13,19 @@ use crate::command::{
 use crate::error::RaftstoreError;
 use crate::peer::RegionStatus;
 use crate::region::RegionMeta;
+use crate::region_map::RegionMap;
 use crate::shard_core::ShardMsg;
 
 struct RouterInner {
     shards: Vec<flume::Sender<ShardMsg>>,
-    /// Regions on this node, sorted by start key.
-    regions: RwLock<Vec<RegionMeta>>,
+    /// Regions on this node, kept current by the shards.
+    regions: Arc<RegionMap>,
     shard_of: Box<dyn Fn(u64) -> usize + Send + Sync>,
 }
+
+/// How often a request that names no region is re-routed when the region
+/// it was routed to turns out not to hold its key (it split meanwhile).
+const REROUTES_MAX: usize = 3;
 
 #[derive(Clone)]
 pub struct StoreRouter {
@@ -30,14 +35,13 @@ pub struct StoreRouter {
 impl StoreRouter {
     pub(crate) fn new(
         shards: Vec<flume::Sender<ShardMsg>>,
-        mut regions: Vec<RegionMeta>,
+        regions: Arc<RegionMap>,
         shard_of: impl Fn(u64) -> usize + Send + Sync + 'static,
     ) -> Self {
-        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
         StoreRouter {
             inner: Arc::new(RouterInner {
                 shards,
-                regions: RwLock::new(regions),
+                regions,
                 shard_of: Box::new(shard_of),
             }),
         }
@@ -45,8 +49,7 @@ impl StoreRouter {
 
     /// The region on this node that holds `key`.
     pub fn region_for_key(&self, key: &[u8]) -> Option<RegionMeta> {
-        let regions = self.inner.regions.read().unwrap_or_else(|p| p.into_inner());
-        regions.iter().find(|r| r.contains_key(key)).cloned()
+        self.inner.regions.region_for_key(key)
     }
 
     fn resolve(&self, header: &RequestHeader, key: &[u8]) -> Result<u64, RaftstoreError> {
@@ -83,15 +86,58 @@ impl StoreRouter {
         id: WriteId,
         op: WriteOp,
     ) -> Result<WriteResult, RaftstoreError> {
-        let key = first_key(&op);
-        let region_id = self.resolve(&header, key)?;
-        let cmd = WriteCommand { header, id, op };
-        self.call(region_id, |reply| ShardMsg::Write {
+        self.rerouted(header, first_key(&op), |region_id| {
+            let op = op.clone();
+            let cmd = WriteCommand { header, id, op };
+            self.call(region_id, move |reply| ShardMsg::Write {
+                region_id,
+                cmd,
+                reply,
+            })
+        })
+        .await
+    }
+
+    /// Splits the region holding `split_key` (or `header.region_id`) at it.
+    pub async fn split(
+        &self,
+        header: RequestHeader,
+        split_key: Vec<u8>,
+    ) -> Result<WriteResult, RaftstoreError> {
+        let region_id = self.resolve(&header, &split_key)?;
+        self.call(region_id, |reply| ShardMsg::Split {
             region_id,
-            cmd,
+            epoch: header.epoch,
+            split_key,
             reply,
         })
         .await
+    }
+
+    /// Runs `attempt` on the region `header` names, or else on the region
+    /// holding `key`; a region that no longer holds the key (it split since
+    /// it was looked up) refused it unexecuted, so it is routed again.
+    async fn rerouted<T, F>(
+        &self,
+        header: RequestHeader,
+        key: &[u8],
+        attempt: impl Fn(u64) -> F,
+    ) -> Result<T, RaftstoreError>
+    where
+        F: std::future::Future<Output = Result<T, RaftstoreError>>,
+    {
+        let mut tries = 0;
+        loop {
+            let region_id = self.resolve(&header, key)?;
+            match attempt(region_id).await {
+                Err(RaftstoreError::KeyNotInRegion { .. })
+                    if header.region_id == 0 && tries < REROUTES_MAX =>
+                {
+                    tries += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// A linearizable read through ReadIndex on the region's leader.
@@ -105,12 +151,14 @@ impl StoreRouter {
             ReadOp::BatchGet { keys } => keys.first().map_or(&[][..], Vec::as_slice),
             ReadOp::Scan { start, .. } => start.as_slice(),
         };
-        let region_id = self.resolve(&header, key)?;
-        self.call(region_id, |reply| ShardMsg::Read {
-            region_id,
-            header,
-            op,
-            reply,
+        self.rerouted(header, key, |region_id| {
+            let op = op.clone();
+            self.call(region_id, move |reply| ShardMsg::Read {
+                region_id,
+                header,
+                op,
+                reply,
+            })
         })
         .await
     }
@@ -162,5 +210,6 @@ fn first_key(op: &WriteOp) -> &[u8] {
         | WriteOp::CompareAndSwap { key, .. } => key,
         WriteOp::BatchPut { pairs } => pairs.first().map_or(&[][..], |(k, _)| k.as_slice()),
         WriteOp::DeleteRange { start, .. } => start,
+        WriteOp::Split { split_key, .. } => split_key,
     }
 }

@@ -19,7 +19,9 @@ use crate::checkpoint::RegionCheckpoint;
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
 use crate::metrics;
-use crate::region::RegionMeta;
+use crate::peer::NewRegion;
+use crate::region_id::RegionIdAllocator;
+use crate::region_map::RegionMap;
 use crate::shard_core::{CheckpointDone, ShardCore, ShardIo, ShardMsg};
 use crate::transport::MessageSink;
 
@@ -31,12 +33,23 @@ pub(crate) struct Shard {
     io: GlommioIo,
 }
 
+/// What every shard of a store shares.
+pub(crate) struct ShardContext {
+    pub store: Arc<KvStore>,
+    pub region_map: Arc<RegionMap>,
+    pub region_ids: Arc<RegionIdAllocator>,
+    /// Every shard's inbox, this one's included (for hand-offs).
+    pub shards: Vec<flume::Sender<ShardMsg>>,
+    pub sink: Arc<dyn MessageSink>,
+    pub checkpoint_dir: PathBuf,
+}
+
 /// The shard's disk and network: the direct-I/O WAL, checkpoint files
-/// written on the blocking pool, and the node's message sink.
+/// written on the blocking pool, the node's message sink, and the other
+/// shards' inboxes.
 struct GlommioIo {
     wal: ShardWal,
-    sink: Arc<dyn MessageSink>,
-    checkpoint_dir: PathBuf,
+    ctx: ShardContext,
     checkpoint_done: (
         flume::Sender<CheckpointDone>,
         flume::Receiver<CheckpointDone>,
@@ -56,12 +69,15 @@ impl ShardIo for GlommioIo {
     }
 
     fn send(&mut self, to_node: u64, messages: Vec<(u64, Message)>) {
-        self.sink.send(to_node, messages);
+        self.ctx.sink.send(to_node, messages);
     }
 
     fn write_checkpoint(&mut self, checkpoint: RegionCheckpoint) {
         let (id, index) = (checkpoint.region.id, checkpoint.applied_index);
-        let (dir, done) = (self.checkpoint_dir.clone(), self.checkpoint_done.0.clone());
+        let (dir, done) = (
+            self.ctx.checkpoint_dir.clone(),
+            self.checkpoint_done.0.clone(),
+        );
         glommio::spawn_local(async move {
             let result = glommio::executor()
                 .spawn_blocking(move || checkpoint.write(&dir))
@@ -86,6 +102,33 @@ impl ShardIo for GlommioIo {
         }
         Ok(())
     }
+
+    fn allocate_region_id(&mut self) -> Result<u64, RaftstoreError> {
+        self.ctx.region_ids.allocate()
+    }
+
+    fn hand_off(&mut self, shard: usize, region: NewRegion) {
+        let id = region.checkpoint.region.id;
+        let Some(tx) = self.ctx.shards.get(shard).cloned() else {
+            tracing::error!(region = id, shard, "no such shard for a new region");
+            return;
+        };
+        // Waits for room in the other shard's inbox without holding up
+        // this loop.
+        glommio::spawn_local(async move {
+            if tx
+                .send_async(ShardMsg::AddRegion(Box::new(region)))
+                .await
+                .is_err()
+            {
+                tracing::debug!(
+                    region = id,
+                    "shard gone; the new region starts at the next restart"
+                );
+            }
+        })
+        .detach();
+    }
 }
 
 impl Shard {
@@ -94,37 +137,34 @@ impl Shard {
     pub(crate) async fn open(
         cfg: Arc<StoreConfig>,
         shard_index: usize,
-        regions: Vec<RegionMeta>,
-        store: Arc<KvStore>,
-        sink: Arc<dyn MessageSink>,
+        checkpoints: Vec<RegionCheckpoint>,
+        ctx: ShardContext,
     ) -> Result<Shard, RaftstoreError> {
         let wal_dir = cfg
             .data_dir
             .join("wal")
             .join(format!("shard-{shard_index}"));
-        let checkpoint_dir = cfg.data_dir.join("store");
-        for dir in [&wal_dir, &checkpoint_dir] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| RaftstoreError::Internal(format!("create {}: {e}", dir.display())))?;
-        }
+        std::fs::create_dir_all(&wal_dir)
+            .map_err(|e| RaftstoreError::Internal(format!("create {}: {e}", wal_dir.display())))?;
         let (wal, recovery) = ShardWal::open(&wal_dir, WalOptions::default()).await?;
         if let Some(tear) = &recovery.tear {
             tracing::warn!(shard = shard_index, segment = %tear.segment.display(), offset = tear.offset, reason = %tear.reason, "WAL recovery stopped at a torn record");
         }
         let core = ShardCore::recover(
             cfg,
-            regions,
-            store,
+            shard_index,
+            checkpoints,
+            ctx.store.clone(),
+            ctx.region_map.clone(),
             &recovery.records,
-            checkpoint_dir.clone(),
+            ctx.checkpoint_dir.clone(),
             Instant::now(),
         )?;
         Ok(Shard {
             core,
             io: GlommioIo {
                 wal,
-                sink,
-                checkpoint_dir,
+                ctx,
                 checkpoint_done: flume::unbounded(),
             },
         })

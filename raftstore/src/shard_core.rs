@@ -27,12 +27,13 @@ use futures::channel::oneshot;
 use raft::prelude::Message;
 
 use crate::checkpoint::RegionCheckpoint;
-use crate::command::{ReadOp, RequestHeader, WriteCommand};
+use crate::command::{ReadOp, RequestHeader, WriteCommand, WriteId, WriteOp};
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
-use crate::peer::{Peer, PeerState, ReadReply, RegionStatus, TurnOutput, WriteReply};
+use crate::peer::{NewRegion, Peer, PeerState, ReadReply, RegionStatus, TurnOutput, WriteReply};
 use crate::recovery::recover_log;
-use crate::region::RegionMeta;
+use crate::region::RegionEpoch;
+use crate::region_map::RegionMap;
 use crate::storage::RegionStorage;
 
 /// What a shard's inbox carries.
@@ -52,6 +53,16 @@ pub enum ShardMsg {
         region_id: u64,
         msg: Box<Message>,
     },
+    /// Split the region at `split_key` (admin request); without an epoch,
+    /// at the region's epoch when the split is proposed.
+    Split {
+        region_id: u64,
+        epoch: Option<RegionEpoch>,
+        split_key: Vec<u8>,
+        reply: WriteReply,
+    },
+    /// A region a split on another shard of this store created, to run here.
+    AddRegion(Box<NewRegion>),
     Status {
         reply: oneshot::Sender<Vec<RegionStatus>>,
     },
@@ -82,23 +93,48 @@ pub trait ShardIo {
     /// a durable checkpoint, so WAL space holding only such records may be
     /// reclaimed. Called once per turn with every compaction of that turn.
     async fn log_compacted(&mut self, compacted: &[(u64, u64)]) -> Result<(), RaftstoreError>;
+    /// A region id no region of the cluster has, nor will be given again.
+    fn allocate_region_id(&mut self) -> Result<u64, RaftstoreError>;
+    /// Hands a region a split created to shard `shard` of this store.
+    fn hand_off(&mut self, shard: usize, region: NewRegion);
+}
+
+/// A split waiting for a region id (allocated in the turn, where the
+/// shard's I/O is at hand) before it is proposed.
+struct SplitRequest {
+    region_id: u64,
+    epoch: Option<RegionEpoch>,
+    split_key: Vec<u8>,
+    /// `None` for splits the size check decided.
+    reply: Option<WriteReply>,
+    at: Instant,
 }
 
 pub struct ShardCore {
     cfg: Arc<StoreConfig>,
+    shard_index: usize,
     peers: BTreeMap<u64, Peer>,
+    store: Arc<KvStore>,
+    region_map: Arc<RegionMap>,
+    checkpoint_dir: PathBuf,
+    splits: Vec<SplitRequest>,
+    /// Snapshots for uninitialized replicas that overlap a region not yet
+    /// split here; stepped once the overlap is gone (see `step`).
+    held_snapshots: BTreeMap<u64, Message>,
     next_tick: Instant,
 }
 
 impl ShardCore {
-    /// Rebuilds the shard's `regions` from their checkpoints in
-    /// `checkpoint_dir` plus the WAL's `records` (in log order), or
-    /// bootstraps a region that has no checkpoint yet. Loads every
-    /// region's data into `store`.
+    /// Rebuilds shard `shard_index`'s regions from their `checkpoints`
+    /// (see `recovery::load_checkpoints`, which loaded their data into
+    /// `store`) plus the shard WAL's `records`, in log order.
+    #[allow(clippy::too_many_arguments)]
     pub fn recover(
         cfg: Arc<StoreConfig>,
-        regions: Vec<RegionMeta>,
+        shard_index: usize,
+        checkpoints: Vec<RegionCheckpoint>,
         store: Arc<KvStore>,
+        region_map: Arc<RegionMap>,
         records: &[WalRecord],
         checkpoint_dir: PathBuf,
         now: Instant,
@@ -107,53 +143,93 @@ impl ShardCore {
         for rec in records {
             by_region.entry(rec.region_id).or_default().push(rec);
         }
-        let mut peers = BTreeMap::new();
-        for bootstrap in regions {
-            let id = bootstrap.id;
-            let mut checkpoint = match RegionCheckpoint::read(&checkpoint_dir, id)? {
-                Some(cp) => cp,
-                None => {
-                    let cp = bootstrap_checkpoint(bootstrap);
-                    cp.clone().write(&checkpoint_dir)?;
-                    cp
-                }
-            };
-            for (k, v) in checkpoint.pairs.drain(..) {
-                store.put(k, v);
-            }
-            let log = recover_log(&checkpoint, by_region.remove(&id).unwrap_or_default())?;
-            tracing::info!(
-                region = id,
-                applied = checkpoint.applied_index,
-                last = log
-                    .entries
-                    .last()
-                    .map_or(checkpoint.applied_index, |e| e.index),
-                commit = log.hard_state.commit,
-                "region recovered"
-            );
-            let storage = RegionStorage::new(
-                id,
-                checkpoint_dir.clone(),
-                log.hard_state,
-                checkpoint.conf_state.clone(),
-                (checkpoint.applied_index, checkpoint.applied_term),
-                log.entries,
-            );
-            let raft_cfg = cfg.raft_config(checkpoint.applied_index);
-            let raw = raft::RawNode::new(&raft_cfg, storage, &crate::logger::raft_logger(id))?;
-            let state = PeerState {
-                checkpoint,
-                raw,
-                checkpoint_dir: checkpoint_dir.clone(),
-            };
-            peers.insert(id, Peer::new(state, store.clone(), &cfg));
-        }
-        Ok(ShardCore {
+        let mut core = ShardCore {
             next_tick: now + cfg.tick,
             cfg,
-            peers,
-        })
+            shard_index,
+            peers: BTreeMap::new(),
+            store,
+            region_map,
+            checkpoint_dir,
+            splits: Vec::new(),
+            held_snapshots: BTreeMap::new(),
+        };
+        for checkpoint in checkpoints {
+            debug_assert_eq!(core.cfg.shard_of(checkpoint.region.id), shard_index);
+            let records = by_region.remove(&checkpoint.region.id).unwrap_or_default();
+            core.start_region(checkpoint, records)?;
+        }
+        Ok(core)
+    }
+
+    /// Brings up a region from its checkpoint (data already in the store)
+    /// and its WAL records.
+    fn start_region(
+        &mut self,
+        checkpoint: RegionCheckpoint,
+        records: Vec<&WalRecord>,
+    ) -> Result<&mut Peer, RaftstoreError> {
+        let id = checkpoint.region.id;
+        let log = recover_log(&checkpoint, records)?;
+        tracing::info!(
+            region = id,
+            applied = checkpoint.applied_index,
+            last = log
+                .entries
+                .last()
+                .map_or(checkpoint.applied_index, |e| e.index),
+            commit = log.hard_state.commit,
+            "region started"
+        );
+        let storage = RegionStorage::new(
+            id,
+            self.checkpoint_dir.clone(),
+            log.hard_state,
+            checkpoint.conf_state.clone(),
+            (checkpoint.applied_index, checkpoint.applied_term),
+            log.entries,
+        );
+        let raft_cfg = self.cfg.raft_config(checkpoint.applied_index);
+        let raw = raft::RawNode::new(&raft_cfg, storage, &crate::logger::raft_logger(id))?;
+        let state = PeerState {
+            checkpoint,
+            raw,
+            checkpoint_dir: self.checkpoint_dir.clone(),
+        };
+        let peer = Peer::new(
+            state,
+            self.store.clone(),
+            self.region_map.clone(),
+            &self.cfg,
+        );
+        Ok(self.peers.entry(id).or_insert(peer))
+    }
+
+    /// Runs a region a split created, here or on the shard that owns it.
+    fn add_region(
+        &mut self,
+        io: &mut impl ShardIo,
+        region: NewRegion,
+    ) -> Result<(), RaftstoreError> {
+        let id = region.checkpoint.region.id;
+        let shard = self.cfg.shard_of(id);
+        if shard != self.shard_index {
+            self.region_map.upsert(&region.checkpoint.region);
+            io.hand_off(shard, region);
+            return Ok(());
+        }
+        if self.peers.get(&id).is_some_and(Peer::is_initialized) {
+            return Ok(());
+        }
+        // A replica created by a message has no state worth keeping: it
+        // never voted and holds no entries.
+        self.peers.remove(&id);
+        let campaign = region.campaign;
+        let peer = self.start_region(region.checkpoint, Vec::new())?;
+        if campaign {
+            peer.campaign_soon();
+        }
+        Ok(())
     }
 
     /// When the Raft clock next needs a tick.
@@ -166,9 +242,24 @@ impl ShardCore {
         if now < self.next_tick {
             return;
         }
+        self.step_held_snapshots();
         for peer in self.peers.values_mut() {
             peer.tick();
             peer.expire(now);
+            if let Some(split_key) = peer.check_size(self.cfg.split) {
+                let region = peer.region();
+                tracing::info!(
+                    region = region.id,
+                    "region passed its size limit; splitting"
+                );
+                self.splits.push(SplitRequest {
+                    region_id: region.id,
+                    epoch: Some(region.epoch),
+                    split_key,
+                    reply: None,
+                    at: now,
+                });
+            }
         }
         self.next_tick = (self.next_tick + self.cfg.tick).max(now);
     }
@@ -197,13 +288,34 @@ impl ShardCore {
                     let _ = reply.send(Err(RaftstoreError::RegionNotFound { region_id }));
                 }
             },
-            ShardMsg::Raft { region_id, msg } => match self.peers.get_mut(&region_id) {
-                Some(peer) => peer.step(*msg),
-                None => tracing::debug!(
-                    region = region_id,
-                    "message for a region not on this shard dropped"
-                ),
-            },
+            ShardMsg::Raft { region_id, msg } => self.step(region_id, *msg),
+            ShardMsg::Split {
+                region_id,
+                epoch,
+                split_key,
+                reply,
+            } => self.splits.push(SplitRequest {
+                region_id,
+                epoch,
+                split_key,
+                reply: Some(reply),
+                at: now,
+            }),
+            ShardMsg::AddRegion(region) => {
+                let region = *region;
+                let id = region.checkpoint.region.id;
+                if !self.peers.get(&id).is_some_and(Peer::is_initialized) {
+                    self.peers.remove(&id);
+                    let campaign = region.campaign;
+                    match self.start_region(region.checkpoint, Vec::new()) {
+                        Ok(peer) if campaign => peer.campaign_soon(),
+                        Ok(_) => {}
+                        Err(err) => {
+                            tracing::error!(region = id, %err, "could not start a region split off on another shard")
+                        }
+                    }
+                }
+            }
             ShardMsg::Status { reply } => {
                 let _ = reply.send(self.status());
             }
@@ -212,15 +324,118 @@ impl ShardCore {
         false
     }
 
-    /// Every region's status as this replica sees it.
+    /// Every region's status as this replica sees it (replicas still
+    /// waiting for their first snapshot are left out).
     pub fn status(&self) -> Vec<RegionStatus> {
-        self.peers.values().map(Peer::status).collect()
+        self.peers
+            .values()
+            .filter(|p| p.is_initialized())
+            .map(Peer::status)
+            .collect()
+    }
+
+    /// Hands a Raft message to its region's replica.
+    ///
+    /// A message from a leader of a region this store has no replica of
+    /// creates one, uninitialized: this store is a member the region's
+    /// split never reached here (a snapshot taken after the split caught
+    /// up the parent instead). It waits for the leader's snapshot, and
+    /// accepts it only once no region of this store still covers any of
+    /// its keys — the parent must have split first, or it would later
+    /// overwrite the new region's keys with its older log.
+    fn step(&mut self, region_id: u64, msg: Message) {
+        use raft::prelude::MessageType as T;
+        let from_leader = matches!(
+            msg.get_msg_type(),
+            T::MsgAppend | T::MsgHeartbeat | T::MsgSnapshot
+        );
+        if !self.peers.contains_key(&region_id) {
+            if !from_leader {
+                tracing::debug!(region = region_id, "message for an unknown region dropped");
+                return;
+            }
+            let placeholder = RegionCheckpoint {
+                region: crate::region::RegionMeta::unknown(region_id),
+                applied_index: 0,
+                applied_term: 0,
+                conf_state: Default::default(),
+                sessions: Default::default(),
+                pairs: Vec::new(),
+            };
+            if let Err(err) = self.start_region(placeholder, Vec::new()) {
+                tracing::warn!(region = region_id, %err, "could not create a replica for a message");
+                return;
+            }
+            tracing::info!(
+                region = region_id,
+                from = msg.from,
+                "replica created to receive the region's snapshot"
+            );
+        }
+        if !self.peers.get(&region_id).is_some_and(Peer::is_initialized) {
+            match msg.get_msg_type() {
+                // It has no log to judge a candidate by, and no durable vote.
+                T::MsgRequestVote | T::MsgRequestPreVote => return,
+                T::MsgSnapshot => match self.snapshot_overlaps(region_id, &msg) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        tracing::debug!(
+                            region = region_id,
+                            "snapshot overlaps a region not yet split here; held"
+                        );
+                        self.held_snapshots.insert(region_id, msg);
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(region = region_id, %err, "snapshot does not decode; dropped");
+                        return;
+                    }
+                },
+                _ => {}
+            }
+        }
+        if let Some(peer) = self.peers.get_mut(&region_id) {
+            peer.step(msg);
+        }
+    }
+
+    /// Whether the region a snapshot for `region_id` carries overlaps
+    /// another region of this store.
+    fn snapshot_overlaps(&self, region_id: u64, msg: &Message) -> Result<bool, RaftstoreError> {
+        let cp = RegionCheckpoint::decode(&msg.get_snapshot().data)?;
+        Ok(!self
+            .region_map
+            .overlapping(&cp.region, region_id)
+            .is_empty())
+    }
+
+    /// Steps held snapshots whose overlap is gone (the parent split or was
+    /// caught up); drops those whose replica no longer needs one.
+    fn step_held_snapshots(&mut self) {
+        let held = std::mem::take(&mut self.held_snapshots);
+        for (region_id, msg) in held {
+            if self.peers.get(&region_id).is_none_or(Peer::is_initialized) {
+                continue;
+            }
+            match self.snapshot_overlaps(region_id, &msg) {
+                Ok(true) => {
+                    self.held_snapshots.insert(region_id, msg);
+                }
+                Ok(false) => {
+                    if let Some(peer) = self.peers.get_mut(&region_id) {
+                        peer.step(msg);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// One turn: Readies of every region -> one durable WAL batch ->
     /// messages and apply; then checkpoints that came due are started.
     pub async fn turn(&mut self, io: &mut impl ShardIo) -> Result<(), RaftstoreError> {
         let mut out = TurnOutput::default();
+        self.propose_splits(io)?;
         let compacted = self.finish_checkpoints(io, &mut out);
         if !compacted.is_empty() {
             io.log_compacted(&compacted).await?;
@@ -251,11 +466,43 @@ impl ShardCore {
             }
         }
         send_grouped(io, std::mem::take(&mut out.messages));
+        for region in std::mem::take(&mut out.created) {
+            self.add_region(io, region)?;
+        }
         // Commit-index updates learnt in phase two ride with the next batch.
         for peer in self.peers.values_mut() {
             if let Some(cp) = peer.checkpoint_if_due(self.cfg.checkpoint_every_entries) {
                 io.write_checkpoint(cp);
             }
+        }
+        Ok(())
+    }
+
+    /// Proposes the splits requested since the last turn, each with a
+    /// fresh region id.
+    fn propose_splits(&mut self, io: &mut impl ShardIo) -> Result<(), RaftstoreError> {
+        for request in std::mem::take(&mut self.splits) {
+            let (reply, _ignored) = oneshot::channel();
+            let reply = request.reply.unwrap_or(reply);
+            let Some(peer) = self.peers.get_mut(&request.region_id) else {
+                let _ = reply.send(Err(RaftstoreError::RegionNotFound {
+                    region_id: request.region_id,
+                }));
+                continue;
+            };
+            let epoch = request.epoch.unwrap_or(peer.region().epoch);
+            let cmd = WriteCommand {
+                header: RequestHeader {
+                    region_id: request.region_id,
+                    epoch: Some(epoch),
+                },
+                id: WriteId::default(),
+                op: WriteOp::Split {
+                    split_key: request.split_key,
+                    new_region_id: io.allocate_region_id()?,
+                },
+            };
+            peer.propose_write(cmd, reply, request.at);
         }
         Ok(())
     }
@@ -300,20 +547,5 @@ fn send_grouped(io: &mut impl ShardIo, messages: Vec<(u64, u64, Message)>) {
     }
     for (to, msgs) in by_node {
         io.send(to, msgs);
-    }
-}
-
-fn bootstrap_checkpoint(region: RegionMeta) -> RegionCheckpoint {
-    let voters = region.peers.iter().map(|p| p.id).collect();
-    RegionCheckpoint {
-        region,
-        applied_index: 0,
-        applied_term: 0,
-        conf_state: raft::prelude::ConfState {
-            voters,
-            ..Default::default()
-        },
-        sessions: Default::default(),
-        pairs: Vec::new(),
     }
 }

@@ -1,6 +1,8 @@
 //! An in-process fake `Kv` node for the client's retry tests: it answers
 //! each request from a script of replies (then a default reply) and records
 //! every request it received, so tests can assert what the client sent where.
+//! Its status names no regions, so the client routes by the server's key
+//! routing (region id 0).
 
 use client::{Client, ClientConfig};
 use flotilla_proto::kvpb::error_detail::Kind;
@@ -227,6 +229,18 @@ impl Kv for FakeKv {
         };
         self.answer("compare_and_swap", request.into_inner().header, response)
             .await
+    }
+
+    async fn split_region(
+        &self,
+        request: Request<SplitRegionRequest>,
+    ) -> Result<Response<SplitRegionResponse>, Status> {
+        self.answer(
+            "split_region",
+            request.into_inner().header,
+            SplitRegionResponse::default(),
+        )
+        .await
     }
 
     async fn status(

@@ -2,7 +2,9 @@
 //! operation at a time on uniformly random keys; latencies of operations
 //! started after the warmup are recorded in a histogram (microseconds), and
 //! the report gives throughput, errors and p50/p99/p99.9/max latency, as text
-//! or as one JSON line.
+//! or as one JSON line. With `--regions N` the bench first splits its key
+//! space into N regions at evenly spaced keys and waits until every region
+//! of the cluster has a leader; the report names how many regions exist.
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -20,6 +22,10 @@ const LATENCY_MAX_US: u64 = 60_000_000;
 const PRELOAD_BATCH_BYTES_MAX: usize = 1 << 20;
 /// Preload batches in flight at once.
 const PRELOAD_BATCHES_IN_FLIGHT_MAX: usize = 8;
+/// How long to wait for every region to have a leader after the splits.
+const REGION_LEADERS_WAIT: Duration = Duration::from_secs(30);
+/// Pause between looks at the regions' leaders while waiting.
+const REGION_LEADERS_POLL: Duration = Duration::from_millis(100);
 
 /// Arguments of `flotilla bench`.
 #[derive(Args, Debug)]
@@ -48,6 +54,10 @@ pub struct BenchArgs {
     /// Fraction of reads in the mixed workload.
     #[arg(long, default_value_t = 0.5)]
     pub read_ratio: f64,
+    /// Regions to split the bench's key space into before the load (at most
+    /// `--keys`); existing splits at the same keys are kept.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub regions: u64,
     /// Print one JSON line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -87,9 +97,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.read_ratio) {
         bail!("--read-ratio must be between 0 and 1");
     }
+    if args.regions > args.keys {
+        bail!("--regions must not exceed --keys");
+    }
     let client = Client::connect(ClientConfig::new(args.endpoints.clone()))
         .await
         .context("connecting to the cluster")?;
+    let regions = prepare_regions(&client, args.keys, args.regions)
+        .await
+        .context("preparing regions")?;
+    tracing::info!(regions, "every region has a leader; starting the load");
     if args.workload != Workload::Put {
         preload(&client, &args).await.context("preloading keys")?;
     }
@@ -118,6 +135,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args: &args,
         total: &total,
         measured,
+        regions,
     };
     println!(
         "{}",
@@ -150,6 +168,43 @@ async fn preload(client: &Client, args: &BenchArgs) -> anyhow::Result<()> {
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+/// Splits the key space of `keys` bench keys into `regions` regions, waits
+/// until every region of the cluster has a leader, and returns how many
+/// regions the cluster has.
+async fn prepare_regions(client: &Client, keys: u64, regions: u64) -> anyhow::Result<usize> {
+    for split_key in split_keys(keys, regions) {
+        client
+            .split_region(split_key.clone())
+            .await
+            .with_context(|| format!("splitting at {}", String::from_utf8_lossy(&split_key)))?;
+    }
+    let deadline = Instant::now() + REGION_LEADERS_WAIT;
+    loop {
+        let view = client.cluster_view().await;
+        let leaderless = view.regions.iter().filter(|r| r.leader.is_none()).count();
+        if !view.regions.is_empty() && leaderless == 0 {
+            return Ok(view.regions.len());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{leaderless} of {} regions still have no leader after {REGION_LEADERS_WAIT:?}",
+                view.regions.len()
+            );
+        }
+        tokio::time::sleep(REGION_LEADERS_POLL).await;
+    }
+}
+
+/// The keys that cut the `keys` bench keys into `regions` equal runs.
+fn split_keys(keys: u64, regions: u64) -> Vec<Vec<u8>> {
+    (1..regions)
+        .map(|i| {
+            let index = u128::from(i) * u128::from(keys) / u128::from(regions);
+            key_of(u64::try_from(index).expect("below keys, so it fits"))
+        })
+        .collect()
 }
 
 fn key_of(index: u64) -> Vec<u8> {
@@ -232,6 +287,8 @@ struct Report<'a> {
     args: &'a BenchArgs,
     total: &'a TaskResult,
     measured: Duration,
+    /// Regions the cluster had when the load started.
+    regions: usize,
 }
 
 impl Report<'_> {
@@ -250,13 +307,14 @@ impl Report<'_> {
     fn text(&self) -> String {
         let args = self.args;
         let mut out = format!(
-            "bench: workload={} clients={} duration={}s warmup={}s keys={} value-size={}B",
+            "bench: workload={} clients={} duration={}s warmup={}s keys={} value-size={}B regions={}",
             args.workload.name(),
             args.clients,
             args.duration,
             args.warmup,
             args.keys,
-            args.value_size
+            args.value_size,
+            self.regions
         );
         if args.workload == Workload::Mixed {
             let _ = write!(out, " read-ratio={}", args.read_ratio);
@@ -298,7 +356,7 @@ impl Report<'_> {
         format!(
             concat!(
                 "{{\"workload\":\"{}\",\"clients\":{},\"duration_s\":{},\"warmup_s\":{},\"keys\":{},",
-                "\"value_size\":{},\"read_ratio\":{},\"endpoints\":[{}],\"ops\":{},\"errors\":{},",
+                "\"value_size\":{},\"regions\":{},\"read_ratio\":{},\"endpoints\":[{}],\"ops\":{},\"errors\":{},",
                 "\"ops_per_sec\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},",
                 "\"first_error\":{}}}"
             ),
@@ -308,6 +366,7 @@ impl Report<'_> {
             args.warmup,
             args.keys,
             args.value_size,
+            self.regions,
             read_ratio,
             endpoints.join(","),
             self.total.ops,
@@ -350,6 +409,16 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
+    }
+
+    #[test]
+    fn split_keys_cut_the_key_space_evenly() {
+        assert!(split_keys(100, 1).is_empty());
+        assert_eq!(split_keys(100, 4), [key_of(25), key_of(50), key_of(75)]);
+        let every_key = split_keys(3, 3);
+        assert_eq!(every_key, [key_of(1), key_of(2)]);
+        let many = split_keys(10_000, 7);
+        assert!(many.windows(2).all(|w| w[0] < w[1]), "distinct and ordered");
     }
 
     #[test]

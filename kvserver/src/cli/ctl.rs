@@ -1,15 +1,13 @@
 //! `flotilla ctl`: one data or admin command against a running cluster,
 //! printed as plain text. A command that fails exits non-zero with the
 //! client's error message; a missing key is an answer (`(not found)`), not a
-//! failure.
+//! failure. Keys in region listings are quoted with non-printable bytes
+//! escaped (`\xNN`); an empty start or end key, the edge of the keyspace,
+//! prints as `(start)` or `(end)`.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use client::{CasOutcome, Client, ClientConfig, KvPair, StatusResponse};
-use std::collections::HashSet;
-
-/// Rounds of asking newly learned members for their status.
-const DISCOVERY_ROUNDS_MAX: usize = 3;
+use client::{CasOutcome, Client, ClientConfig, ClusterView, KvPair, Region, StatusResponse};
 
 /// Arguments of `flotilla ctl`.
 #[derive(Args, Debug)]
@@ -84,6 +82,15 @@ pub enum CtlCommand {
     },
     /// Print every node's view of its regions.
     Status,
+    /// Split the region holding KEY at KEY (KEY starts the right half).
+    Split {
+        /// The split key.
+        key: String,
+    },
+    /// Print every region of the cluster: range, leader, peers, size, epoch.
+    Regions,
+    /// Print every store: address, whether it answered, regions and leaders.
+    Stores,
 }
 
 /// Runs one `ctl` command and prints its result.
@@ -127,9 +134,127 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 .await?;
             print_cas(&outcome);
         }
-        CtlCommand::Status => print_status(discover_status(&client).await)?,
+        CtlCommand::Status => print_status(client.cluster_view().await.answers)?,
+        CtlCommand::Split { key } => {
+            let (left, right) = client.split_region(key).await?;
+            println!("left:  {}", describe_region(&left));
+            println!("right: {}", describe_region(&right));
+        }
+        CtlCommand::Regions => print_regions(&answered_view(&client).await?),
+        CtlCommand::Stores => print_stores(&answered_view(&client).await?),
     }
     Ok(())
+}
+
+/// The merged cluster view; fails if no node answered.
+async fn answered_view(client: &Client) -> anyhow::Result<ClusterView> {
+    let view = client.cluster_view().await;
+    if view.answers.iter().all(|(_, answer)| answer.is_err()) {
+        let failures: Vec<String> = view
+            .answers
+            .iter()
+            .filter_map(|(endpoint, answer)| {
+                answer
+                    .as_ref()
+                    .err()
+                    .map(|err| format!("{endpoint}: {err}"))
+            })
+            .collect();
+        bail!("no node answered: {}", failures.join("; "));
+    }
+    Ok(view)
+}
+
+/// A key for display: quoted and escaped, or `empty` for the empty key.
+fn display_key(key: &[u8], empty: &str) -> String {
+    if key.is_empty() {
+        empty.to_string()
+    } else {
+        format!("\"{}\"", key.escape_ascii())
+    }
+}
+
+/// `version/conf_ver`.
+fn display_epoch(region: &Region) -> String {
+    region.epoch.map_or("-".to_string(), |epoch| {
+        format!("{}/{}", epoch.version, epoch.conf_ver)
+    })
+}
+
+fn describe_region(region: &Region) -> String {
+    format!(
+        "region {} [{}, {}) epoch {}",
+        region.id,
+        display_key(&region.start_key, "(start)"),
+        display_key(&region.end_key, "(end)"),
+        display_epoch(region)
+    )
+}
+
+/// One row per region, in key order.
+fn print_regions(view: &ClusterView) {
+    const HEADER: [&str; 8] = [
+        "region",
+        "start",
+        "end",
+        "leader",
+        "peers",
+        "approx keys",
+        "approx bytes",
+        "epoch ver/conf",
+    ];
+    let rows: Vec<Vec<String>> = view
+        .regions
+        .iter()
+        .map(|region| {
+            let peers: Vec<String> = region
+                .region
+                .peers
+                .iter()
+                .map(|peer| peer.store_id.to_string())
+                .collect();
+            vec![
+                region.region.id.to_string(),
+                display_key(&region.region.start_key, "(start)"),
+                display_key(&region.region.end_key, "(end)"),
+                region.leader.map_or("-".to_string(), |id| id.to_string()),
+                peers.join(","),
+                region.approximate_keys.to_string(),
+                region.approximate_bytes.to_string(),
+                display_epoch(&region.region),
+            ]
+        })
+        .collect();
+    print_table(&HEADER, &rows);
+}
+
+/// One row per store, by id: regions it holds a replica of and leads.
+fn print_stores(view: &ClusterView) {
+    const HEADER: [&str; 5] = ["store", "client addr", "state", "regions", "leaders"];
+    let rows: Vec<Vec<String>> = view
+        .stores
+        .iter()
+        .map(|store| {
+            let replicas = view
+                .regions
+                .iter()
+                .filter(|r| r.region.peers.iter().any(|p| p.store_id == store.id))
+                .count();
+            let leaders = view
+                .regions
+                .iter()
+                .filter(|r| r.leader == Some(store.id))
+                .count();
+            vec![
+                store.id.to_string(),
+                store.client_addr.clone().unwrap_or_else(|| "-".to_string()),
+                if store.up { "up" } else { "down" }.to_string(),
+                replicas.to_string(),
+                leaders.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&HEADER, &rows);
 }
 
 fn print_pairs(pairs: &[KvPair]) {
@@ -158,39 +283,6 @@ fn print_cas(outcome: &CasOutcome) {
         Some(value) => println!("previous: {}", String::from_utf8_lossy(value)),
         None => println!("previous: (not found)"),
     }
-}
-
-/// Every node's status: the given endpoints first, then members they report
-/// that did not answer yet, until no new client address turns up.
-async fn discover_status(client: &Client) -> Vec<(String, client::Result<StatusResponse>)> {
-    let mut statuses = client.cluster_status().await;
-    for _ in 0..DISCOVERY_ROUNDS_MAX {
-        let answered: HashSet<u64> = statuses
-            .iter()
-            .filter_map(|(_, status)| status.as_ref().ok().map(|s| s.node_id))
-            .collect();
-        let asked: HashSet<&str> = statuses
-            .iter()
-            .map(|(endpoint, _)| endpoint.as_str())
-            .collect();
-        let mut new_addrs: Vec<String> = statuses
-            .iter()
-            .filter_map(|(_, status)| status.as_ref().ok())
-            .flat_map(|status| &status.members)
-            .filter(|member| !answered.contains(&member.node_id))
-            .map(|member| member.client_addr.clone())
-            .filter(|addr| !addr.is_empty() && !asked.contains(addr.as_str()))
-            .collect();
-        new_addrs.sort();
-        new_addrs.dedup();
-        if new_addrs.is_empty() {
-            break;
-        }
-        let replies =
-            futures::future::join_all(new_addrs.iter().map(|addr| client.status(addr))).await;
-        statuses.extend(new_addrs.into_iter().zip(replies));
-    }
-    statuses
 }
 
 /// Prints one row per (node, region), ordered by node; fails only if no node
@@ -282,5 +374,20 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
         println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_quoted_and_escaped_and_the_edges_named() {
+        assert_eq!(display_key(b"", "(start)"), "(start)");
+        assert_eq!(display_key(b"bench-1", "(end)"), "\"bench-1\"");
+        assert_eq!(
+            display_key(b"a\"b\\\x00\xff", "(end)"),
+            r#""a\"b\\\x00\xff""#
+        );
     }
 }

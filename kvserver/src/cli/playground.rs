@@ -53,6 +53,10 @@ pub struct PlaygroundArgs {
     /// HTTP status port (`/metrics`, `/status`) of node 1; node N uses this plus N - 1.
     #[arg(long, default_value_t = 20180)]
     pub status_port: u16,
+    /// Passed to every `flotilla server`, after `--`: e.g.
+    /// `playground -- --region-split-keys 10000`.
+    #[arg(last = true)]
+    pub server_args: Vec<String>,
 }
 
 /// Where one node listens and keeps its data.
@@ -93,7 +97,7 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
         .join(",");
     let mut nodes = Vec::with_capacity(specs.len());
     let spawned = specs.into_iter().try_for_each(|spec| {
-        nodes.push(spawn_node(&exe, spec, &initial_cluster)?);
+        nodes.push(spawn_node(&exe, spec, &initial_cluster, &args.server_args)?);
         Ok(())
     });
     let outcome = match spawned {
@@ -143,7 +147,12 @@ fn wipe_node_dirs(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_node(exe: &Path, spec: NodeSpec, initial_cluster: &str) -> anyhow::Result<NodeProcess> {
+fn spawn_node(
+    exe: &Path,
+    spec: NodeSpec,
+    initial_cluster: &str,
+    server_args: &[String],
+) -> anyhow::Result<NodeProcess> {
     std::fs::create_dir_all(&spec.dir)
         .with_context(|| format!("creating {}", spec.dir.display()))?;
     let log_path = spec.log_path();
@@ -167,6 +176,7 @@ fn spawn_node(exe: &Path, spec: NodeSpec, initial_cluster: &str) -> anyhow::Resu
         .arg(&spec.dir)
         // Several nodes share this machine's cores.
         .arg("--no-pin")
+        .args(server_args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))

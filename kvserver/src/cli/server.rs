@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::limits::RequestLimits;
 use crate::node::{run_node, NodeConfig};
+use raftstore::peer::SplitThresholds;
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
@@ -35,6 +36,12 @@ pub struct ServerArgs {
     /// segments a checkpoint covers are then dropped.
     #[arg(long, default_value_t = 50_000)]
     pub checkpoint_every_entries: u64,
+    /// A region holding more keys than this splits in two (TiKV's default).
+    #[arg(long, default_value_t = 960_000)]
+    pub region_split_keys: u64,
+    /// A region holding more bytes (keys plus values) than this splits in two.
+    #[arg(long, default_value_t = 96 << 20)]
+    pub region_split_bytes: u64,
     /// Largest key accepted, in bytes.
     #[arg(long, default_value_t = 8 << 10)]
     pub max_key_bytes: usize,
@@ -85,6 +92,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         shards: args.shards,
         pin_cores: !args.no_pin,
         checkpoint_every_entries: args.checkpoint_every_entries,
+        split: SplitThresholds {
+            keys: args.region_split_keys.max(1),
+            bytes: args.region_split_bytes.max(1),
+        },
         limits: RequestLimits {
             key_bytes_max: args.max_key_bytes,
             value_bytes_max: args.max_value_bytes,

@@ -241,6 +241,25 @@ impl Kv for KvService {
         }
     }
 
+    async fn split_region(
+        &self,
+        req: Request<kvpb::SplitRegionRequest>,
+    ) -> Result<Response<kvpb::SplitRegionResponse>, Status> {
+        let req = req.into_inner();
+        self.limits.key(&req.split_key)?;
+        let started = std::time::Instant::now();
+        let (header, _) = header(req.header);
+        let result = self.router.split(header, req.split_key).await;
+        crate::metrics::observe_request("split", result.is_ok(), started);
+        match result.map_err(|e| to_status(e, &self.members))? {
+            WriteResult::Split { left, right } => Ok(Response::new(kvpb::SplitRegionResponse {
+                left: Some(region_to_proto(&left)),
+                right: Some(region_to_proto(&right)),
+            })),
+            _ => unexpected("split region"),
+        }
+    }
+
     async fn status(
         &self,
         _req: Request<kvpb::StatusRequest>,
@@ -257,6 +276,8 @@ impl Kv for KvService {
                 commit_index: s.commit_index,
                 applied_index: s.applied_index,
                 role: s.role.to_string(),
+                approximate_keys: s.size.keys,
+                approximate_bytes: s.size.bytes,
             })
             .collect();
         let members = self

@@ -46,6 +46,7 @@ impl From<ApplyRejection> for ServerFault {
         match rejection {
             ApplyRejection::EpochNotMatch => ServerFault::EpochNotMatch,
             ApplyRejection::KeyNotInRegion => ServerFault::KeyNotInRegion,
+            ApplyRejection::NotADataWrite => ServerFault::UnexpectedResult,
         }
     }
 }

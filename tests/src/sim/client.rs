@@ -358,9 +358,10 @@ fn write_response(result: WriteResult) -> Response {
             succeeded,
             previous,
         },
-        WriteResult::Done | WriteResult::Deleted { .. } | WriteResult::DeletedRange { .. } => {
-            Response::Written
-        }
+        WriteResult::Done
+        | WriteResult::Deleted { .. }
+        | WriteResult::DeletedRange { .. }
+        | WriteResult::Split { .. } => Response::Written,
     }
 }
 

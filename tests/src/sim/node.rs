@@ -10,10 +10,14 @@
 use engine::store::KvStore;
 use engine::wal::{WalBatch, WalRecord};
 use raftstore::checkpoint::RegionCheckpoint;
+use raftstore::peer::NewRegion;
+use raftstore::recovery::load_checkpoints;
+use raftstore::region_map::RegionMap;
 use raftstore::shard_core::{CheckpointDone, ShardCore, ShardIo, ShardMsg};
 use raftstore::{RaftMessage, RaftstoreError, StoreConfig};
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +34,11 @@ pub enum TornPersist {
 
 /// One shard's disk and network, simulated.
 pub struct SimIo {
+    node_id: u64,
+    /// The node's region id counter: durable, shared by its shards.
+    region_ids: Arc<AtomicU64>,
+    /// Regions split off for another shard of this node, to deliver.
+    pub handoffs: Vec<(usize, NewRegion)>,
     /// Durable WAL records, in log order.
     durable: Vec<WalRecord>,
     checkpoint_dir: PathBuf,
@@ -79,6 +88,14 @@ impl ShardIo for SimIo {
         // the checkpoints cover, exactly as it does over unpurged segments.
         Ok(())
     }
+
+    fn allocate_region_id(&mut self) -> Result<u64, RaftstoreError> {
+        Ok(self.node_id << 32 | self.region_ids.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn hand_off(&mut self, shard: usize, region: NewRegion) {
+        self.handoffs.push((shard, region));
+    }
 }
 
 /// One shard of a simulated node.
@@ -110,10 +127,14 @@ impl SimNode {
         let checkpoint_dir = cfg.data_dir.join("store");
         std::fs::create_dir_all(&checkpoint_dir)
             .map_err(|e| RaftstoreError::Internal(format!("create checkpoint dir: {e}")))?;
+        let region_ids = Arc::new(AtomicU64::new(1));
         let shards = (0..cfg.shards)
             .map(|_| SimShard {
                 core: None,
                 io: SimIo {
+                    node_id: cfg.node_id,
+                    region_ids: region_ids.clone(),
+                    handoffs: Vec::new(),
                     durable: Vec::new(),
                     checkpoint_dir: checkpoint_dir.clone(),
                     finished: Vec::new(),
@@ -148,19 +169,20 @@ impl SimNode {
     /// Recovers every shard from the simulated disk.
     pub fn start(&mut self, now_ms: u64) -> Result<(), RaftstoreError> {
         let store = Arc::new(KvStore::new());
+        let region_map = Arc::new(RegionMap::new());
         let now = self.clock(now_ms);
-        for (index, shard) in self.shards.iter_mut().enumerate() {
-            let regions = self
-                .cfg
-                .initial_regions
-                .iter()
-                .filter(|r| self.cfg.shard_of(r.id) == index)
-                .cloned()
-                .collect();
+        let checkpoint_dir = self.cfg.data_dir.join("store");
+        let mut per_shard: Vec<Vec<_>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for cp in load_checkpoints(&checkpoint_dir, &self.cfg.initial_regions, &store)? {
+            per_shard[self.cfg.shard_of(cp.region.id)].push(cp);
+        }
+        for ((index, shard), checkpoints) in self.shards.iter_mut().enumerate().zip(per_shard) {
             shard.core = Some(ShardCore::recover(
                 self.cfg.clone(),
-                regions,
+                index,
+                checkpoints,
                 store.clone(),
+                region_map.clone(),
                 &shard.io.durable,
                 shard.io.checkpoint_dir.clone(),
                 now,
@@ -178,6 +200,7 @@ impl SimNode {
             shard.inbox.clear();
             shard.io.outbox.clear();
             shard.io.finished.clear();
+            shard.io.handoffs.clear();
             shard.io.crash_in_persist = None;
         }
         self.paused = false;
@@ -210,6 +233,7 @@ impl SimNode {
         outgoing: &mut Vec<(u64, Vec<(u64, RaftMessage)>)>,
     ) -> Result<(), RaftstoreError> {
         let now = self.clock(now_ms);
+        let mut handoffs = Vec::new();
         for shard in &mut self.shards {
             let Some(core) = shard.core.as_mut() else {
                 continue;
@@ -220,7 +244,13 @@ impl SimNode {
             core.on_clock(now);
             let result = futures::executor::block_on(core.turn(&mut shard.io));
             outgoing.append(&mut shard.io.outbox);
+            handoffs.append(&mut shard.io.handoffs);
             result?;
+        }
+        for (index, region) in handoffs {
+            if let Some(shard) = self.shards.get_mut(index) {
+                shard.inbox.push_back(ShardMsg::AddRegion(Box::new(region)));
+            }
         }
         Ok(())
     }
