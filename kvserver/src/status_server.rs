@@ -63,6 +63,7 @@ async fn status(State(state): State<StatusState>) -> Json<Value> {
                 "applied_index": s.applied_index,
                 "approximate_keys": s.size.keys,
                 "approximate_bytes": s.size.bytes,
+                "hibernating": s.hibernating,
             })
         })
         .collect();

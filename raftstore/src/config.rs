@@ -39,6 +39,8 @@ pub struct StoreConfig {
     /// A region holding more keys or bytes than this splits at its middle
     /// key (TiKV's defaults: 960,000 keys, 96 MiB).
     pub split: SplitThresholds,
+    /// Idle regions stop ticking and heartbeating (see `Peer::hibernate_if_idle`).
+    pub hibernate: bool,
 }
 
 impl StoreConfig {
@@ -61,6 +63,7 @@ impl StoreConfig {
                 keys: 960_000,
                 bytes: 96 << 20,
             },
+            hibernate: true,
         }
     }
 
@@ -83,6 +86,12 @@ impl StoreConfig {
             read_only_option: raft::ReadOnlyOption::Safe,
             ..Default::default()
         }
+    }
+
+    /// How long a store may stay silent before the regions it leads are
+    /// presumed leaderless: an election timeout.
+    pub fn election_timeout(&self) -> std::time::Duration {
+        self.tick * self.election_ticks as u32
     }
 
     /// Which shard runs `region_id`.

@@ -25,6 +25,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod liveness;
 pub mod log_codec;
 mod logger;
 pub mod metrics;
@@ -91,6 +92,7 @@ pub fn start_store(
     let cfg = Arc::new(cfg);
     let store = Arc::new(KvStore::new());
     let region_map = Arc::new(RegionMap::new());
+    let liveness = Arc::new(liveness::NodeLiveness::new());
     let region_ids = Arc::new(RegionIdAllocator::open(
         &cfg.data_dir.join("meta"),
         cfg.node_id,
@@ -114,6 +116,7 @@ pub fn start_store(
             store: store.clone(),
             region_map: region_map.clone(),
             region_ids: region_ids.clone(),
+            liveness: liveness.clone(),
             shards: senders.clone(),
             sink: sink.clone(),
             checkpoint_dir: checkpoint_dir.clone(),

@@ -68,6 +68,10 @@ pub const NEW_REGION_INDEX: u64 = 5;
 /// Term a region made by a split starts at.
 pub const NEW_REGION_TERM: u64 = 5;
 
+/// Context of the heartbeat a leader sends when its region goes idle: the
+/// followers stop ticking until the region is woken (see [`Peer::step`]).
+pub const HIBERNATE_CONTEXT: &[u8] = b"flotilla/hibernate";
+
 /// Ticks a new region's replica on the parent leader's store waits before
 /// campaigning, so that the other replicas have applied the split too (a
 /// vote request for a region a store does not have yet is dropped).
@@ -102,6 +106,7 @@ pub struct RegionStatus {
     pub role: &'static str,
     /// As of the last size check (leaders check; 0 before the first).
     pub size: RegionSize,
+    pub hibernating: bool,
 }
 
 /// How much data a region holds, as of its last size check.
@@ -148,6 +153,12 @@ pub struct Peer {
     written_since_size_check: Option<RegionSize>,
     /// Ticks left before this replica campaigns (a region just split off).
     campaign_in_ticks: Option<u32>,
+    /// Idle region: neither ticks nor heartbeats until something wakes it.
+    hibernating: bool,
+    may_hibernate: bool,
+    /// A hibernating replica stepped a message: its answer is still to go
+    /// out in the next turn.
+    settling: bool,
 }
 
 fn role_name(role: StateRole) -> &'static str {
@@ -199,7 +210,88 @@ impl Peer {
             size: RegionSize::default(),
             written_since_size_check: None,
             campaign_in_ticks: None,
+            hibernating: false,
+            may_hibernate: cfg.hibernate,
+            settling: false,
         }
+    }
+
+    pub fn is_hibernating(&self) -> bool {
+        self.hibernating
+    }
+
+    /// Hibernating with nothing left to do: a turn may skip it.
+    pub fn is_asleep(&self) -> bool {
+        self.hibernating && !self.settling
+    }
+
+    /// Leaves hibernation: the region ticks (and its leader heartbeats) again.
+    pub fn wake(&mut self) {
+        if self.hibernating {
+            tracing::trace!(region = self.region.id, "woken");
+        }
+        self.hibernating = false;
+    }
+
+    /// The store of this region's leader, as this replica knows it.
+    pub fn leader_store(&self) -> Option<u64> {
+        let leader = self.raw.raft.leader_id;
+        (leader != raft::INVALID_ID).then_some(leader)
+    }
+
+    /// On an idle leader: hibernates and returns the heartbeats that tell
+    /// the followers to stop ticking too.
+    ///
+    /// Idle means nothing is in flight: no proposal, read, snapshot,
+    /// membership change or campaign, everything applied, and every
+    /// follower holds the whole log and knows the commit index (so a
+    /// hibernating follower is never left behind).
+    pub fn hibernate_if_idle(&mut self) -> Option<Vec<Message>> {
+        if !self.may_hibernate || self.hibernating || !self.is_leader() {
+            return None;
+        }
+        let raft = &self.raw.raft;
+        let last = raft.raft_log.last_index();
+        let committed = raft.raft_log.committed;
+        let idle = self.writes.is_empty()
+            && self.reads.is_empty()
+            && self.snapshot_waits.is_empty()
+            && self.campaign_in_ticks.is_none()
+            && raft.commit_to_current_term()
+            && committed == last
+            && self.applied_index == committed
+            && raft.pending_conf_index <= self.applied_index
+            && raft.lead_transferee.is_none()
+            && raft.prs().iter().all(|(id, pr)| {
+                *id == raft.id || (pr.matched == last && pr.committed_index == committed)
+            });
+        if !idle || self.raw.has_ready() {
+            return None;
+        }
+        self.hibernating = true;
+        tracing::trace!(region = self.region.id, "hibernating");
+        let term = raft.term;
+        let from = raft.id;
+        let markers = raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != from)
+            .map(|(id, _)| {
+                let mut m = Message::default();
+                m.set_msg_type(raft::prelude::MessageType::MsgHeartbeat);
+                m.to = *id;
+                m.from = from;
+                m.term = term;
+                // Every follower matched the whole log, all of it committed.
+                m.commit = committed;
+                m.context = HIBERNATE_CONTEXT.to_vec().into();
+                m
+            })
+            .collect();
+        // Nothing is in flight: the pipelining buffers (max_inflight_msgs
+        // entries per follower) are reallocated when the region wakes.
+        self.raw.raft.maybe_free_inflight_buffers();
+        Some(markers)
     }
 
     /// Campaigns after a couple of ticks (see [`NewRegion::campaign`]).
@@ -267,6 +359,7 @@ impl Peer {
 
     /// Proposes a write; `reply` is answered once its fate is known.
     pub fn propose_write(&mut self, cmd: WriteCommand, reply: WriteReply, now: Instant) {
+        self.wake();
         if let Err(e) = self.check_header(&cmd.header) {
             let _ = reply.send(Err(e));
             return;
@@ -304,6 +397,7 @@ impl Peer {
         reply: ReadReply,
         now: Instant,
     ) {
+        self.wake();
         if let Err(e) = self.check_read(&header, &op) {
             let _ = reply.send(Err(e));
             return;
@@ -340,13 +434,37 @@ impl Peer {
         }
     }
 
+    /// Steps a message from another replica. Any message wakes the region,
+    /// except the hibernation heartbeat and its response; a follower that
+    /// receives its leader's hibernation heartbeat hibernates.
     pub fn step(&mut self, msg: Message) {
+        use raft::prelude::MessageType as T;
+        let marker = msg.context.as_ref() == HIBERNATE_CONTEXT;
+        let hibernate = marker && msg.get_msg_type() == T::MsgHeartbeat;
+        let from = msg.from;
+        let marker_answer = marker && msg.get_msg_type() == T::MsgHeartbeatResponse;
+        if !(hibernate || marker_answer) {
+            self.wake();
+        }
+        self.settling = true;
         if let Err(err) = self.raw.step(msg) {
             tracing::debug!(region = self.region.id, %err, "raft message refused");
+            return;
+        }
+        if hibernate {
+            let raft = &self.raw.raft;
+            self.hibernating =
+                self.may_hibernate && raft.state == StateRole::Follower && raft.leader_id == from;
+            if self.hibernating {
+                self.raw.raft.maybe_free_inflight_buffers();
+            }
         }
     }
 
     pub fn tick(&mut self) {
+        if self.hibernating {
+            return;
+        }
         self.raw.tick();
         self.check_snapshot_sends();
         if let Some(ticks) = self.campaign_in_ticks.as_mut() {
@@ -458,6 +576,7 @@ impl Peer {
         &mut self,
         out: &mut TurnOutput,
     ) -> Result<Option<raft::Ready>, RaftstoreError> {
+        self.settling = false;
         if !self.raw.has_ready() {
             return Ok(None);
         }
@@ -893,6 +1012,7 @@ impl Peer {
             applied_index: self.applied_index,
             role: role_name(self.raw.raft.state),
             size: self.size,
+            hibernating: self.hibernating,
         }
     }
 }

@@ -18,6 +18,7 @@ use raft::prelude::Message;
 use crate::checkpoint::RegionCheckpoint;
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
+use crate::liveness::NodeLiveness;
 use crate::metrics;
 use crate::peer::NewRegion;
 use crate::region_id::RegionIdAllocator;
@@ -38,6 +39,7 @@ pub(crate) struct ShardContext {
     pub store: Arc<KvStore>,
     pub region_map: Arc<RegionMap>,
     pub region_ids: Arc<RegionIdAllocator>,
+    pub liveness: Arc<NodeLiveness>,
     /// Every shard's inbox, this one's included (for hand-offs).
     pub shards: Vec<flume::Sender<ShardMsg>>,
     pub sink: Arc<dyn MessageSink>,
@@ -150,7 +152,7 @@ impl Shard {
         if let Some(tear) = &recovery.tear {
             tracing::warn!(shard = shard_index, segment = %tear.segment.display(), offset = tear.offset, reason = %tear.reason, "WAL recovery stopped at a torn record");
         }
-        let core = ShardCore::recover(
+        let mut core = ShardCore::recover(
             cfg,
             shard_index,
             checkpoints,
@@ -160,6 +162,7 @@ impl Shard {
             ctx.checkpoint_dir.clone(),
             Instant::now(),
         )?;
+        core.set_liveness(ctx.liveness.clone());
         Ok(Shard {
             core,
             io: GlommioIo {

@@ -30,6 +30,7 @@ use crate::checkpoint::RegionCheckpoint;
 use crate::command::{ReadOp, RequestHeader, WriteCommand, WriteId, WriteOp};
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
+use crate::liveness::{NodeLiveness, PING_REGION};
 use crate::peer::{NewRegion, Peer, PeerState, ReadReply, RegionStatus, TurnOutput, WriteReply};
 use crate::recovery::recover_log;
 use crate::region::RegionEpoch;
@@ -121,6 +122,12 @@ pub struct ShardCore {
     /// Snapshots for uninitialized replicas that overlap a region not yet
     /// split here; stepped once the overlap is gone (see `step`).
     held_snapshots: BTreeMap<u64, Message>,
+    /// When other stores were last heard from (shared by a store's shards).
+    liveness: Arc<NodeLiveness>,
+    /// Messages produced outside a turn (hibernation heartbeats, pings):
+    /// (destination node, region, message), sent by the next turn.
+    outbox: Vec<(u64, u64, Message)>,
+    ticks: u64,
     next_tick: Instant,
 }
 
@@ -153,6 +160,9 @@ impl ShardCore {
             checkpoint_dir,
             splits: Vec::new(),
             held_snapshots: BTreeMap::new(),
+            liveness: Arc::new(NodeLiveness::new()),
+            outbox: Vec::new(),
+            ticks: 0,
         };
         for checkpoint in checkpoints {
             debug_assert_eq!(core.cfg.shard_of(checkpoint.region.id), shard_index);
@@ -232,6 +242,13 @@ impl ShardCore {
         Ok(())
     }
 
+    /// Shares the store's record of when other stores were last heard
+    /// from; without it a shard knows only the pings it receives itself
+    /// (shard 0 receives all of them).
+    pub fn set_liveness(&mut self, liveness: Arc<NodeLiveness>) {
+        self.liveness = liveness;
+    }
+
     /// When the Raft clock next needs a tick.
     pub fn next_tick(&self) -> Instant {
         self.next_tick
@@ -243,9 +260,34 @@ impl ShardCore {
             return;
         }
         self.step_held_snapshots();
+        self.ticks += 1;
+        let silence_limit = self.cfg.election_timeout();
+        // Asked once per store and tick, however many regions it leads.
+        let mut silent: BTreeMap<u64, bool> = BTreeMap::new();
+        let liveness = &self.liveness;
+        let mut is_silent = |store: u64| {
+            *silent
+                .entry(store)
+                .or_insert_with(|| liveness.is_silent(store, silence_limit, now))
+        };
         for peer in self.peers.values_mut() {
+            if peer.is_hibernating() {
+                match peer.leader_store() {
+                    Some(leader) if leader == self.cfg.node_id => continue,
+                    Some(leader) if !is_silent(leader) => continue,
+                    _ => {
+                        tracing::debug!(region = peer.region().id, "leader's store silent; waking");
+                        peer.wake();
+                    }
+                }
+            }
             peer.tick();
             peer.expire(now);
+            if let Some(markers) = peer.hibernate_if_idle() {
+                let region_id = peer.region().id;
+                self.outbox
+                    .extend(markers.into_iter().map(|m| (m.to, region_id, m)));
+            }
             if let Some(split_key) = peer.check_size(self.cfg.split) {
                 let region = peer.region();
                 tracing::info!(
@@ -260,6 +302,9 @@ impl ShardCore {
                     at: now,
                 });
             }
+        }
+        if self.shard_index == 0 && self.ticks.is_multiple_of(self.cfg.heartbeat_ticks as u64) {
+            self.ping_stores();
         }
         self.next_tick = (self.next_tick + self.cfg.tick).max(now);
     }
@@ -288,6 +333,9 @@ impl ShardCore {
                     let _ = reply.send(Err(RaftstoreError::RegionNotFound { region_id }));
                 }
             },
+            ShardMsg::Raft { region_id, msg } if region_id == PING_REGION => {
+                self.liveness.heard(msg.from, now);
+            }
             ShardMsg::Raft { region_id, msg } => self.step(region_id, *msg),
             ShardMsg::Split {
                 region_id,
@@ -332,6 +380,25 @@ impl ShardCore {
             .filter(|p| p.is_initialized())
             .map(Peer::status)
             .collect()
+    }
+
+    /// Pings every other store this store shares a region with (see
+    /// `liveness`): one message per store, however many regions.
+    fn ping_stores(&mut self) {
+        let me = self.cfg.node_id;
+        let stores: std::collections::BTreeSet<u64> = self
+            .peers
+            .values()
+            .flat_map(|p| p.region().peers.iter().map(|peer| peer.store_id))
+            .filter(|&s| s != me)
+            .collect();
+        for store in stores {
+            let mut ping = Message::default();
+            ping.set_msg_type(raft::prelude::MessageType::MsgHeartbeat);
+            ping.from = me;
+            ping.to = store;
+            self.outbox.push((store, PING_REGION, ping));
+        }
     }
 
     /// Hands a Raft message to its region's replica.
@@ -440,8 +507,12 @@ impl ShardCore {
         if !compacted.is_empty() {
             io.log_compacted(&compacted).await?;
         }
+        out.messages.append(&mut self.outbox);
         let mut readies = Vec::new();
         for (id, peer) in self.peers.iter_mut() {
+            if peer.is_asleep() {
+                continue;
+            }
             peer.flush_reads();
             if let Some(rd) = peer.collect_ready(&mut out)? {
                 readies.push((*id, rd));

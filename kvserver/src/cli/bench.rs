@@ -174,7 +174,9 @@ async fn preload(client: &Client, args: &BenchArgs) -> anyhow::Result<()> {
 /// until every region of the cluster has a leader, and returns how many
 /// regions the cluster has.
 async fn prepare_regions(client: &Client, keys: u64, regions: u64) -> anyhow::Result<usize> {
-    for split_key in split_keys(keys, regions) {
+    // Highest key first: each split then cuts the left part, whose leader
+    // stays, instead of the new right part, which has none for a moment.
+    for split_key in split_keys(keys, regions).into_iter().rev() {
         client
             .split_region(split_key.clone())
             .await

@@ -278,6 +278,7 @@ impl Kv for KvService {
                 role: s.role.to_string(),
                 approximate_keys: s.size.keys,
                 approximate_bytes: s.size.bytes,
+                hibernating: s.hibernating,
             })
             .collect();
         let members = self
