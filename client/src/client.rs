@@ -15,6 +15,7 @@ use crate::region_cache::min_end;
 use crate::retry::{send_part, Attempts, OpKind, PartError, Routed};
 use crate::router::Router;
 use crate::routing::Routing;
+use crate::tso::{Timestamp, TsoClient};
 use flotilla_proto::kvpb::{
     BatchGetRequest, BatchPutRequest, CompareAndSwapRequest, DeleteRangeRequest, DeleteRequest,
     GetRequest, KvPair, PutRequest, Region, RequestHeader, ScanRequest, SplitRegionRequest,
@@ -24,13 +25,18 @@ use rand::Rng;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Pairs a scan asks one region for at most: the server's per-request
 /// maximum, and what a scan with limit 0 returns at most. A region that
 /// answers fewer pairs than asked has no more in the range, which holds as
 /// long as the server's maximum is not below this.
 const SCAN_PART_LIMIT_MAX: u32 = 10_000;
+
+/// Keys starting with these bytes belong to the cluster itself (its
+/// placement metadata): the server refuses user keys there, refuses writes
+/// to ranges reaching them, and ends scans before them.
+pub const SYSTEM_KEY_PREFIX: [u8; 2] = [0xFF, 0xFF];
 
 /// A handle to a Flotilla cluster. Cheap to clone; clones share connections,
 /// the route cache and the write identity (`client_id`).
@@ -46,6 +52,8 @@ struct Shared {
     client_id: u64,
     /// The last sequence handed out; writes use strictly increasing values.
     last_sequence: AtomicU64,
+    /// The timestamp batching task, started by the first `get_timestamp`.
+    tso: OnceLock<TsoClient>,
 }
 
 /// The result of [`Client::compare_and_swap`].
@@ -79,6 +87,7 @@ impl Client {
                 routing,
                 client_id,
                 last_sequence: AtomicU64::new(0),
+                tso: OnceLock::new(),
             }),
         })
     }
@@ -222,24 +231,36 @@ impl Client {
         Ok(response.existed)
     }
 
-    /// Removes every key in `[start, end)` (an empty `end`: to the end of the
-    /// keyspace); returns how many existed. Each region's part is one atomic
-    /// request with its own `(client_id, sequence)`; the parts run
-    /// concurrently, so the whole is not atomic (a failure after some part
-    /// applied is [`ClientError::Indeterminate`]). If a region split while a
-    /// part's outcome was unknown, the count may include that part twice.
+    /// Removes every key in `[start, end)`; returns how many existed. An
+    /// empty `end` means the end of the user keys: the range stops where the
+    /// reserved [`SYSTEM_KEY_PREFIX`] begins. Each
+    /// region's part is one atomic request with its own `(client_id,
+    /// sequence)`; the parts run concurrently, so the whole is not atomic (a
+    /// failure after some part applied is [`ClientError::Indeterminate`]). If
+    /// a region split while a part's outcome was unknown, the count may
+    /// include that part twice.
     pub async fn delete_range(
         &self,
         start: impl Into<Vec<u8>>,
         end: impl Into<Vec<u8>>,
     ) -> Result<u64> {
-        let range = KeyRange {
+        let mut range = KeyRange {
             start: start.into(),
             end: end.into(),
         };
         if !range.end.is_empty() && range.end <= range.start {
             return Err(ClientError::InvalidArgument(
                 "end_key must be greater than start_key (or empty for unbounded)".into(),
+            ));
+        }
+        // Cut here, before the range is divided by region: no part may reach
+        // the system keys.
+        if range.end.is_empty() || range.end.as_slice() > &SYSTEM_KEY_PREFIX[..] {
+            range.end = SYSTEM_KEY_PREFIX.to_vec();
+        }
+        if range.start.as_slice() >= &SYSTEM_KEY_PREFIX[..] {
+            return Err(ClientError::InvalidArgument(
+                "keys starting with 0xFF 0xFF are reserved for the cluster's own metadata".into(),
             ));
         }
         let routing = &self.shared.routing;
@@ -467,6 +488,22 @@ impl Client {
         endpoints.into_iter().zip(replies).collect()
     }
 
+    /// A timestamp from the cluster's timestamp oracle, greater than every
+    /// timestamp this client returned before and every one the cluster
+    /// handed out before the call. Concurrent calls share one request to the
+    /// placement leader.
+    pub async fn get_timestamp(&self) -> Result<Timestamp> {
+        let tso = match self.shared.tso.get() {
+            Some(tso) => tso,
+            None => {
+                let started = TsoClient::start(&self.shared.config)?;
+                // A concurrent first call may have won; its task serves both.
+                self.shared.tso.get_or_init(|| started)
+            }
+        };
+        tso.get_timestamp().await
+    }
+
     /// A fresh sequence for a write.
     fn next_sequence(&self) -> u64 {
         let sequence = self.shared.last_sequence.fetch_add(1, Ordering::Relaxed) + 1;
@@ -544,5 +581,25 @@ fn write_header(client_id: u64, sequence: u64) -> RequestHeader {
         region_epoch: None,
         client_id,
         sequence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn range_deletes_of_system_keys_only_are_refused_before_sending() {
+        // Nobody listens there: a refusal must come without a request.
+        let client = Client::connect(ClientConfig::new(["127.0.0.1:9"]))
+            .await
+            .unwrap();
+        for start in [&b"\xFF\xFF"[..], b"\xFF\xFF\x00"] {
+            let refused = client.delete_range(start, "").await;
+            assert!(
+                matches!(&refused, Err(ClientError::InvalidArgument(m)) if m.contains("0xFF 0xFF")),
+                "{refused:?}"
+            );
+        }
     }
 }

@@ -58,6 +58,14 @@
 //! and are atomic per region only; `scan` walks the regions in key order.
 //! [`Client::split_region`] splits a region; [`Client::cluster_view`] shows
 //! the merged regions and stores.
+//!
+//! # Timestamps
+//!
+//! [`Client::get_timestamp`] asks the cluster's timestamp oracle (served by
+//! the placement leader) for a [`Timestamp`]. Concurrent calls are batched
+//! into one request on one stream; the client follows the placement leader
+//! and never returns a timestamp that is not greater than every one it
+//! returned before.
 
 #![warn(missing_docs)]
 
@@ -73,11 +81,13 @@ mod region_cache;
 mod retry;
 mod router;
 mod routing;
+mod tso;
 
-pub use client::{CasOutcome, Client};
+pub use client::{CasOutcome, Client, SYSTEM_KEY_PREFIX};
 pub use cluster_view::{ClusterView, RegionView, StoreView};
 pub use config::ClientConfig;
 pub use error::{ClientError, Result};
 pub use flotilla_proto::kvpb::{
     KvPair, Member, Peer, Region, RegionEpoch, RegionStatus, StatusResponse,
 };
+pub use tso::{Timestamp, TIMESTAMP_LOGICAL_BITS};

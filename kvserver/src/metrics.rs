@@ -10,7 +10,7 @@ use prometheus::{
 };
 
 /// Client requests, from arrival at the service to the reply, by `kind`
-/// (`write` or `read`) and `outcome` (`ok` or `error`).
+/// (`write`, `read`, `split` or `tso`) and `outcome` (`ok` or `error`).
 pub static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     // Registration fails only on a duplicate name: a programming error.
     register_histogram_vec!(

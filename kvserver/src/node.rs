@@ -1,5 +1,8 @@
 //! A whole node: the store's shards (glommio), the peer transport and the
-//! gRPC servers (tokio), wired together and torn down in order.
+//! gRPC servers (tokio: the client API and the placement driver's on the
+//! client port, the Raft transport on the peer port), wired together and
+//! torn down in order. A fresh node bootstraps two regions: user keys and
+//! the reserved system keys.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +10,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use flotilla_proto::kvpb::kv_server::KvServer;
+use flotilla_proto::placementpb::placement_server::PlacementServer;
 use flotilla_proto::raftpb::raft_transport_server::RaftTransportServer;
+use placement::system_keys::SYSTEM_KEY_PREFIX;
 use raftstore::region::RegionMeta;
 use raftstore::StoreConfig;
 use tonic::transport::server::TcpIncoming;
@@ -16,10 +21,31 @@ use crate::limits::RequestLimits;
 use crate::members::{MemberAddrs, Members};
 use crate::peer_transport::{PeerTransport, PEER_MESSAGE_BYTES_MAX};
 use crate::service::kv::KvService;
+use crate::service::placement::PlacementService;
 use crate::service::raft::RaftTransportService;
 
-/// The one region a fresh cluster starts with; it splits as it grows.
+/// The region holding the user keyspace `["", 0xFF 0xFF)` of a fresh
+/// cluster; it splits as it grows.
 pub const FIRST_REGION_ID: u64 = 1;
+/// The region holding the reserved system keyspace `[0xFF 0xFF, unbounded)`
+/// of a fresh cluster: the placement driver's state, in a Raft group of its
+/// own so placement traffic never queues behind user load. Its leader is the
+/// placement leader. (Regions made by splits get ids of at least 2^32.)
+pub const SYSTEM_REGION_ID: u64 = 2;
+
+/// The regions a fresh cluster bootstraps on `store_ids`: user keys and
+/// system keys, split at [`SYSTEM_KEY_PREFIX`].
+pub fn bootstrap_regions(store_ids: &[u64]) -> Vec<RegionMeta> {
+    let user = RegionMeta {
+        end_key: SYSTEM_KEY_PREFIX.to_vec(),
+        ..RegionMeta::whole_keyspace(FIRST_REGION_ID, store_ids)
+    };
+    let system = RegionMeta {
+        start_key: SYSTEM_KEY_PREFIX.to_vec(),
+        ..RegionMeta::whole_keyspace(SYSTEM_REGION_ID, store_ids)
+    };
+    vec![user, system]
+}
 
 pub struct NodeConfig {
     pub node_id: u64,
@@ -58,11 +84,7 @@ pub async fn run_node(
         .with_context(|| format!("resolving data dir {}", cfg.data_dir.display()))?;
 
     let store_ids: Vec<u64> = cfg.initial_cluster.iter().map(|(id, _)| *id).collect();
-    let mut store_cfg = StoreConfig::new(
-        cfg.node_id,
-        data_dir,
-        vec![RegionMeta::whole_keyspace(FIRST_REGION_ID, &store_ids)],
-    );
+    let mut store_cfg = StoreConfig::new(cfg.node_id, data_dir, bootstrap_regions(&store_ids));
     store_cfg.shards = cfg.shards;
     store_cfg.pin_cores = cfg.pin_cores;
     store_cfg.checkpoint_every_entries = cfg.checkpoint_every_entries.max(1);
@@ -99,6 +121,11 @@ pub async fn run_node(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let placement = PlacementServer::new(PlacementService::start(
+        cfg.node_id,
+        router.clone(),
+        members.clone(),
+    ));
     let kv = KvService {
         node_id: cfg.node_id,
         client_addr: cfg.client_addr.clone(),
@@ -124,6 +151,7 @@ pub async fn run_node(
     let client_server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(kv)
+            .add_service(placement)
             .serve_with_incoming_shutdown(incoming(client_listener), stopped(stop_rx.clone())),
     );
     let peer_server = tokio::spawn(
@@ -208,4 +236,29 @@ async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(sock)
         .await
         .with_context(|| format!("cannot listen on {addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use placement::system_keys::{is_system_key, TSO_WINDOW_KEY};
+
+    #[test]
+    fn a_fresh_cluster_tiles_the_keyspace_with_a_user_and_a_system_region() {
+        let [user, system] = &bootstrap_regions(&[1, 2, 3])[..] else {
+            panic!("two regions");
+        };
+        assert_eq!((user.id, system.id), (FIRST_REGION_ID, SYSTEM_REGION_ID));
+        assert!(user.start_key.is_empty() && system.end_key.is_empty());
+        assert_eq!(user.end_key, system.start_key);
+        assert!(system.contains_key(TSO_WINDOW_KEY));
+        assert!(!user.contains_key(TSO_WINDOW_KEY));
+        assert!(user.contains_key(b"\xFF\xFE\xFF"));
+        // The boundary is exactly where system keys begin.
+        assert!(is_system_key(&system.start_key));
+        for region in [user, system] {
+            let stores: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
+            assert_eq!(stores, [1, 2, 3]);
+        }
+    }
 }

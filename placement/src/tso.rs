@@ -69,6 +69,10 @@ pub enum TsoError {
     WindowExhausted { needed_upper_ms: u64 },
     #[error("a timestamp batch holds 1 to {max} timestamps, not {requested}")]
     BadCount { requested: u32, max: u64 },
+    /// The stored window is not a window (see `tso_window`): something
+    /// other than the placement driver wrote the system key.
+    #[error("the stored timestamp window is malformed ({len} bytes, not 16)")]
+    MalformedWindow { len: usize },
 }
 
 /// The allocator of one placement leader.

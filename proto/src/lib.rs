@@ -10,3 +10,8 @@ pub mod kvpb {
 pub mod raftpb {
     tonic::include_proto!("flotilla.raft");
 }
+
+/// The placement driver's API (`flotilla.placement`): the timestamp oracle.
+pub mod placementpb {
+    tonic::include_proto!("flotilla.placement");
+}

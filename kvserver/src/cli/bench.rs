@@ -1,19 +1,26 @@
-//! `flotilla bench`: a closed-loop load generator. N tasks each issue one
-//! operation at a time on uniformly random keys; latencies of operations
+//! `flotilla bench`: a closed-loop load generator. N closed loops each issue
+//! one operation at a time on uniformly random keys; latencies of operations
 //! started after the warmup are recorded in a histogram (microseconds), and
 //! the report gives throughput, errors and p50/p99/p99.9/max latency, as text
 //! or as one JSON line. With `--regions N` the bench first splits its key
 //! space into N regions at evenly spaced keys and waits until every region
 //! of the cluster has a leader; the report names how many regions exist.
+//!
+//! `--workload tso` measures the timestamp oracle instead: `--clients`
+//! independent clients (each its own connection and timestamp stream), each
+//! with `--tso-callers` closed loops calling `get_timestamp` (all of one
+//! client's in one task), so the client's batching is what is measured. Each caller checks that its
+//! timestamps strictly increase (a violation counts as an error).
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use client::{Client, ClientConfig, KvPair};
+use client::{Client, ClientConfig, KvPair, Timestamp};
 use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use std::fmt::Write as _;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Largest latency the histogram tracks exactly (longer ones are clamped).
@@ -33,9 +40,14 @@ pub struct BenchArgs {
     /// Client addresses of some or all nodes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:20160")]
     pub endpoints: Vec<String>,
-    /// Concurrent closed-loop tasks.
+    /// Concurrent closed-loop tasks; with `--workload tso`, independent
+    /// clients (each with `--tso-callers` tasks).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub clients: u32,
+    /// With `--workload tso`: closed-loop `get_timestamp` callers per client,
+    /// whose concurrent calls the client batches into one request.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tso_callers: u32,
     /// Measured seconds (after the warmup).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub duration: u64,
@@ -72,6 +84,8 @@ pub enum Workload {
     Get,
     /// Gets with probability `--read-ratio`, puts otherwise, on preloaded keys.
     Mixed,
+    /// Timestamps from the timestamp oracle (`get_timestamp`).
+    Tso,
 }
 
 impl Workload {
@@ -80,6 +94,15 @@ impl Workload {
             Workload::Put => "put",
             Workload::Get => "get",
             Workload::Mixed => "mixed",
+            Workload::Tso => "tso",
+        }
+    }
+
+    /// What one operation yields, for the report.
+    fn unit(self) -> &'static str {
+        match self {
+            Workload::Tso => "timestamps",
+            Workload::Put | Workload::Get | Workload::Mixed => "ops",
         }
     }
 }
@@ -107,7 +130,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("preparing regions")?;
     tracing::info!(regions, "every region has a leader; starting the load");
-    if args.workload != Workload::Put {
+    if matches!(args.workload, Workload::Get | Workload::Mixed) {
         preload(&client, &args).await.context("preloading keys")?;
     }
     let warmup = Duration::from_secs(args.warmup);
@@ -115,16 +138,37 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let measure_from = started + warmup;
     let stop_at = measure_from + measured;
-    let tasks: Vec<_> = (0..args.clients)
-        .map(|_| {
+    // One task per client and `callers` closed loops in each task: a
+    // client's timestamp callers share a task (and one histogram), so a
+    // thousand of them cost no more than their calls.
+    let (clients, callers) = match args.workload {
+        Workload::Tso => {
+            // Independent clients: each batches its own callers on its own stream.
+            let mut clients = vec![client];
+            for _ in 1..args.clients {
+                clients.push(
+                    Client::connect(ClientConfig::new(args.endpoints.clone()))
+                        .await
+                        .context("connecting to the cluster")?,
+                );
+            }
+            (clients, args.tso_callers)
+        }
+        Workload::Put | Workload::Get | Workload::Mixed => {
+            ((0..args.clients).map(|_| client.clone()).collect(), 1)
+        }
+    };
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
             let load = Load {
-                client: client.clone(),
+                client,
                 workload: args.workload,
                 keys: args.keys,
                 value_size: args.value_size,
                 read_ratio: args.read_ratio,
             };
-            tokio::spawn(load.run(measure_from, stop_at))
+            tokio::spawn(load.run(callers, measure_from, stop_at))
         })
         .collect();
     let mut total = TaskResult::empty()?;
@@ -223,43 +267,93 @@ struct Load {
 }
 
 impl Load {
-    async fn run(self, measure_from: Instant, stop_at: Instant) -> anyhow::Result<TaskResult> {
+    /// Runs `callers` closed loops concurrently in this task until
+    /// `stop_at`; returns what they measured from `measure_from` on.
+    async fn run(
+        self,
+        callers: u32,
+        measure_from: Instant,
+        stop_at: Instant,
+    ) -> anyhow::Result<TaskResult> {
+        let result = Mutex::new(TaskResult::empty()?);
+        futures::future::join_all(
+            (0..callers).map(|_| self.closed_loop(&result, measure_from, stop_at)),
+        )
+        .await;
+        Ok(result.into_inner().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// One operation at a time until `stop_at`, recorded into `result`.
+    async fn closed_loop(
+        &self,
+        result: &Mutex<TaskResult>,
+        measure_from: Instant,
+        stop_at: Instant,
+    ) {
         let mut rng = StdRng::from_entropy();
         let mut value = vec![0u8; self.value_size];
         rng.fill_bytes(&mut value);
-        let mut result = TaskResult::empty()?;
+        let mut last_timestamp = Timestamp(0);
+        // Closed loop: an operation starts when the previous one ended.
+        let mut op_started = Instant::now();
         loop {
-            let op_started = Instant::now();
             if op_started >= stop_at {
-                return Ok(result);
+                return;
             }
-            let key = key_of(rng.gen_range(0..self.keys));
-            let is_read = match self.workload {
-                Workload::Put => false,
-                Workload::Get => true,
-                Workload::Mixed => rng.gen_bool(self.read_ratio),
+            let outcome = match self.workload {
+                Workload::Tso => self.next_timestamp(&mut last_timestamp).await,
+                Workload::Put | Workload::Get | Workload::Mixed => {
+                    let key = key_of(rng.gen_range(0..self.keys));
+                    let is_read = match self.workload {
+                        Workload::Get => true,
+                        Workload::Mixed => rng.gen_bool(self.read_ratio),
+                        Workload::Put | Workload::Tso => false,
+                    };
+                    let done = if is_read {
+                        self.client.get(key).await.map(drop)
+                    } else {
+                        self.client.put(key, value.clone()).await
+                    };
+                    done.map_err(|err| err.to_string())
+                }
             };
-            let outcome = if is_read {
-                self.client.get(key).await.map(drop)
-            } else {
-                self.client.put(key, value.clone()).await
-            };
-            if op_started < measure_from {
+            let op_ended = Instant::now();
+            let elapsed = op_ended - op_started;
+            let measured = op_started >= measure_from;
+            op_started = op_ended;
+            if !measured {
                 continue;
             }
+            let mut result = result.lock().unwrap_or_else(PoisonError::into_inner);
             match outcome {
                 Ok(()) => {
-                    let elapsed_us =
-                        u64::try_from(op_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
                     result.latencies_us.saturating_record(elapsed_us.max(1));
                     result.ops += 1;
                 }
                 Err(err) => {
                     result.errors += 1;
-                    result.first_error.get_or_insert_with(|| err.to_string());
+                    result.first_error.get_or_insert(err);
                 }
             }
         }
+    }
+
+    /// One timestamp, checked to be above this caller's previous one.
+    async fn next_timestamp(&self, last: &mut Timestamp) -> Result<(), String> {
+        let timestamp = self
+            .client
+            .get_timestamp()
+            .await
+            .map_err(|e| e.to_string())?;
+        if timestamp <= *last {
+            return Err(format!(
+                "timestamp {} is not above this caller's previous {}",
+                timestamp.0, last.0
+            ));
+        }
+        *last = timestamp;
+        Ok(())
     }
 }
 
@@ -321,10 +415,14 @@ impl Report<'_> {
         if args.workload == Workload::Mixed {
             let _ = write!(out, " read-ratio={}", args.read_ratio);
         }
+        if args.workload == Workload::Tso {
+            let _ = write!(out, " tso-callers={}", args.tso_callers);
+        }
         let _ = write!(out, " endpoints={}", args.endpoints.join(","));
+        let unit = args.workload.unit();
         let _ = write!(
             out,
-            "\nops: {} ({:.1} ops/s), errors: {}",
+            "\n{unit}: {} ({:.1} {unit}/s), errors: {}",
             self.total.ops,
             self.ops_per_sec(),
             self.total.errors
@@ -348,7 +446,11 @@ impl Report<'_> {
         let endpoints: Vec<String> = args.endpoints.iter().map(|e| json_string(e)).collect();
         let read_ratio = match args.workload {
             Workload::Mixed => args.read_ratio.to_string(),
-            Workload::Put | Workload::Get => "null".to_string(),
+            Workload::Put | Workload::Get | Workload::Tso => "null".to_string(),
+        };
+        let tso_callers = match args.workload {
+            Workload::Tso => args.tso_callers.to_string(),
+            Workload::Put | Workload::Get | Workload::Mixed => "null".to_string(),
         };
         let first_error = self
             .total
@@ -358,7 +460,7 @@ impl Report<'_> {
         format!(
             concat!(
                 "{{\"workload\":\"{}\",\"clients\":{},\"duration_s\":{},\"warmup_s\":{},\"keys\":{},",
-                "\"value_size\":{},\"regions\":{},\"read_ratio\":{},\"endpoints\":[{}],\"ops\":{},\"errors\":{},",
+                "\"value_size\":{},\"regions\":{},\"read_ratio\":{},\"tso_callers\":{},\"endpoints\":[{}],\"ops\":{},\"errors\":{},",
                 "\"ops_per_sec\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},",
                 "\"first_error\":{}}}"
             ),
@@ -370,6 +472,7 @@ impl Report<'_> {
             args.value_size,
             self.regions,
             read_ratio,
+            tso_callers,
             endpoints.join(","),
             self.total.ops,
             self.total.errors,

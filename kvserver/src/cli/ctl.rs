@@ -7,7 +7,9 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use client::{CasOutcome, Client, ClientConfig, ClusterView, KvPair, Region, StatusResponse};
+use client::{
+    CasOutcome, Client, ClientConfig, ClusterView, KvPair, Region, StatusResponse, Timestamp,
+};
 
 /// Arguments of `flotilla ctl`.
 #[derive(Args, Debug)]
@@ -91,6 +93,10 @@ pub enum CtlCommand {
     Regions,
     /// Print every store: address, whether it answered, regions and leaders.
     Stores,
+    /// Print one timestamp from the timestamp oracle: its value, its
+    /// physical part (ms since the Unix epoch, and as UTC) and its logical
+    /// part.
+    Tso,
 }
 
 /// Runs one `ctl` command and prints its result.
@@ -142,6 +148,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::Regions => print_regions(&answered_view(&client).await?),
         CtlCommand::Stores => print_stores(&answered_view(&client).await?),
+        CtlCommand::Tso => print_timestamp(client.get_timestamp().await?),
     }
     Ok(())
 }
@@ -255,6 +262,43 @@ fn print_stores(view: &ClusterView) {
         })
         .collect();
     print_table(&HEADER, &rows);
+}
+
+fn print_timestamp(timestamp: Timestamp) {
+    println!("timestamp: {}", timestamp.0);
+    println!(
+        "physical:  {} ms ({})",
+        timestamp.physical_ms(),
+        utc_from_unix_ms(timestamp.physical_ms())
+    );
+    println!("logical:   {}", timestamp.logical());
+}
+
+/// `ms` since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic
+/// Gregorian calendar; days to dates by Howard Hinnant's `civil_from_days`).
+fn utc_from_unix_ms(ms: u64) -> String {
+    let (days, ms_of_day) = (ms / 86_400_000, ms % 86_400_000);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1_000 % 60,
+        ms_of_day % 1_000
+    )
 }
 
 fn print_pairs(pairs: &[KvPair]) {
@@ -388,6 +432,23 @@ mod tests {
         assert_eq!(
             display_key(b"a\"b\\\x00\xff", "(end)"),
             r#""a\"b\\\x00\xff""#
+        );
+    }
+
+    #[test]
+    fn physical_times_print_as_utc() {
+        assert_eq!(utc_from_unix_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            utc_from_unix_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            utc_from_unix_ms(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(
+            utc_from_unix_ms(4_102_444_799_999),
+            "2099-12-31T23:59:59.999Z"
         );
     }
 }

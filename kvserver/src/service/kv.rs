@@ -1,6 +1,8 @@
 //! The `flotilla.kv.Kv` service: validates each request, hands it to the
 //! region's shard through the [`StoreRouter`], and maps the outcome to a
-//! response or an actionable status.
+//! response or an actionable status. Every key and range passes through
+//! [`RequestLimits`], which also keeps users out of the reserved system
+//! keyspace.
 
 use flotilla_proto::kvpb::{self, kv_server::Kv};
 use raftstore::command::{ReadOp, ReadResult, RequestHeader, WriteId, WriteOp, WriteResult};
@@ -167,21 +169,17 @@ impl Kv for KvService {
         req: Request<kvpb::DeleteRangeRequest>,
     ) -> Result<Response<kvpb::DeleteRangeResponse>, Status> {
         let req = req.into_inner();
-        self.limits.bound(&req.start_key)?;
-        self.limits.bound(&req.end_key)?;
         if !req.end_key.is_empty() && req.end_key <= req.start_key {
             return Err(Status::invalid_argument(
                 "end_key must be greater than start_key (or empty for unbounded)",
             ));
         }
+        let Some((start, end)) = self.limits.user_range(&req.start_key, &req.end_key)? else {
+            // Only system keys in range: nothing a user may delete.
+            return Ok(Response::new(kvpb::DeleteRangeResponse { deleted: 0 }));
+        };
         match self
-            .write(
-                req.header,
-                WriteOp::DeleteRange {
-                    start: req.start_key,
-                    end: req.end_key,
-                },
-            )
+            .write(req.header, WriteOp::DeleteRange { start, end })
             .await?
         {
             WriteResult::DeletedRange { count } => {
@@ -196,16 +194,18 @@ impl Kv for KvService {
         req: Request<kvpb::ScanRequest>,
     ) -> Result<Response<kvpb::ScanResponse>, Status> {
         let req = req.into_inner();
-        self.limits.bound(&req.start_key)?;
-        self.limits.bound(&req.end_key)?;
         if !req.end_key.is_empty() && req.end_key < req.start_key {
             return Err(Status::invalid_argument(
                 "end_key must not be less than start_key (or empty for unbounded)",
             ));
         }
+        let Some((start, end)) = self.limits.user_range(&req.start_key, &req.end_key)? else {
+            // Only system keys in range: nothing a user may see.
+            return Ok(Response::new(kvpb::ScanResponse { pairs: Vec::new() }));
+        };
         let op = ReadOp::Scan {
-            start: req.start_key,
-            end: req.end_key,
+            start,
+            end,
             limit: self.limits.scan_limit(req.limit),
             reverse: req.reverse,
         };

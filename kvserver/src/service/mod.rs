@@ -1,4 +1,6 @@
-//! gRPC services a node serves: the client API and the Raft transport.
+//! gRPC services a node serves: the client API, the placement driver's
+//! (the timestamp oracle) and the Raft transport.
 
 pub mod kv;
+pub mod placement;
 pub mod raft;
