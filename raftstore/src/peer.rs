@@ -233,6 +233,37 @@ impl Peer {
         self.hibernating = false;
     }
 
+    /// Gives back what an idle region need not hold: raft-rs's pipelining
+    /// buffers (`max_inflight_msgs` slots per follower) and the spare
+    /// capacity of its message and log vectors. Reallocated on demand
+    /// when the region wakes.
+    fn release_idle_memory(&mut self) {
+        let raft = &mut self.raw.raft;
+        raft.maybe_free_inflight_buffers();
+        raft.msgs.shrink_to_fit();
+        raft.raft_log.unstable.entries.shrink_to_fit();
+        self.raw.mut_store().shrink_to_fit();
+        self.reads.shrink_to_fit();
+        self.writes.shrink_to_fit();
+    }
+
+    /// Wakes a hibernating follower whose leader's store went silent, and
+    /// returns a message that wakes the leader in turn if it is alive after
+    /// all (its pings were only late): it then heartbeats again, instead of
+    /// the followers timing out and electing a new leader without need.
+    pub fn wake_for_silence(&mut self) -> Option<Message> {
+        self.wake();
+        let raft = &self.raw.raft;
+        let leader = self.leader_store()?;
+        let mut m = Message::default();
+        m.set_msg_type(raft::prelude::MessageType::MsgHeartbeatResponse);
+        m.from = raft.id;
+        m.to = leader;
+        m.term = raft.term;
+        m.commit = raft.raft_log.committed;
+        Some(m)
+    }
+
     /// The store of this region's leader, as this replica knows it.
     pub fn leader_store(&self) -> Option<u64> {
         let leader = self.raw.raft.leader_id;
@@ -288,9 +319,7 @@ impl Peer {
                 m
             })
             .collect();
-        // Nothing is in flight: the pipelining buffers (max_inflight_msgs
-        // entries per follower) are reallocated when the region wakes.
-        self.raw.raft.maybe_free_inflight_buffers();
+        self.release_idle_memory();
         Some(markers)
     }
 
@@ -456,7 +485,7 @@ impl Peer {
             self.hibernating =
                 self.may_hibernate && raft.state == StateRole::Follower && raft.leader_id == from;
             if self.hibernating {
-                self.raw.raft.maybe_free_inflight_buffers();
+                self.release_idle_memory();
             }
         }
     }

@@ -276,8 +276,11 @@ impl ShardCore {
                     Some(leader) if leader == self.cfg.node_id => continue,
                     Some(leader) if !is_silent(leader) => continue,
                     _ => {
-                        tracing::debug!(region = peer.region().id, "leader's store silent; waking");
-                        peer.wake();
+                        let region_id = peer.region().id;
+                        tracing::debug!(region = region_id, "leader's store silent; waking");
+                        if let Some(m) = peer.wake_for_silence() {
+                            self.outbox.push((m.to, region_id, m));
+                        }
                     }
                 }
             }

@@ -100,6 +100,11 @@ impl RegionStorage {
         self.entries.extend_from_slice(ents);
     }
 
+    /// Releases the spare capacity of the in-memory log.
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
     /// Drops entries up to and including `index` (covered by a checkpoint).
     pub fn compact_to(&mut self, index: u64) {
         if index <= self.truncated_index {

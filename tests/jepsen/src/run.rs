@@ -12,7 +12,8 @@ use crate::backend::docker::{DockerBackend, DockerConfig};
 use crate::backend::local::LocalBackend;
 use crate::backend::{check_supported, client_config, BackendKind, ClusterBackend, Control};
 use crate::check::{CheckResult, FinalRead, Validity};
-use crate::nemesis::{schedule, FaultKind, Nemesis};
+use crate::nemesis::events::split_counts;
+use crate::nemesis::{schedule, server_args, FaultKind, Nemesis};
 use crate::report::verdict::{HistoryStats, Verdict};
 use crate::report::ReportDir;
 use crate::workload::bank::BankWorkload;
@@ -115,6 +116,7 @@ pub async fn execute(options: &RunOptions) -> Result<RunOutcome, Error> {
                 run_id,
                 data_root: report.data_dir(),
                 nodes: options.nodes,
+                server_args: server_args(&options.faults),
             })
             .await?;
             run_on(backend, options, &report).await?
@@ -124,6 +126,7 @@ pub async fn execute(options: &RunOptions) -> Result<RunOutcome, Error> {
                 options.server_binary.clone(),
                 report.data_dir(),
                 options.nodes,
+                server_args(&options.faults),
             )
             .await?;
             run_on(backend, options, &report).await?
@@ -188,6 +191,7 @@ async fn run_workload<B: ClusterBackend, W: Workload>(
         &mut rng,
         &options.faults,
         &backend.node_ids(),
+        workload.key_space(),
         options.time_limit,
     );
     report.write_json("schedule.json", &schedule)?;
@@ -276,8 +280,10 @@ async fn run_workload<B: ClusterBackend, W: Workload>(
             details: serde_json::Value::Null,
         });
     }
+    let regions_at_end = control.regions_holding(workload.key_space()).await;
     let end_ns = recorder.now_ns();
     let events = nemesis.events().to_vec();
+    let (splits_done, splits_failed) = split_counts(&events);
     let verdict = Verdict {
         validity: Verdict::validity_of(&checks),
         workload: options.workload.name(),
@@ -291,6 +297,9 @@ async fn run_workload<B: ClusterBackend, W: Workload>(
             .iter()
             .filter(|event| event.phase == crate::nemesis::events::Phase::Start)
             .count(),
+        splits_done,
+        splits_failed,
+        regions_at_end,
         checker_ms,
         checks,
     };

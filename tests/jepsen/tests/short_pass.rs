@@ -1,6 +1,8 @@
 //! A short Jepsen pass for every `cargo test`: the register and set
 //! workloads, 20 s each on 3 nodes, with kill and pause faults — and
-//! partitions when the nodes run in Docker. Docker is used when its daemon
+//! partitions when the nodes run in Docker. The set run adds region splits
+//! (the split nemesis, and servers that split regions by size), so its
+//! final scan crosses region boundaries. Docker is used when its daemon
 //! answers and this process may enter network namespaces (root, `nsenter`
 //! and `iptables` present); otherwise the nodes are local processes. The
 //! test prints which.
@@ -71,7 +73,7 @@ fn backend() -> (BackendKind, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_register_and_set_runs_are_valid() {
+async fn short_register_and_set_with_splits_runs_are_valid() {
     let seed = seed();
     println!("seed = {seed} (replay with FLOTILLA_JEPSEN_SEED={seed})");
     let (backend, why) = backend();
@@ -82,10 +84,15 @@ async fn short_register_and_set_runs_are_valid() {
     } else {
         println!("partitions need the Docker backend; running kill and pause only");
     }
-    for workload in [WorkloadKind::Register, WorkloadKind::Set] {
+    let with_splits = [faults.clone(), vec![FaultKind::Split]].concat();
+    for (workload, faults) in [
+        (WorkloadKind::Register, faults),
+        (WorkloadKind::Set, with_splits),
+    ] {
+        let splits = faults.contains(&FaultKind::Split);
         let options = RunOptions {
             workload,
-            faults: faults.clone(),
+            faults,
             nodes: 3,
             time_limit: TIME_LIMIT,
             seed,
@@ -117,6 +124,12 @@ async fn short_register_and_set_runs_are_valid() {
             outcome.verdict.faults_injected >= 2,
             "the nemesis acted: {} faults",
             outcome.verdict.faults_injected
+        );
+        // Over a thousand adds pass the servers' small split threshold.
+        assert!(
+            !splits || outcome.verdict.regions_at_end >= 2,
+            "the set's regions split: {} regions at the end",
+            outcome.verdict.regions_at_end
         );
     }
 }

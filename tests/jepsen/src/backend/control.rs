@@ -1,10 +1,12 @@
 //! The harness's own connection to a cluster: who leads (by the nodes' own
-//! Status reports, as `flotilla_tests::cluster::leader` judges them) and
-//! whether the cluster serves linearizable reads again after faults.
+//! Status reports, as `flotilla_tests::cluster::leader` judges them),
+//! whether the cluster serves linearizable reads again after faults, and
+//! the regions (splitting them, counting those that hold a workload's keys).
 
 use super::NodeId;
+use crate::workload::KeySpace;
 use crate::Error;
-use client::{Client, ClientConfig};
+use client::{Client, ClientConfig, ClientError, Region};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -45,6 +47,22 @@ impl Control {
             futures::future::join_all(self.endpoints.iter().map(|e| self.client.status(e))).await;
         let statuses: Vec<_> = replies.into_iter().filter_map(Result::ok).collect();
         flotilla_tests::cluster::leader::agreed_leader(self.endpoints.len(), &statuses)
+    }
+
+    /// Splits the region holding `key` at `key` (see
+    /// [`Client::split_region`]); gives up at the client's operation
+    /// deadline.
+    pub async fn split_region(&self, key: &[u8]) -> Result<(Region, Region), ClientError> {
+        self.client.split_region(key).await
+    }
+
+    /// How many regions of the cluster's merged view hold keys of `space`.
+    pub async fn regions_holding(&self, space: KeySpace) -> usize {
+        let view = self.client.cluster_view().await;
+        view.regions
+            .iter()
+            .filter(|view| space.overlaps(&view.region.start_key, &view.region.end_key))
+            .count()
     }
 
     /// Waits until a majority agrees on a leader and a linearizable read

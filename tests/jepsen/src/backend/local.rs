@@ -26,20 +26,21 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
-    /// Starts `nodes` server processes of `server_binary`, with data
-    /// directories under `scratch_root` (which must be on a real
-    /// filesystem: the WAL uses O_DIRECT).
+    /// Starts `nodes` server processes of `server_binary` with
+    /// `server_args`, with data directories under `scratch_root` (which must
+    /// be on a real filesystem: the WAL uses O_DIRECT).
     pub async fn start(
         server_binary: PathBuf,
         scratch_root: PathBuf,
         nodes: usize,
+        server_args: Vec<String>,
     ) -> Result<LocalBackend, Error> {
         let environment = TestEnvironment {
             server_binary,
             scratch_root,
         };
         Ok(LocalBackend {
-            cluster: Cluster::start(environment, nodes).await?,
+            cluster: Cluster::start_with_args(environment, nodes, server_args).await?,
         })
     }
 
@@ -67,7 +68,7 @@ impl ClusterBackend for LocalBackend {
     fn unsupported(fault: FaultKind) -> Option<&'static str> {
         match fault {
             FaultKind::Partition => Some(NO_PARTITIONS),
-            FaultKind::Kill | FaultKind::Pause => None,
+            FaultKind::Kill | FaultKind::Pause | FaultKind::Split => None,
         }
     }
 

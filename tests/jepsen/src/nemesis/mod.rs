@@ -8,6 +8,11 @@
 //!   undone by starting them again on their data.
 //! - `pause`: SIGSTOP (a frozen process keeps its sockets open but answers
 //!   nothing) to one node, the leader or a minority; undone by SIGCONT.
+//! - `split`: one to three region splits at keys of the workload's space
+//!   (bucket boundaries, which cut between keys in use); never undone: a
+//!   split is a change of shape, and the regions stay split. Runs with it
+//!   also start the servers with a small `--region-split-keys`
+//!   ([`SPLIT_NEMESIS_SERVER_ARGS`]), so regions split by size under load too.
 //!
 //! One fault is in effect at a time; healthy windows separate them.
 
@@ -27,6 +32,21 @@ pub enum FaultKind {
     Partition,
     Kill,
     Pause,
+    Split,
+}
+
+/// Server arguments of a run with the split nemesis: a region splits by
+/// size once it holds this many keys, so the set workload's thousands of
+/// keys split regions on their own while the nemesis splits others.
+pub const SPLIT_NEMESIS_SERVER_ARGS: [&str; 2] = ["--region-split-keys", "200"];
+
+/// Server arguments a run with `faults` needs.
+pub fn server_args(faults: &[FaultKind]) -> Vec<String> {
+    if faults.contains(&FaultKind::Split) {
+        SPLIT_NEMESIS_SERVER_ARGS.map(str::to_owned).to_vec()
+    } else {
+        Vec::new()
+    }
 }
 
 impl FaultKind {
@@ -35,6 +55,7 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
+            FaultKind::Split => "split",
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Applies planned faults to a backend and undoes them, one at a time,
-//! logging each action on the history's clock.
+//! logging each action on the history's clock. Splits go through the
+//! harness's client and are logged with the regions they made (or the
+//! error); there is nothing to undo after them.
 
-use super::events::{NemesisEvent, Phase};
+use super::events::{NemesisEvent, Phase, SplitOutcome, SplitRecord};
 use super::partition;
 use super::schedule::{Fault, Shape, Target};
 use crate::backend::{ClusterBackend, Control, Grudge, NodeId};
@@ -14,6 +16,8 @@ enum Undo {
     Heal,
     Restart(Vec<NodeId>),
     Resume(Vec<NodeId>),
+    /// A change of shape: the regions stay split.
+    Nothing,
 }
 
 #[derive(Debug)]
@@ -50,6 +54,7 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
         // The window opens when the fault is being applied: a crash takes
         // effect at the signal, not when the container has been reaped.
         let started_ns = self.clock.now_ns();
+        let mut splits = Vec::new();
         let (name, nodes, detail, undo) = match fault {
             Fault::Partition { shape } => {
                 let (shape_name, grudge) = self.grudge(shape).await;
@@ -86,8 +91,30 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
                     Undo::Resume(nodes),
                 )
             }
+            Fault::Split { keys } => {
+                for key in keys {
+                    splits.push(self.split(key).await);
+                }
+                let failed = splits
+                    .iter()
+                    .filter(|split| matches!(split.outcome, SplitOutcome::Error { .. }))
+                    .count();
+                let detail = format!(
+                    "at {}: {} done, {failed} failed",
+                    keys.join(", "),
+                    splits.len() - failed
+                );
+                ("split", Vec::new(), detail, Undo::Nothing)
+            }
         };
-        self.record_at(started_ns, Phase::Start, name, nodes.clone(), detail);
+        self.push(NemesisEvent {
+            time_ns: started_ns,
+            phase: Phase::Start,
+            fault: name,
+            nodes: nodes.clone(),
+            detail,
+            splits,
+        });
         self.active = Some(Active {
             fault: name,
             nodes,
@@ -102,6 +129,7 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
             return Ok(());
         };
         let detail = match &active.undo {
+            Undo::Nothing => "not undone: a split changes the shape for good",
             Undo::Heal => {
                 self.backend.heal_partition().await?;
                 "healed"
@@ -175,6 +203,25 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
         }
     }
 
+    /// Splits the region holding `key` at `key`.
+    async fn split(&self, key: &str) -> SplitRecord {
+        let time_ns = self.clock.now_ns();
+        let outcome = match self.control.split_region(key.as_bytes()).await {
+            Ok((left, right)) => SplitOutcome::Split {
+                left: (&left).into(),
+                right: (&right).into(),
+            },
+            Err(err) => SplitOutcome::Error {
+                message: err.to_string(),
+            },
+        };
+        SplitRecord {
+            time_ns,
+            key: key.to_owned(),
+            outcome,
+        }
+    }
+
     async fn leader_or(&self, fallback: NodeId) -> NodeId {
         self.control.leader().await.unwrap_or(fallback)
     }
@@ -191,13 +238,25 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
         nodes: Vec<NodeId>,
         detail: String,
     ) {
-        tracing::info!(?phase, fault, ?nodes, %detail, "nemesis");
-        self.events.push(NemesisEvent {
+        self.push(NemesisEvent {
             time_ns,
             phase,
             fault,
             nodes,
             detail,
+            splits: Vec::new(),
         });
+    }
+
+    fn push(&mut self, event: NemesisEvent) {
+        let NemesisEvent {
+            phase,
+            fault,
+            nodes,
+            detail,
+            ..
+        } = &event;
+        tracing::info!(?phase, fault, ?nodes, %detail, "nemesis");
+        self.events.push(event);
     }
 }

@@ -1,12 +1,13 @@
 //! The fault schedule: healthy windows and fault windows taking turns,
 //! drawn entirely from the run's seeded RNG before the run starts, so a seed
-//! replays the same faults on the same nodes at the same offsets. Only
-//! "the leader" is decided when the fault starts (with a planned fallback if
-//! no leader is agreed then).
+//! replays the same faults on the same nodes at the same offsets, and the
+//! same splits at the same keys. Only "the leader" is decided when the fault
+//! starts (with a planned fallback if no leader is agreed then).
 
 use super::partition;
 use super::FaultKind;
 use crate::backend::{Grudge, NodeId};
+use crate::workload::keys::{KeySpace, SPREAD_BUCKETS};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::Serialize;
@@ -19,6 +20,8 @@ const FAULT_MS: std::ops::RangeInclusive<u64> = 5_000..=9_000;
 /// No window starts closer than this to the time limit (it would be cut
 /// too short to matter).
 const FAULT_MIN_MS: u64 = 2_000;
+/// Splits one split window makes, one after another, at its start.
+const SPLITS_PER_WINDOW: std::ops::RangeInclusive<usize> = 1..=3;
 
 /// One fault, from `start_ms` to `end_ms` after the workload starts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -31,9 +34,20 @@ pub struct Window {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Fault {
-    Partition { shape: Shape },
-    Kill { target: Target },
-    Pause { target: Target },
+    Partition {
+        shape: Shape,
+    },
+    Kill {
+        target: Target,
+    },
+    Pause {
+        target: Target,
+    },
+    /// Split the regions holding these keys at them, in turn (keys of the
+    /// workload's space, ASCII).
+    Split {
+        keys: Vec<String>,
+    },
 }
 
 impl Fault {
@@ -42,6 +56,7 @@ impl Fault {
             Fault::Partition { .. } => FaultKind::Partition,
             Fault::Kill { .. } => FaultKind::Kill,
             Fault::Pause { .. } => FaultKind::Pause,
+            Fault::Split { .. } => FaultKind::Split,
         }
     }
 }
@@ -75,11 +90,14 @@ pub enum Target {
 }
 
 /// Plans faults of the given kinds over `time_limit` (none when `kinds` is
-/// empty).
+/// empty); splits at keys of `key_space`. A split is a shape change, not a
+/// state to undo, so its window is half as long as the others: the healthy
+/// window after it comes sooner.
 pub fn plan(
     rng: &mut impl Rng,
     kinds: &[FaultKind],
     nodes: &[NodeId],
+    key_space: KeySpace,
     time_limit: Duration,
 ) -> Vec<Window> {
     let limit_ms = u64::try_from(time_limit.as_millis()).unwrap_or(u64::MAX);
@@ -89,19 +107,23 @@ pub fn plan(
     }
     let mut at_ms = rng.gen_range(HEALTHY_MS);
     while at_ms + FAULT_MIN_MS <= limit_ms {
-        let end_ms = (at_ms + rng.gen_range(FAULT_MS)).min(limit_ms);
+        let mut length_ms = rng.gen_range(FAULT_MS);
         let kind = kinds[rng.gen_range(0..kinds.len())];
+        if kind == FaultKind::Split {
+            length_ms /= 2;
+        }
+        let end_ms = (at_ms + length_ms).min(limit_ms);
         windows.push(Window {
             start_ms: at_ms,
             end_ms,
-            fault: fault(rng, kind, nodes),
+            fault: fault(rng, kind, nodes, key_space),
         });
         at_ms = end_ms + rng.gen_range(HEALTHY_MS);
     }
     windows
 }
 
-fn fault(rng: &mut impl Rng, kind: FaultKind, nodes: &[NodeId]) -> Fault {
+fn fault(rng: &mut impl Rng, kind: FaultKind, nodes: &[NodeId], key_space: KeySpace) -> Fault {
     match kind {
         FaultKind::Partition => Fault::Partition {
             shape: match rng.gen_range(0..4) {
@@ -143,6 +165,15 @@ fn fault(rng: &mut impl Rng, kind: FaultKind, nodes: &[NodeId]) -> Fault {
                 _ => minority(rng, nodes),
             },
         },
+        // Bucket boundaries cut between keys in use (see `workload::keys`).
+        FaultKind::Split => Fault::Split {
+            keys: (0..rng.gen_range(SPLITS_PER_WINDOW))
+                .map(|_| {
+                    let key = key_space.bucket_boundary(rng.gen_range(1..SPREAD_BUCKETS));
+                    String::from_utf8_lossy(&key).into_owned()
+                })
+                .collect(),
+        },
     }
 }
 
@@ -163,15 +194,21 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
-    const KINDS: [FaultKind; 3] = [FaultKind::Partition, FaultKind::Kill, FaultKind::Pause];
+    const KINDS: [FaultKind; 4] = [
+        FaultKind::Partition,
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Split,
+    ];
+    const SPACE: KeySpace = KeySpace::new("k/");
 
     #[test]
     fn a_seed_replays_the_same_schedule() {
         let nodes = [1, 2, 3, 4, 5];
         let limit = Duration::from_secs(120);
-        let first = plan(&mut StdRng::seed_from_u64(9), &KINDS, &nodes, limit);
-        let again = plan(&mut StdRng::seed_from_u64(9), &KINDS, &nodes, limit);
-        let other = plan(&mut StdRng::seed_from_u64(10), &KINDS, &nodes, limit);
+        let first = plan(&mut StdRng::seed_from_u64(9), &KINDS, &nodes, SPACE, limit);
+        let again = plan(&mut StdRng::seed_from_u64(9), &KINDS, &nodes, SPACE, limit);
+        let other = plan(&mut StdRng::seed_from_u64(10), &KINDS, &nodes, SPACE, limit);
         assert_eq!(first, again);
         assert_ne!(first, other);
     }
@@ -179,12 +216,22 @@ mod tests {
     #[test]
     fn faults_alternate_with_healthy_windows_within_the_limit() {
         let limit = Duration::from_secs(60);
-        let windows = plan(&mut StdRng::seed_from_u64(4), &KINDS, &[1, 2, 3], limit);
+        let windows = plan(
+            &mut StdRng::seed_from_u64(4),
+            &KINDS,
+            &[1, 2, 3],
+            SPACE,
+            limit,
+        );
         assert!(windows.len() >= 3, "{windows:?}");
         let mut healthy_from = 0;
         for window in &windows {
             assert!(window.start_ms - healthy_from >= *HEALTHY_MS.start());
             assert!(window.end_ms >= window.start_ms + FAULT_MIN_MS && window.end_ms <= 60_000);
+            if let Fault::Split { keys } = &window.fault {
+                assert!(window.end_ms - window.start_ms <= FAULT_MS.end() / 2);
+                assert!(SPLITS_PER_WINDOW.contains(&keys.len()), "{keys:?}");
+            }
             healthy_from = window.end_ms;
         }
     }
@@ -195,6 +242,7 @@ mod tests {
             &mut StdRng::seed_from_u64(5),
             &[FaultKind::Pause],
             &[1, 2, 3],
+            SPACE,
             Duration::from_secs(60),
         );
         assert!(windows.iter().all(|w| w.fault.kind() == FaultKind::Pause));
@@ -202,8 +250,35 @@ mod tests {
             &mut StdRng::seed_from_u64(5),
             &[],
             &[1, 2, 3],
+            SPACE,
             Duration::from_secs(60)
         )
         .is_empty());
+    }
+
+    #[test]
+    fn splits_are_planned_at_bucket_boundaries_of_the_key_space() {
+        let windows = plan(
+            &mut StdRng::seed_from_u64(6),
+            &[FaultKind::Split],
+            &[1, 2, 3],
+            SPACE,
+            Duration::from_secs(60),
+        );
+        let keys: Vec<&String> = windows
+            .iter()
+            .flat_map(|window| match &window.fault {
+                Fault::Split { keys } => keys.iter(),
+                other => panic!("not a split: {other:?}"),
+            })
+            .collect();
+        assert!(
+            keys.len() >= windows.len() && windows.len() >= 4,
+            "{windows:?}"
+        );
+        for key in keys {
+            let bucket = key.strip_prefix("k/").expect("in the key space");
+            assert!(bucket.len() == 2 && bucket != "00", "{key}");
+        }
     }
 }

@@ -41,6 +41,12 @@ pub struct Verdict {
     pub history: HistoryStats,
     /// Faults started (the final crash of every node included).
     pub faults_injected: usize,
+    /// Splits the nemesis made, and those that failed.
+    pub splits_done: usize,
+    pub splits_failed: usize,
+    /// Regions holding the workload's keys at the end, in the cluster's
+    /// merged view (0 when no node answered).
+    pub regions_at_end: usize,
     pub checker_ms: u64,
     pub checks: Vec<CheckResult>,
 }
@@ -80,6 +86,11 @@ impl Verdict {
             self.history.info,
             self.faults_injected,
             self.checker_ms
+        );
+        let _ = writeln!(
+            text,
+            "splits: {} by the nemesis ({} failed); regions holding the workload's keys at the end: {}",
+            self.splits_done, self.splits_failed, self.regions_at_end
         );
         for check in &self.checks {
             let _ = writeln!(

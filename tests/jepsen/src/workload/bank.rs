@@ -10,6 +10,7 @@
 //! reads as one snapshot read of every account) produces the same snapshots
 //! and the conservation check applies unchanged.
 
+use super::keys::KeySpace;
 use super::{Step, Worker, Workload};
 use crate::check::bank::{self, BankViolation, Opening, Snapshot};
 use crate::check::{register, CheckResult, FinalRead};
@@ -33,6 +34,7 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 pub struct SingleKeyLayout;
 
 impl SingleKeyLayout {
+    pub const SPACE: KeySpace = KeySpace::new("bank/");
     pub const KEY: &'static [u8] = b"bank/accounts";
 
     pub fn encode(balances: &bank::Balances) -> Vec<u8> {
@@ -205,6 +207,12 @@ impl Workload for BankWorkload {
         Ok(value
             .map(|value| FinalRead::from([(SingleKeyLayout::KEY.to_vec(), value)]))
             .unwrap_or_default())
+    }
+
+    /// One key, but splits at the space's bucket boundaries (all below it)
+    /// keep moving it into a new region.
+    fn key_space(&self) -> KeySpace {
+        SingleKeyLayout::SPACE
     }
 
     fn check(&self, history: &History, _final_read: &FinalRead) -> Vec<CheckResult> {

@@ -1,4 +1,5 @@
-//! The list-append workload: each rotating key `list/NNNNNN` holds a list of
+//! The list-append workload: each rotating key `list/BB/NNNNNN` (spread
+//! over buckets `BB`, see [`super::keys`]) holds a list of
 //! unique elements, encoded as decimal numbers joined by commas (an absent
 //! key is the empty list). A step either reads a key (half the time) or
 //! appends a fresh element: read the list (or take the last value this
@@ -8,7 +9,7 @@
 //! still land. Checked by [`crate::check::list_append`], and for
 //! linearizability of the raw calls.
 
-use super::keys::KeyRotation;
+use super::keys::{KeyRotation, KeySpace};
 use super::{Step, Worker, Workload};
 use crate::check::{list_append, register, CheckResult, FinalRead};
 use flotilla_tests::history::{Command, History, Outcome, Response, Value};
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-const KEY_PREFIX: &str = "list/";
+const KEY_SPACE: KeySpace = KeySpace::new("list/");
 const KEYS_IN_FLIGHT: u64 = 4;
 const OPERATIONS_PER_KEY: u64 = 100;
 /// CAS attempts per append before the worker gives up on it.
@@ -54,7 +55,7 @@ pub struct ListAppendWorkload {
 impl Default for ListAppendWorkload {
     fn default() -> Self {
         ListAppendWorkload {
-            keys: KeyRotation::new(KEY_PREFIX, KEYS_IN_FLIGHT, OPERATIONS_PER_KEY),
+            keys: KeyRotation::new(KEY_SPACE, KEYS_IN_FLIGHT, OPERATIONS_PER_KEY),
             next_element: AtomicU64::new(1),
         }
     }
@@ -124,6 +125,10 @@ impl Workload for ListAppendWorkload {
             workload: Arc::clone(self),
             last_seen: HashMap::new(),
         }
+    }
+
+    fn key_space(&self) -> KeySpace {
+        KEY_SPACE
     }
 
     fn check(&self, history: &History, final_read: &FinalRead) -> Vec<CheckResult> {

@@ -11,12 +11,13 @@
 //! - [`bank`]: transfers between accounts kept together in one key.
 
 pub mod bank;
-mod keys;
+pub mod keys;
 pub mod list_append;
 pub mod register;
 pub mod set;
 mod worker;
 
+pub use keys::KeySpace;
 pub(crate) use worker::drive;
 pub use worker::Worker;
 
@@ -60,6 +61,9 @@ pub(crate) trait Workload: Send + Sync + Sized + 'static {
     type Step: Step;
 
     fn new_step(self: &Arc<Self>) -> Self::Step;
+
+    /// Where the workload's keys live: the split nemesis splits there.
+    fn key_space(&self) -> KeySpace;
 
     /// Runs before any worker starts (e.g. opening the bank's accounts).
     async fn prepare(&self, _worker: &mut Worker, _deadline: Instant) -> Result<(), Error> {

@@ -1,9 +1,10 @@
 //! The register workload: random reads (40 %), writes of fresh values
 //! (30 %), deletes (5 %) and compare-and-swaps (25 %, mostly expecting the
-//! value this worker last saw) on rotating keys `register/NNNNNN`. Checked
-//! for per-key linearizability, final reads included.
+//! value this worker last saw) on rotating keys `register/BB/NNNNNN`
+//! (spread over buckets `BB`, see [`super::keys`]). Checked for per-key
+//! linearizability, final reads included.
 
-use super::keys::KeyRotation;
+use super::keys::{KeyRotation, KeySpace};
 use super::{Step, Worker, Workload};
 use crate::check::{register, CheckResult, FinalRead};
 use flotilla_tests::history::{Command, History, Outcome, Response, Value};
@@ -11,7 +12,7 @@ use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-const KEY_PREFIX: &str = "register/";
+const KEY_SPACE: KeySpace = KeySpace::new("register/");
 const KEYS_IN_FLIGHT: u64 = 4;
 /// Operations per key: short enough for a fast linearizability search even
 /// with many indeterminate writes, long enough to see faults interleave.
@@ -25,7 +26,7 @@ pub struct RegisterWorkload {
 impl Default for RegisterWorkload {
     fn default() -> Self {
         RegisterWorkload {
-            keys: KeyRotation::new(KEY_PREFIX, KEYS_IN_FLIGHT, OPERATIONS_PER_KEY),
+            keys: KeyRotation::new(KEY_SPACE, KEYS_IN_FLIGHT, OPERATIONS_PER_KEY),
         }
     }
 }
@@ -83,6 +84,10 @@ impl Workload for RegisterWorkload {
             workload: Arc::clone(self),
             last_seen: HashMap::new(),
         }
+    }
+
+    fn key_space(&self) -> KeySpace {
+        KEY_SPACE
     }
 
     fn check(&self, history: &History, _final_read: &FinalRead) -> Vec<CheckResult> {

@@ -1,10 +1,14 @@
-//! The set workload: every add puts a unique key `set/NNNNNNNNNN` (value:
-//! the element's number) — a put of a unique key rather than a CAS-append to
-//! one value, so adds never contend, a retried add is deduplicated by the
+//! The set workload: every add puts a unique key `set/BB/NNNNNNNNNN` (the
+//! element's number, spread over buckets `BB`, see [`super::keys`]; value:
+//! the number) — a put of a unique key rather than a CAS-append to one
+//! value, so adds never contend, a retried add is deduplicated by the
 //! client's exactly-once writes, and the set can grow past what one value
-//! holds. After recovery a paginated scan of the prefix is the final read.
+//! holds. After recovery a paginated scan of the prefix is the final read;
+//! the buckets put consecutive elements far apart, so once the region holding
+//! the set has split, the scan crosses region boundaries.
 //! Checked by [`crate::check::set`].
 
+use super::keys::KeySpace;
 use super::{Step, Worker, Workload};
 use crate::check::{set, CheckResult, FinalRead};
 use crate::Error;
@@ -14,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-const KEY_PREFIX: &[u8] = b"set/";
-/// The first key past the prefix (`/` + 1 = `0`).
-const KEY_PREFIX_END: &[u8] = b"set0";
+const KEY_SPACE: KeySpace = KeySpace::new("set/");
+/// Digits of an element's number in its key.
+const ELEMENT_WIDTH: usize = 10;
 /// Pairs per scan page.
 const SCAN_PAGE: u32 = 1000;
 /// Pause between attempts of a failed scan.
@@ -24,7 +28,7 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The key holding `element`.
 pub fn element_key(element: u64) -> Vec<u8> {
-    format!("set/{element:010}").into_bytes()
+    KEY_SPACE.numbered(element, ELEMENT_WIDTH)
 }
 
 /// The value written with `element`.
@@ -34,11 +38,7 @@ pub fn element_value(element: u64) -> Vec<u8> {
 
 /// The element a key holds, if it is an element key.
 pub fn element_of_key(key: &[u8]) -> Option<u64> {
-    let digits = key.strip_prefix(KEY_PREFIX)?;
-    if digits.len() != 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    KEY_SPACE.number_of(key, ELEMENT_WIDTH)
 }
 
 #[derive(Debug, Default)]
@@ -76,11 +76,12 @@ impl Workload for SetWorkload {
         deadline: Instant,
     ) -> Result<FinalRead, Error> {
         let mut final_read = FinalRead::new();
-        let mut start = KEY_PREFIX.to_vec();
+        let end = KEY_SPACE.end();
+        let mut start = KEY_SPACE.prefix().to_vec();
         loop {
             let page = match worker
                 .client()
-                .scan(start.clone(), KEY_PREFIX_END, SCAN_PAGE, false)
+                .scan(start.clone(), end.clone(), SCAN_PAGE, false)
                 .await
             {
                 Ok(page) => page,
@@ -100,6 +101,10 @@ impl Workload for SetWorkload {
         }
     }
 
+    fn key_space(&self) -> KeySpace {
+        KEY_SPACE
+    }
+
     fn check(&self, history: &History, final_read: &FinalRead) -> Vec<CheckResult> {
         vec![set::check(history, final_read)]
     }
@@ -110,11 +115,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn element_keys_round_trip_and_sort_numerically() {
+    fn element_keys_round_trip_and_stay_in_the_set_space() {
         assert_eq!(element_of_key(&element_key(42)), Some(42));
-        assert!(element_key(9) < element_key(10));
-        assert!(element_key(u32::MAX.into()).as_slice() < KEY_PREFIX_END);
+        assert_eq!(element_key(42), b"set/42/0000000042");
+        assert!(element_key(u32::MAX.into()) < KEY_SPACE.end());
         assert_eq!(element_of_key(b"set/12"), None);
-        assert_eq!(element_of_key(b"register/0000000001"), None);
+        assert_eq!(element_of_key(b"register/01/0000000001"), None);
     }
 }

@@ -56,6 +56,8 @@ pub struct DockerConfig {
     /// Where the nodes' data directories live on the host.
     pub data_root: PathBuf,
     pub nodes: usize,
+    /// Passed to every server after the backend's own arguments.
+    pub server_args: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -144,6 +146,7 @@ impl DockerBackend {
                 "1",
                 "--no-pin",
             ]));
+            run.extend(config.server_args.iter().cloned());
             // Registered before it starts: a failed start is cleaned up too.
             resources.containers.push(node.container.clone());
             docker(&run).await?;
