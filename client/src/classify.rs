@@ -115,6 +115,15 @@ pub(crate) fn classify(status: &Status) -> AttemptFailure {
         Code::InvalidArgument => {
             AttemptFailure::give_up(ClientError::InvalidArgument(status.message().to_string()))
         }
+        // Without a detail: the server refused the request as unsafe in
+        // its current state (a membership change that would lose quorum);
+        // its message says what to change first.
+        Code::FailedPrecondition if status.details().is_empty() => {
+            AttemptFailure::give_up(ClientError::Server {
+                code: Code::FailedPrecondition,
+                message: status.message().to_string(),
+            })
+        }
         Code::FailedPrecondition => {
             let next = match error_detail(status) {
                 Some(Kind::NotLeader(not_leader))
@@ -316,6 +325,15 @@ mod tests {
                 code: Code::Unimplemented,
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn a_refusal_without_detail_gives_up_with_the_message() {
+        let failure = classify(&Status::failed_precondition("would lose quorum"));
+        assert!(matches!(
+            failure.next,
+            Next::GiveUp(ClientError::Server { code: Code::FailedPrecondition, message }) if message == "would lose quorum"
         ));
     }
 

@@ -11,6 +11,7 @@ use crate::config::ClientConfig;
 use crate::endpoint::{KvStub, StubSettings};
 use crate::error::{ClientError, Result};
 use crate::multi_region::{send_by_region, KeyRange, Part};
+use crate::placement::PlacementDriverClient;
 use crate::region_cache::min_end;
 use crate::retry::{send_part, Attempts, OpKind, PartError, Routed};
 use crate::router::Router;
@@ -54,6 +55,7 @@ struct Shared {
     last_sequence: AtomicU64,
     /// The timestamp batching task, started by the first `get_timestamp`.
     tso: OnceLock<TsoClient>,
+    placement: PlacementDriverClient,
 }
 
 /// The result of [`Client::compare_and_swap`].
@@ -78,6 +80,7 @@ impl Client {
             message_bytes_max: config.message_bytes_max,
         };
         let router = Router::new(&config.endpoints, settings)?;
+        let placement = PlacementDriverClient::new(&config)?;
         let routing = Routing::new(router, config.request_timeout);
         // Zero disables deduplication on the server, so never use it.
         let client_id = rand::thread_rng().gen_range(1..=u64::MAX);
@@ -88,6 +91,7 @@ impl Client {
                 client_id,
                 last_sequence: AtomicU64::new(0),
                 tso: OnceLock::new(),
+                placement,
             }),
         })
     }
@@ -430,6 +434,7 @@ impl Client {
         let request = SplitRegionRequest {
             header: Some(self.write_header()),
             split_key: split_key.into(),
+            at_middle_key: false,
         };
         if request.split_key.is_empty() {
             return Err(ClientError::InvalidArgument(
@@ -488,6 +493,12 @@ impl Client {
         endpoints.into_iter().zip(replies).collect()
     }
 
+    /// The placement driver: stores, regions as their leaders reported
+    /// them, store decommissioning.
+    pub fn placement(&self) -> &PlacementDriverClient {
+        &self.shared.placement
+    }
+
     /// A timestamp from the cluster's timestamp oracle, greater than every
     /// timestamp this client returned before and every one the cluster
     /// handed out before the call. Concurrent calls share one request to the
@@ -502,6 +513,16 @@ impl Client {
             }
         };
         tso.get_timestamp().await
+    }
+
+    /// Where requests go and what the client knows of the regions.
+    pub(crate) fn routing(&self) -> &Routing {
+        &self.shared.routing
+    }
+
+    /// The configuration the client was connected with.
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.shared.config
     }
 
     /// A fresh sequence for a write.

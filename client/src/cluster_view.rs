@@ -267,6 +267,7 @@ mod tests {
                 })
                 .collect(),
             regions,
+            stored_keys: 0,
         }
     }
 
@@ -370,7 +371,13 @@ mod tests {
     fn stores_are_up_only_if_they_answered() {
         let mut builder = ViewBuilder::default();
         let mut with_peers = region(1, "", "", 1);
-        with_peers.peers = (1..=4).map(|id| Peer { id, store_id: id }).collect();
+        with_peers.peers = (1..=4)
+            .map(|id| Peer {
+                id,
+                store_id: id,
+                is_learner: false,
+            })
+            .collect();
         let mut status = answer(1, vec![report(with_peers, "leader", 1, 2)]);
         status.members[1].client_addr = "n2:1".into();
         builder.add("n1:1".into(), Ok(status));

@@ -57,7 +57,15 @@
 //! `batch_put` and `delete_range` send one request per region, concurrently,
 //! and are atomic per region only; `scan` walks the regions in key order.
 //! [`Client::split_region`] splits a region; [`Client::cluster_view`] shows
-//! the merged regions and stores.
+//! the merged regions and stores. [`Client::change_peers`],
+//! [`Client::transfer_leader`] and [`Client::move_replica`] change where a
+//! region's replicas live and which one leads.
+//!
+//! # Placement driver
+//!
+//! [`Client::placement`] reaches the placement driver (served by the
+//! placement leader): the stores it knows, the regions their leaders
+//! reported, and store decommissioning ([`PlacementDriverClient`]).
 //!
 //! # Timestamps
 //!
@@ -69,6 +77,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod backoff;
 mod classify;
 mod client;
@@ -77,12 +86,14 @@ mod config;
 mod endpoint;
 mod error;
 mod multi_region;
+mod placement;
 mod region_cache;
 mod retry;
 mod router;
 mod routing;
 mod tso;
 
+pub use admin::PeerChange;
 pub use client::{CasOutcome, Client, SYSTEM_KEY_PREFIX};
 pub use cluster_view::{ClusterView, RegionView, StoreView};
 pub use config::ClientConfig;
@@ -90,4 +101,8 @@ pub use error::{ClientError, Result};
 pub use flotilla_proto::kvpb::{
     KvPair, Member, Peer, Region, RegionEpoch, RegionStatus, StatusResponse,
 };
+pub use flotilla_proto::placementpb::{
+    RegionInfo as PlacementRegion, Store as PlacementStore, StoreLiveness, StoreState,
+};
+pub use placement::PlacementDriverClient;
 pub use tso::{Timestamp, TIMESTAMP_LOGICAL_BITS};

@@ -21,8 +21,9 @@ use crate::endpoint::KvStub;
 use crate::error::{ClientError, Result};
 use crate::routing::Routing;
 use flotilla_proto::kvpb::{
-    BatchGetRequest, BatchPutRequest, CompareAndSwapRequest, DeleteRangeRequest, DeleteRequest,
-    GetRequest, PutRequest, Region, RequestHeader, ScanRequest, SplitRegionRequest,
+    BatchGetRequest, BatchPutRequest, ChangePeersRequest, CompareAndSwapRequest,
+    DeleteRangeRequest, DeleteRequest, GetRequest, PutRequest, Region, RequestHeader, ScanRequest,
+    SplitRegionRequest, TransferLeaderRequest,
 };
 use std::future::Future;
 use std::time::Duration;
@@ -82,6 +83,8 @@ routed!(
     ScanRequest,
     CompareAndSwapRequest,
     SplitRegionRequest,
+    TransferLeaderRequest,
+    ChangePeersRequest,
 );
 
 /// One operation's retry budget and what its failed attempts have shown.

@@ -394,6 +394,7 @@ impl Batcher {
 mod tests {
     use super::*;
     use flotilla_proto::kvpb::{error_detail::Kind, ErrorDetail, NotLeader};
+    use flotilla_proto::placementpb as pb;
     use flotilla_proto::placementpb::placement_server::{Placement, PlacementServer};
     use prost::Message as _;
     use std::pin::Pin;
@@ -466,6 +467,56 @@ mod tests {
                 }
             });
             Ok(Response::new(Box::pin(responses)))
+        }
+
+        // The metadata calls are not part of these tests.
+        async fn store_heartbeat(
+            &self,
+            _: Request<pb::StoreHeartbeatRequest>,
+        ) -> Result<Response<pb::StoreHeartbeatResponse>, Status> {
+            Err(Status::unimplemented("timestamps only"))
+        }
+        async fn region_heartbeat(
+            &self,
+            _: Request<pb::RegionHeartbeatRequest>,
+        ) -> Result<Response<pb::RegionHeartbeatResponse>, Status> {
+            Err(Status::unimplemented("timestamps only"))
+        }
+        async fn get_region(
+            &self,
+            _: Request<pb::GetRegionRequest>,
+        ) -> Result<Response<pb::GetRegionResponse>, Status> {
+            Err(Status::unimplemented("timestamps only"))
+        }
+        async fn get_region_by_id(
+            &self,
+            _: Request<pb::GetRegionByIdRequest>,
+        ) -> Result<Response<pb::GetRegionResponse>, Status> {
+            Err(Status::unimplemented("timestamps only"))
+        }
+        async fn scan_regions(
+            &self,
+            _: Request<pb::ScanRegionsRequest>,
+        ) -> Result<Response<pb::ScanRegionsResponse>, Status> {
+            Err(Status::unimplemented("timestamps only"))
+        }
+        async fn get_store(
+            &self,
+            _: Request<pb::GetStoreRequest>,
+        ) -> Result<Response<pb::GetStoreResponse>, Status> {
+            Err(Status::unimplemented("timestamps only"))
+        }
+        async fn get_all_stores(
+            &self,
+            _: Request<pb::GetAllStoresRequest>,
+        ) -> Result<Response<pb::GetAllStoresResponse>, Status> {
+            Err(Status::unimplemented("timestamps only"))
+        }
+        async fn set_store_state(
+            &self,
+            _: Request<pb::SetStoreStateRequest>,
+        ) -> Result<Response<pb::SetStoreStateResponse>, Status> {
+            Err(Status::unimplemented("timestamps only"))
         }
     }
 

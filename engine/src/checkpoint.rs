@@ -21,7 +21,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::durable_dir::{create_dir_durably, sync_dir};
+use crate::durable_dir::{create_dir_durably, remove_file, sync_dir};
 use crate::EngineError;
 
 /// A region's state machine at `applied_index`.
@@ -292,12 +292,7 @@ pub fn read(dir: &Path, region_id: u64) -> Result<Option<Checkpoint>, EngineErro
 
 /// Removes the region's checkpoint durably; returns whether there was one.
 pub fn remove(dir: &Path, region_id: u64) -> Result<bool, EngineError> {
-    let path = checkpoint_path(dir, region_id);
-    match fs::remove_file(&path) {
-        Ok(()) => sync_dir(dir).map(|()| true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(EngineError::io_at("removing", &path, e)),
-    }
+    remove_file(&checkpoint_path(dir, region_id))
 }
 
 /// Regions with a checkpoint in `dir`, ascending; empty if `dir` is missing.

@@ -1,6 +1,7 @@
 //! Flotilla's storage engine: the per-shard write-ahead log ([`wal`]), the
-//! state-machine store ([`store`]) and durable per-region checkpoints
-//! ([`checkpoint`]).
+//! state-machine store ([`store`]), durable per-region checkpoints
+//! ([`checkpoint`]) and atomic replacement of small state files
+//! ([`durable_dir`]).
 //!
 //! The engine knows nothing about Raft or regions beyond an opaque
 //! `region_id: u64` and an opaque log `index: u64`. It guarantees that a WAL
@@ -9,7 +10,7 @@
 //! checkpoint replaces its predecessor atomically.
 
 pub mod checkpoint;
-mod durable_dir;
+pub mod durable_dir;
 mod error;
 pub mod store;
 pub mod wal;

@@ -15,7 +15,9 @@ fn with_detail(code: Code, message: String, kind: Kind) -> Status {
     Status::with_details(code, message, detail.into())
 }
 
-pub fn region_to_proto(r: &RegionMeta) -> kvpb::Region {
+/// The wire form of `r`, whose `learners` (store ids) are marked as such;
+/// pass none where the Raft configuration is not at hand (routing answers).
+pub fn region_to_proto(r: &RegionMeta, learners: &[u64]) -> kvpb::Region {
     kvpb::Region {
         id: r.id,
         start_key: r.start_key.clone(),
@@ -30,14 +32,17 @@ pub fn region_to_proto(r: &RegionMeta) -> kvpb::Region {
             .map(|p| kvpb::Peer {
                 id: p.id,
                 store_id: p.store_id,
+                is_learner: learners.contains(&p.store_id),
             })
             .collect(),
     }
 }
 
 /// The status for `err`. Codes: FailedPrecondition = not executed, go
-/// elsewhere; Unavailable = not executed, retry; Unknown + Indeterminate =
-/// a write may have applied, retry with the same write id.
+/// elsewhere (with an `ErrorDetail`) or refused as unsafe now (without);
+/// Unavailable = not executed, retry; Unknown + Indeterminate = a write may
+/// have applied, retry with the same write id; InvalidArgument = can never
+/// succeed as asked.
 pub fn to_status(err: RaftstoreError, members: &Members) -> Status {
     match err {
         RaftstoreError::NotLeader { region_id, leader } => {
@@ -65,7 +70,7 @@ pub fn to_status(err: RaftstoreError, members: &Members) -> Status {
             Code::FailedPrecondition,
             format!("region {region_id}: the request's region epoch is stale; refresh the route"),
             Kind::EpochNotMatch(kvpb::EpochNotMatch {
-                current_regions: current.iter().map(region_to_proto).collect(),
+                current_regions: current.iter().map(|r| region_to_proto(r, &[])).collect(),
             }),
         ),
         err @ (RaftstoreError::RegionNotFound { .. } | RaftstoreError::KeyNotInRegion { .. }) => {
@@ -85,7 +90,10 @@ pub fn to_status(err: RaftstoreError, members: &Members) -> Status {
             format!("{err}; retry with the same client id and sequence to learn the outcome"),
             Kind::Indeterminate(kvpb::Indeterminate {}),
         ),
+        err @ RaftstoreError::NoSplitKey { .. } => Status::failed_precondition(err.to_string()),
         RaftstoreError::Unavailable(msg) => Status::unavailable(msg),
+        RaftstoreError::InvalidRequest(msg) => Status::invalid_argument(msg),
+        RaftstoreError::Refused(msg) => Status::failed_precondition(msg),
         RaftstoreError::ShuttingDown => {
             Status::unavailable("this node is shutting down; retry on another node")
         }

@@ -1,8 +1,12 @@
-//! A whole node: the store's shards (glommio), the peer transport and the
-//! gRPC servers (tokio: the client API and the placement driver's on the
-//! client port, the Raft transport on the peer port), wired together and
-//! torn down in order. A fresh node bootstraps two regions: user keys and
-//! the reserved system keys.
+//! A whole node: the store's shards (glommio), the peer transport, the gRPC
+//! servers (tokio: the client API and the placement driver's on the client
+//! port, the Raft transport on the peer port), the placement driver's loop
+//! and this node's heartbeats to it, wired together and torn down in order.
+//! A fresh member of `--initial-cluster` bootstraps two regions: user keys
+//! and the reserved system keys. A node started with `--join` bootstraps
+//! nothing: it greets the running members (see `join`) and receives
+//! replicas as regions add it; and no node bootstraps again once its data
+//! directory was initialized.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +23,10 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::limits::RequestLimits;
 use crate::members::{MemberAddrs, Members};
-use crate::peer_transport::{PeerTransport, PEER_MESSAGE_BYTES_MAX};
+use crate::peer_transport::{PeerTransport, SelfAddrs, PEER_MESSAGE_BYTES_MAX};
+use crate::placement_driver::dispatch::Dispatcher;
+use crate::placement_driver::heartbeat::{self, HeartbeatIdentity};
+use crate::placement_driver::{PlacementDriver, PlacementDriverConfig};
 use crate::service::kv::KvService;
 use crate::service::placement::PlacementService;
 use crate::service::raft::RaftTransportService;
@@ -49,8 +56,12 @@ pub fn bootstrap_regions(store_ids: &[u64]) -> Vec<RegionMeta> {
 
 pub struct NodeConfig {
     pub node_id: u64,
-    /// (node id, peer address) of every member, this node included.
+    /// (node id, peer address) of every member, this node included; only
+    /// this node when it joins a running cluster.
     pub initial_cluster: Vec<(u64, String)>,
+    /// Peer addresses of running members to join; empty for a member of
+    /// the initial cluster.
+    pub join: Vec<String>,
     pub client_addr: String,
     /// Where the HTTP status endpoint (`/metrics`, `/status`) listens, if anywhere.
     pub status_addr: Option<String>,
@@ -60,6 +71,7 @@ pub struct NodeConfig {
     pub checkpoint_every_entries: u64,
     pub split: raftstore::peer::SplitThresholds,
     pub limits: RequestLimits,
+    pub placement: PlacementDriverConfig,
 }
 
 /// Runs the node until `shutdown` resolves, then stops it cleanly.
@@ -83,14 +95,20 @@ pub async fn run_node(
     let data_dir = std::path::absolute(&cfg.data_dir)
         .with_context(|| format!("resolving data dir {}", cfg.data_dir.display()))?;
 
-    let store_ids: Vec<u64> = cfg.initial_cluster.iter().map(|(id, _)| *id).collect();
-    let mut store_cfg = StoreConfig::new(cfg.node_id, data_dir, bootstrap_regions(&store_ids));
+    let joining = !cfg.join.is_empty();
+    let initial_regions = if joining || crate::cli::data_dir::is_initialized(&data_dir) {
+        Vec::new()
+    } else {
+        let store_ids: Vec<u64> = cfg.initial_cluster.iter().map(|(id, _)| *id).collect();
+        bootstrap_regions(&store_ids)
+    };
+    let mut store_cfg = StoreConfig::new(cfg.node_id, data_dir.clone(), initial_regions);
     store_cfg.shards = cfg.shards;
     store_cfg.pin_cores = cfg.pin_cores;
     store_cfg.checkpoint_every_entries = cfg.checkpoint_every_entries.max(1);
     store_cfg.split = cfg.split;
 
-    let members = Members::new(cfg.initial_cluster.iter().map(|(id, addr)| {
+    let configured = cfg.initial_cluster.iter().map(|(id, addr)| {
         let client_addr = if *id == cfg.node_id {
             cfg.client_addr.clone()
         } else {
@@ -103,17 +121,20 @@ pub async fn run_node(
                 client_addr,
             },
         )
-    }));
-    let transport = Arc::new(PeerTransport::start(
-        cfg.node_id,
-        cfg.client_addr.clone(),
-        &cfg.initial_cluster,
-    ));
-    let (router, _store, shards) =
+    });
+    let members = Members::with_address_book(configured, &data_dir.join("meta").join("members"))?;
+    let me = SelfAddrs {
+        node_id: cfg.node_id,
+        client_addr: cfg.client_addr.clone(),
+        peer_addr: peer_addr.clone(),
+    };
+    let transport = Arc::new(PeerTransport::start(me.clone(), members.clone()));
+    let (router, store, shards) =
         tokio::task::spawn_blocking(move || raftstore::start_store(store_cfg, transport))
             .await
             .context("store start-up task")?
             .context("starting the store")?;
+    crate::cli::data_dir::mark_initialized(&data_dir)?;
 
     let client_listener = bind(&cfg.client_addr).await?;
     let peer_listener = bind(&peer_addr).await?;
@@ -121,15 +142,24 @@ pub async fn run_node(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let dispatcher = Dispatcher::new(cfg.placement.store_heartbeat_interval.min(DISPATCH_TIMEOUT));
+    let driver = Arc::new(PlacementDriver::new(
+        router.clone(),
+        members.clone(),
+        cfg.placement.clone(),
+        dispatcher,
+    ));
     let placement = PlacementServer::new(PlacementService::start(
         cfg.node_id,
         router.clone(),
         members.clone(),
+        driver.clone(),
     ));
     let kv = KvService {
         node_id: cfg.node_id,
         client_addr: cfg.client_addr.clone(),
         router: router.clone(),
+        store,
         members: members.clone(),
         limits: cfg.limits,
     };
@@ -140,7 +170,7 @@ pub async fn run_node(
     let raft = RaftTransportServer::new(RaftTransportService {
         node_id: cfg.node_id,
         router: router.clone(),
-        members,
+        members: members.clone(),
     })
     .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX);
 
@@ -159,14 +189,30 @@ pub async fn run_node(
             .add_service(raft)
             .serve_with_incoming_shutdown(incoming(peer_listener), stopped(stop_rx.clone())),
     );
+    let driver_loop = tokio::spawn(driver.clone().run());
+    let heartbeats = tokio::spawn(heartbeat::run(
+        HeartbeatIdentity {
+            store_id: cfg.node_id,
+            peer_addr: peer_addr.clone(),
+            client_addr: cfg.client_addr.clone(),
+            data_dir: data_dir.clone(),
+        },
+        router.clone(),
+        members.clone(),
+        cfg.placement.store_heartbeat_interval,
+        cfg.placement.region_heartbeat_interval,
+    ));
     let status_server = status_listener.map(|listener| {
         tokio::spawn(crate::status_server::serve(
             listener,
             cfg.node_id,
             router.clone(),
+            driver.clone(),
             stopped(stop_rx),
         ))
     });
+    let announcing =
+        joining.then(|| tokio::spawn(crate::join::announce(me, cfg.join.clone(), members.clone())));
     let status_note = cfg
         .status_addr
         .as_deref()
@@ -187,6 +233,18 @@ pub async fn run_node(
         Some(err) => tracing::error!(%err, "a shard failed; stopping the node"),
     }
     let _ = stop_tx.send(true);
+    if let Some(task) = announcing {
+        task.abort();
+    }
+    // Both may be waiting on a shard that is gone (a failed WAL): cut them
+    // off rather than wait. They keep nothing that needs a clean stop.
+    for (name, task) in [("placement driver", driver_loop), ("heartbeat", heartbeats)] {
+        task.abort();
+        match task.await {
+            Err(err) if !err.is_cancelled() => tracing::warn!(%err, "{name} task failed"),
+            _ => {}
+        }
+    }
     router.shutdown();
     tokio::task::spawn_blocking(move || shards.join())
         .await
@@ -219,6 +277,10 @@ pub async fn run_node(
         )),
     }
 }
+
+/// The longest an operator sent to a region's leader (a split, a leader
+/// transfer, a membership change) may take to answer.
+const DISPATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long open connections may drain at shutdown before they are cut.
 const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);

@@ -9,7 +9,7 @@
 //! above it, so it cannot repeat or undercut anything the old leader handed
 //! out, whatever the clocks say. When the window runs low the allocator asks
 //! for a new one ([`TimestampOracle::window_request`]); while none is
-//! durable it refuses ([`TsoError::WindowExhausted`]) instead of guessing.
+//! durable it refuses ([`PlacementError::WindowExhausted`]) instead of guessing.
 //!
 //! Pure: time comes in as arguments, persistence is the caller's job.
 //!
@@ -17,7 +17,7 @@
 //! greater than every one handed out before it, provided each oracle was
 //! recovered from the latest durable window.
 
-use thiserror::Error;
+use crate::error::PlacementError;
 
 /// Bits of a timestamp holding the logical counter.
 pub const LOGICAL_BITS: u32 = 18;
@@ -59,20 +59,6 @@ impl TimestampBatch {
     pub fn last(&self) -> Timestamp {
         Timestamp(self.first.0 + u64::from(self.count) - 1)
     }
-}
-
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum TsoError {
-    /// Handing out more would reach past the durable window: persist a
-    /// window up to `needed_upper_ms` (see `window_request`), then retry.
-    #[error("timestamp window exhausted: persist a window beyond {needed_upper_ms} ms and retry")]
-    WindowExhausted { needed_upper_ms: u64 },
-    #[error("a timestamp batch holds 1 to {max} timestamps, not {requested}")]
-    BadCount { requested: u32, max: u64 },
-    /// The stored window is not a window (see `tso_window`): something
-    /// other than the placement driver wrote the system key.
-    #[error("the stored timestamp window is malformed ({len} bytes, not 16)")]
-    MalformedWindow { len: usize },
 }
 
 /// The allocator of one placement leader.
@@ -118,9 +104,9 @@ impl TimestampOracle {
 
     /// Hands out `count` consecutive timestamps, all greater than any
     /// handed out before.
-    pub fn allocate(&mut self, count: u32, now_ms: u64) -> Result<TimestampBatch, TsoError> {
+    pub fn allocate(&mut self, count: u32, now_ms: u64) -> Result<TimestampBatch, PlacementError> {
         if count == 0 || u64::from(count) > LOGICAL_PER_MS {
-            return Err(TsoError::BadCount {
+            return Err(PlacementError::BadCount {
                 requested: count,
                 max: LOGICAL_PER_MS,
             });
@@ -138,7 +124,7 @@ impl TimestampOracle {
             logical = 0;
         }
         if physical >= self.window_upper_ms {
-            return Err(TsoError::WindowExhausted {
+            return Err(PlacementError::WindowExhausted {
                 needed_upper_ms: physical + 1,
             });
         }
@@ -183,7 +169,7 @@ mod tests {
         let mut tso = TimestampOracle::recover(0, 1_000);
         assert!(matches!(
             tso.allocate(1, 1_000),
-            Err(TsoError::WindowExhausted { .. })
+            Err(PlacementError::WindowExhausted { .. })
         ));
         let window = tso.window_request(1_000).expect("needs a window");
         assert_eq!(window, 1_000 + WINDOW_MS);
@@ -235,7 +221,7 @@ mod tests {
         };
         assert_eq!(
             err,
-            TsoError::WindowExhausted {
+            PlacementError::WindowExhausted {
                 needed_upper_ms: upper + 1
             }
         );
@@ -277,10 +263,13 @@ mod tests {
     #[test]
     fn batch_sizes_are_checked() {
         let mut tso = ready(0, 1);
-        assert!(matches!(tso.allocate(0, 1), Err(TsoError::BadCount { .. })));
+        assert!(matches!(
+            tso.allocate(0, 1),
+            Err(PlacementError::BadCount { .. })
+        ));
         assert!(matches!(
             tso.allocate(u32::MAX, 1),
-            Err(TsoError::BadCount { .. })
+            Err(PlacementError::BadCount { .. })
         ));
     }
 }

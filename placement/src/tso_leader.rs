@@ -29,8 +29,9 @@
 use raftstore::command::{ReadOp, ReadResult, WriteOp, WriteResult};
 use raftstore::RaftstoreError;
 
+use crate::error::PlacementError;
 use crate::system_keys::TSO_WINDOW_KEY;
-use crate::tso::{TimestampBatch, TimestampOracle, TsoError, WINDOW_MS};
+use crate::tso::{TimestampBatch, TimestampOracle, WINDOW_MS};
 use crate::tso_window::TsoWindow;
 
 /// Swaps (claims and renewals) one round may make before it gives up: a
@@ -62,9 +63,9 @@ pub enum Refusal {
     /// The window kept changing: [`SWAPS_PER_ROUND_MAX`] swaps were not enough.
     Contended,
     /// The window key holds something that is not a window.
-    Malformed(TsoError),
+    Malformed(PlacementError),
     /// A batch size the oracle cannot serve.
-    BadCount(TsoError),
+    BadCount(PlacementError),
     /// The store answered with a result of the wrong kind.
     Unexpected(String),
 }
@@ -215,7 +216,7 @@ impl TsoLeader {
                 );
                 Ok(batch)
             }
-            Err(TsoError::WindowExhausted { needed_upper_ms }) => {
+            Err(PlacementError::WindowExhausted { needed_upper_ms }) => {
                 let requested = serving.oracle.window_request(now_ms).unwrap_or(0);
                 let end_ms = requested.max(needed_upper_ms);
                 let expected = serving.window;
@@ -629,7 +630,9 @@ mod tests {
         let garbage = Ok(ReadResult::Value(Some(b"user data".to_vec())));
         assert!(matches!(
             leader.window_read(garbage, 1_000),
-            Step::Refuse(Refusal::Malformed(TsoError::MalformedWindow { len: 9 }))
+            Step::Refuse(Refusal::Malformed(PlacementError::MalformedWindow {
+                len: 9
+            }))
         ));
     }
 

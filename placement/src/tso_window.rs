@@ -12,7 +12,7 @@
 //! Guarantee: `decode(encode(w)) == w`, and anything that is not exactly 16
 //! bytes is refused, never guessed at.
 
-use crate::tso::TsoError;
+use crate::error::PlacementError;
 
 /// Bytes of an encoded [`TsoWindow`].
 pub const TSO_WINDOW_BYTES: usize = 16;
@@ -36,8 +36,8 @@ impl TsoWindow {
         bytes
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<TsoWindow, TsoError> {
-        let malformed = || TsoError::MalformedWindow { len: bytes.len() };
+    pub fn decode(bytes: &[u8]) -> Result<TsoWindow, PlacementError> {
+        let malformed = || PlacementError::MalformedWindow { len: bytes.len() };
         let (owner, end_ms) = bytes.split_first_chunk::<8>().ok_or_else(malformed)?;
         let end_ms: &[u8; 8] = end_ms.try_into().map_err(|_| malformed())?;
         Ok(TsoWindow {
@@ -47,7 +47,7 @@ impl TsoWindow {
     }
 
     /// The stored window, if the key holds one (`None`: absent).
-    pub fn decode_stored(value: Option<&[u8]>) -> Result<Option<TsoWindow>, TsoError> {
+    pub fn decode_stored(value: Option<&[u8]>) -> Result<Option<TsoWindow>, PlacementError> {
         value.map(TsoWindow::decode).transpose()
     }
 }
@@ -74,7 +74,7 @@ mod tests {
         for len in [0, 1, 8, 15, 17, 32] {
             assert_eq!(
                 TsoWindow::decode(&vec![0; len]),
-                Err(TsoError::MalformedWindow { len })
+                Err(PlacementError::MalformedWindow { len })
             );
         }
         assert_eq!(TsoWindow::decode_stored(None), Ok(None));

@@ -5,7 +5,7 @@
 //! eviction from the session table) depends only on the log and the store,
 //! never on time or local state.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use engine::store::KvStore;
 
@@ -32,7 +32,7 @@ pub enum ApplyRejection {
 /// replica evicts the same ones).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SessionTable {
-    results: HashMap<WriteId, WriteResult>,
+    results: BTreeMap<WriteId, WriteResult>,
     order: VecDeque<WriteId>,
     bytes: usize,
 }

@@ -120,4 +120,30 @@ mod tests {
         assert_eq!(RegionCheckpoint::decode(&bytes).unwrap(), cp);
         assert!(RegionCheckpoint::decode(&bytes[..bytes.len() - 1]).is_err());
     }
+
+    #[test]
+    fn a_joint_configuration_with_learners_round_trips() {
+        // Store 4 is promoted while 3 leaves; 5 is a learner: peers list all.
+        let conf_state = ConfState {
+            voters: vec![1, 2, 4],
+            voters_outgoing: vec![1, 2, 3],
+            learners: vec![5],
+            auto_leave: true,
+            ..Default::default()
+        };
+        let cp = RegionCheckpoint {
+            region: RegionMeta::whole_keyspace(1, &[1, 2, 3]).with_membership(&conf_state),
+            applied_index: 9,
+            applied_term: 2,
+            conf_state,
+            sessions: SessionTable::default(),
+            pairs: Vec::new(),
+        };
+        let decoded = RegionCheckpoint::decode(&cp.clone().encode().unwrap()).unwrap();
+        assert_eq!(decoded, cp);
+        assert_eq!(decoded.region.epoch.conf_ver, 2);
+        let stores: Vec<u64> = decoded.region.peers.iter().map(|p| p.store_id).collect();
+        assert_eq!(stores, [1, 2, 3, 4, 5]);
+        assert_eq!(crate::region::learners(&decoded.conf_state), [5]);
+    }
 }

@@ -29,9 +29,22 @@ pub enum RaftstoreError {
     /// the same write id is safe.
     #[error("region {region_id}: outcome unknown: {reason}")]
     Indeterminate { region_id: u64, reason: String },
+    /// A split at the region's middle key was asked for, but its data has
+    /// no key to split at (too few keys); nothing was executed.
+    #[error("region {region_id}: no key to split at (the region holds too few keys)")]
+    NoSplitKey { region_id: u64 },
     /// Nothing was executed and the request may be retried.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The request can never succeed as asked (a membership change naming a
+    /// store the region has no replica on, say); nothing was executed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The request was refused because executing it now would be unsafe
+    /// (a membership change that would leave the region without a live
+    /// quorum, say); nothing was executed. The message says what to change.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The node is shutting down; nothing was executed.
     #[error("this node is shutting down")]
     ShuttingDown,

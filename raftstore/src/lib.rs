@@ -6,6 +6,8 @@
 //!   are the core: region metadata and epoch checks, the replicated command
 //!   format, exactly-once apply, raft-rs storage, the per-region peer, and
 //!   start-up recovery. They do no network I/O and read no clock.
+//!   [`membership`] decides membership changes; [`tombstone`] remembers
+//!   the regions this store was removed from.
 //! - [`shard_core`] is a shard's logic without its runtime: the turn that
 //!   drives every region through one WAL batch, behind the [`shard_core::ShardIo`]
 //!   trait (disk and network) with time passed in, so the deterministic
@@ -28,6 +30,7 @@ pub mod error;
 pub mod liveness;
 pub mod log_codec;
 mod logger;
+pub mod membership;
 pub mod metrics;
 pub mod peer;
 pub mod recovery;
@@ -39,6 +42,7 @@ pub mod rules;
 mod shard;
 pub mod shard_core;
 pub mod storage;
+pub mod tombstone;
 pub mod transport;
 
 pub use config::StoreConfig;

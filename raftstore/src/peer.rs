@@ -11,6 +11,12 @@
 //! - a write is acknowledged only after it was applied, with the result the
 //!   state machine produced; a proposal that lost its log slot is answered
 //!   "not executed", one whose fate is unknown "indeterminate";
+//! - a membership change is proposed only when none is in flight and it
+//!   leaves a live majority of voters (see `membership`); it is applied by
+//!   every replica at the same log position, with `conf_ver` moved on, and
+//!   checkpointed there, so the snapshot a new replica receives already
+//!   names it; a replica that applies its own removal marks itself removed
+//!   (the shard destroys it);
 //! - a read is served only by a leader, after a ReadIndex round confirmed by
 //!   a quorum, once the applied index reached the read index;
 //! - the applied index never passes the commit index.
@@ -24,7 +30,7 @@ use engine::store::KvStore;
 use engine::wal::{RecordKind, WalBatch, WalRecord};
 use futures::channel::oneshot;
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot};
+use raft::prelude::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use crate::apply::{apply_write, ApplyRejection, SessionTable};
@@ -33,7 +39,8 @@ use crate::command::{ReadOp, ReadResult, RequestHeader, WriteCommand, WriteOp, W
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
 use crate::log_codec::{encode_entries, encode_hard_state, encode_truncation, Truncation};
-use crate::region::RegionMeta;
+use crate::membership::{self, PeerChange};
+use crate::region::{learners, members, RegionEpoch, RegionMeta};
 use crate::region_map::RegionMap;
 use crate::rules::{
     may_serve_read, may_start_read_index, proposal_fate, LogPosition, ProposalFate,
@@ -41,6 +48,9 @@ use crate::rules::{
 
 pub type WriteReply = oneshot::Sender<Result<WriteResult, RaftstoreError>>;
 pub type ReadReply = oneshot::Sender<Result<ReadResult, RaftstoreError>>;
+/// Answered with the region's status once a membership change is applied
+/// (and its joint configuration, if any, left).
+pub type MembershipReply = oneshot::Sender<Result<RegionStatus, RaftstoreError>>;
 
 /// What a shard turn collects from its peers: Raft messages to send and the
 /// WAL records to make durable.
@@ -72,6 +82,41 @@ pub const NEW_REGION_TERM: u64 = 5;
 /// followers stop ticking until the region is woken (see [`Peer::step`]).
 pub const HIBERNATE_CONTEXT: &[u8] = b"flotilla/hibernate";
 
+/// Ticks in a row, with no request, an idle leader waits before it
+/// hibernates: one election timeout at the default timing.
+const HIBERNATE_AFTER_QUIET_TICKS: u32 = 10;
+
+/// Context prefix of the answer a replica gives a store that is not in its
+/// region's configuration, followed by the replica's epoch (`conf_ver`,
+/// `version`, little-endian): "in this configuration you are not a member".
+/// The recipient destroys its replica if its own `conf_ver` is older (see
+/// `ShardCore::step`); the marker is never stepped into raft-rs.
+pub const REMOVED_CONTEXT: &[u8] = b"flotilla/removed";
+
+/// The marker telling store `to` that its replica is not in the
+/// configuration `epoch` of the region, sent by replica `from`.
+pub fn removed_marker(from: u64, to: u64, epoch: RegionEpoch) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(raft::prelude::MessageType::MsgHeartbeat);
+    m.from = from;
+    m.to = to;
+    let mut context = REMOVED_CONTEXT.to_vec();
+    context.extend_from_slice(&epoch.conf_ver.to_le_bytes());
+    context.extend_from_slice(&epoch.version.to_le_bytes());
+    m.context = context.into();
+    m
+}
+
+/// The epoch a [`removed_marker`] carries; `None` for any other message.
+pub fn parse_removed_marker(msg: &Message) -> Option<RegionEpoch> {
+    let rest = msg.context.strip_prefix(REMOVED_CONTEXT)?;
+    let (conf_ver, version) = rest.split_at_checked(8)?;
+    Some(RegionEpoch {
+        conf_ver: u64::from_le_bytes(conf_ver.try_into().ok()?),
+        version: u64::from_le_bytes(version.try_into().ok()?),
+    })
+}
+
 /// Ticks a new region's replica on the parent leader's store waits before
 /// campaigning, so that the other replicas have applied the split too (a
 /// vote request for a region a store does not have yet is dropped).
@@ -82,6 +127,16 @@ struct PendingWrite {
     term: u64,
     reply: WriteReply,
     deadline: Instant,
+}
+
+/// The membership change in flight (a leader proposes one at a time).
+struct PendingConfChange {
+    proposed: LogPosition,
+    reply: MembershipReply,
+    deadline: Instant,
+    /// Its entry applied and entered a joint configuration: answered once
+    /// the configuration is left (raft-rs proposes that by itself).
+    entered_joint: bool,
 }
 
 struct ReadBatch {
@@ -104,9 +159,32 @@ pub struct RegionStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub role: &'static str,
+    /// The region's learners (store ids), from its Raft configuration; the
+    /// other peers vote.
+    pub learners: Vec<u64>,
+    /// On the leader, the stores whose replicas do not answer; filled by
+    /// the shard, which knows which stores keep pinging.
+    pub down_peers: Vec<u64>,
     /// As of the last size check (leaders check; 0 before the first).
     pub size: RegionSize,
     pub hibernating: bool,
+    /// What this replica applied and served since it started (the
+    /// placement heartbeats turn differences into rates).
+    pub traffic: RegionTraffic,
+    /// On a leader: the peers it can bring up to date only with a snapshot
+    /// (their log position is below its first entry, or a snapshot is in
+    /// flight). Empty on other replicas.
+    pub pending_peers: Vec<u64>,
+}
+
+/// Cumulative counts of what a replica applied and served; they only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionTraffic {
+    /// Keys and bytes (keys plus values) of the writes it applied.
+    pub written_keys: u64,
+    pub written_bytes: u64,
+    /// Keys its reads returned (a get counts one, found or not).
+    pub read_keys: u64,
 }
 
 /// How much data a region holds, as of its last size check.
@@ -156,9 +234,22 @@ pub struct Peer {
     /// Idle region: neither ticks nor heartbeats until something wakes it.
     hibernating: bool,
     may_hibernate: bool,
+    /// Ticks in a row this leader found its region idle, with no request
+    /// in between (see `hibernate_if_idle`).
+    quiet_ticks: u32,
+    /// Ticks this replica has led in `leading_term` since it last woke:
+    /// raft-rs's record of which peers answered is only meaningful after
+    /// an election timeout of them (see `is_peer_alive`).
+    leading_ticks: u32,
+    leading_term: u64,
     /// A hibernating replica stepped a message: its answer is still to go
     /// out in the next turn.
     settling: bool,
+    pending_conf_change: Option<PendingConfChange>,
+    /// This replica applied its own removal from the region: the shard
+    /// destroys it after the turn.
+    removed: bool,
+    traffic: RegionTraffic,
 }
 
 fn role_name(role: StateRole) -> &'static str {
@@ -212,7 +303,13 @@ impl Peer {
             campaign_in_ticks: None,
             hibernating: false,
             may_hibernate: cfg.hibernate,
+            quiet_ticks: 0,
+            leading_ticks: 0,
+            leading_term: 0,
             settling: false,
+            pending_conf_change: None,
+            removed: false,
+            traffic: RegionTraffic::default(),
         }
     }
 
@@ -229,6 +326,7 @@ impl Peer {
     pub fn wake(&mut self) {
         if self.hibernating {
             tracing::trace!(region = self.region.id, "woken");
+            self.leading_ticks = 0;
         }
         self.hibernating = false;
     }
@@ -276,7 +374,8 @@ impl Peer {
     /// Idle means nothing is in flight: no proposal, read, snapshot,
     /// membership change or campaign, everything applied, and every
     /// follower holds the whole log and knows the commit index (so a
-    /// hibernating follower is never left behind).
+    /// hibernating follower is never left behind) — at
+    /// `HIBERNATE_AFTER_QUIET_TICKS` ticks in a row with no request.
     pub fn hibernate_if_idle(&mut self) -> Option<Vec<Message>> {
         if !self.may_hibernate || self.hibernating || !self.is_leader() {
             return None;
@@ -286,6 +385,8 @@ impl Peer {
         let committed = raft.raft_log.committed;
         let idle = self.writes.is_empty()
             && self.reads.is_empty()
+            && self.pending_conf_change.is_none()
+            && !self.is_joint()
             && self.snapshot_waits.is_empty()
             && self.campaign_in_ticks.is_none()
             && raft.commit_to_current_term()
@@ -296,9 +397,20 @@ impl Peer {
             && raft.prs().iter().all(|(id, pr)| {
                 *id == raft.id || (pr.matched == last && pr.committed_index == committed)
             });
-        if !idle || self.raw.has_ready() {
+        if !idle {
+            self.quiet_ticks = 0;
             return None;
         }
+        // A region under light load is idle at most tick instants; it
+        // sleeps only after a stretch with no request at all, or it would
+        // pay for a hibernate-wake round (markers, freed and regrown
+        // buffers) every few requests. (A Ready — the heartbeats a tick
+        // just produced — only postpones it.)
+        self.quiet_ticks = self.quiet_ticks.saturating_add(1);
+        if self.quiet_ticks < HIBERNATE_AFTER_QUIET_TICKS || self.raw.has_ready() {
+            return None;
+        }
+        self.quiet_ticks = 0;
         self.hibernating = true;
         tracing::trace!(region = self.region.id, "hibernating");
         let term = raft.term;
@@ -340,6 +452,194 @@ impl Peer {
 
     fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
+    }
+
+    /// Whether store `id` is in the region's Raft configuration (either
+    /// half of a joint one, or a learner).
+    pub fn is_member(&self, id: u64) -> bool {
+        self.raw.raft.prs().get(id).is_some()
+    }
+
+    /// The configuration is joint: a membership change is half way.
+    fn is_joint(&self) -> bool {
+        !self.raw.store().conf_state().voters_outgoing.is_empty()
+    }
+
+    /// This replica applied its own removal; it serves nothing more and
+    /// is to be destroyed.
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
+    /// The highest log index this replica knows to be committed.
+    pub fn committed_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// Answers every request waiting on this replica with `error()`: it
+    /// is being destroyed.
+    pub fn fail_pending(&mut self, error: impl Fn() -> RaftstoreError) {
+        for w in self.writes.drain(..) {
+            let _ = w.reply.send(Err(error()));
+        }
+        for batch in self.reads.drain(..) {
+            for (_, _, reply) in batch.reads {
+                let _ = reply.send(Err(error()));
+            }
+        }
+        if let Some(pending) = self.pending_conf_change.take() {
+            let _ = pending.reply.send(Err(error()));
+        }
+    }
+
+    /// Proposes the membership change `changes` (see `membership::plan`);
+    /// `reply` is answered with the region once it is applied. Stores for
+    /// which `store_alive` is false count as down, like followers raft-rs
+    /// has not heard from recently.
+    pub fn change_peers(
+        &mut self,
+        header: RequestHeader,
+        changes: &[PeerChange],
+        store_alive: impl Fn(u64) -> bool,
+        reply: MembershipReply,
+        now: Instant,
+    ) {
+        self.wake();
+        if let Err(e) = self.check_header(&header) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if !self.is_leader() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let raft = &self.raw.raft;
+        if self.pending_conf_change.is_some() || raft.has_pending_conf() || self.is_joint() {
+            let _ = reply.send(Err(RaftstoreError::Unavailable(format!(
+                "region {}: a membership change is in progress; retry once it completes",
+                self.region.id
+            ))));
+            return;
+        }
+        let leader = raft.id;
+        let alive = |store: u64| self.is_peer_alive(store, &store_alive);
+        let conf = self.raw.store().conf_state().clone();
+        let cc = match membership::plan(self.region.id, &conf, leader, changes, alive) {
+            Ok(Some(cc)) => cc,
+            Ok(None) => {
+                let _ = reply.send(Ok(self.status()));
+                return;
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let before = self.raw.raft.raft_log.last_index();
+        let context = membership::encode_context(self.region.epoch.conf_ver);
+        if let Err(err) = self.raw.propose_conf_change(context, cc) {
+            tracing::debug!(region = self.region.id, %err, "membership change not proposed");
+            let _ = reply.send(Err(RaftstoreError::Unavailable(format!(
+                "region {}: the leader could not propose the change now ({err}); retry",
+                self.region.id
+            ))));
+            return;
+        }
+        let index = self.raw.raft.raft_log.last_index();
+        // raft-rs turns a conf change it will not take into an empty entry.
+        if index != before + 1 || self.raw.raft.pending_conf_index != index {
+            let _ = reply.send(Err(RaftstoreError::Unavailable(format!(
+                "region {}: the leader did not take the change (a membership change or leader transfer is under way); retry",
+                self.region.id
+            ))));
+            return;
+        }
+        tracing::info!(
+            region = self.region.id,
+            index,
+            ?changes,
+            "membership change proposed"
+        );
+        self.pending_conf_change = Some(PendingConfChange {
+            proposed: LogPosition {
+                index,
+                term: self.raw.raft.term,
+            },
+            reply,
+            deadline: now + self.request_timeout,
+            entered_joint: false,
+        });
+    }
+
+    /// Whether the replica on `store` answers, as the leader judges it:
+    /// this replica itself, or a peer whose store keeps pinging
+    /// (`store_alive`; raft-rs alone would miss a peer that died while the
+    /// region hibernated) and that raft-rs heard from within the last
+    /// election timeout. For the first election timeout after this replica
+    /// became leader or woke, raft-rs's record says nothing yet (it clears
+    /// it at every check-quorum, and a region may have gone to sleep right
+    /// after one), so the store's pings decide alone.
+    fn is_peer_alive(&self, store: u64, store_alive: &impl Fn(u64) -> bool) -> bool {
+        let raft = &self.raw.raft;
+        if store == raft.id {
+            return true;
+        }
+        let Some(progress) = raft.prs().get(store) else {
+            return false;
+        };
+        let raft_has_seen_a_timeout = self.leading_ticks as usize >= raft.election_timeout();
+        store_alive(store) && (progress.recent_active || !raft_has_seen_a_timeout)
+    }
+
+    /// On the leader, the stores whose replicas do not answer (see
+    /// [`Peer::is_peer_alive`]), in id order; empty elsewhere.
+    pub fn down_peers(&self, store_alive: impl Fn(u64) -> bool) -> Vec<u64> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let mut down: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|&id| !self.is_peer_alive(id, &store_alive))
+            .collect();
+        down.sort_unstable();
+        down
+    }
+
+    /// Starts handing leadership to store `to`, which must be a voter. The
+    /// transfer completes (or is abandoned by raft-rs after an election
+    /// timeout) on its own; the region's status shows where it went.
+    pub fn transfer_leader(
+        &mut self,
+        header: &RequestHeader,
+        to: u64,
+    ) -> Result<(), RaftstoreError> {
+        self.wake();
+        self.check_header(header)?;
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let raft = &self.raw.raft;
+        if to == raft.id {
+            return Ok(());
+        }
+        if !raft.prs().conf().voters().contains(to) {
+            let why = if raft.prs().conf().learners().contains(&to) {
+                "is a learner; promote it first"
+            } else {
+                "holds no replica of it"
+            };
+            return Err(RaftstoreError::InvalidRequest(format!(
+                "region {}: cannot transfer leadership to store {to}: it {why}",
+                self.region.id
+            )));
+        }
+        tracing::info!(region = self.region.id, to, "transferring leadership");
+        self.raw.transfer_leader(to);
+        Ok(())
     }
 
     fn not_leader(&self) -> RaftstoreError {
@@ -389,6 +689,7 @@ impl Peer {
     /// Proposes a write; `reply` is answered once its fate is known.
     pub fn propose_write(&mut self, cmd: WriteCommand, reply: WriteReply, now: Instant) {
         self.wake();
+        self.quiet_ticks = 0;
         if let Err(e) = self.check_header(&cmd.header) {
             let _ = reply.send(Err(e));
             return;
@@ -427,6 +728,7 @@ impl Peer {
         now: Instant,
     ) {
         self.wake();
+        self.quiet_ticks = 0;
         if let Err(e) = self.check_read(&header, &op) {
             let _ = reply.send(Err(e));
             return;
@@ -493,6 +795,13 @@ impl Peer {
     pub fn tick(&mut self) {
         if self.hibernating {
             return;
+        }
+        let term = self.raw.raft.term;
+        if self.is_leader() && term == self.leading_term {
+            self.leading_ticks = self.leading_ticks.saturating_add(1);
+        } else {
+            self.leading_ticks = 0;
+            self.leading_term = term;
         }
         self.raw.tick();
         self.check_snapshot_sends();
@@ -596,6 +905,34 @@ impl Peer {
                 }));
             }
         }
+        if self
+            .pending_conf_change
+            .as_ref()
+            .is_some_and(|p| p.deadline <= now)
+        {
+            self.answer_joint_change();
+            if let Some(pending) = self.pending_conf_change.take() {
+                let _ = pending.reply.send(Err(RaftstoreError::Indeterminate {
+                    region_id,
+                    reason: "the membership change was not applied before the deadline".into(),
+                }));
+            }
+        }
+    }
+
+    /// If the membership change in flight already entered its joint
+    /// configuration, answers it with the region as it is: the change is
+    /// applied, and raft-rs leaves the joint configuration by itself.
+    fn answer_joint_change(&mut self) {
+        if self
+            .pending_conf_change
+            .as_ref()
+            .is_some_and(|p| p.entered_joint)
+        {
+            if let Some(pending) = self.pending_conf_change.take() {
+                let _ = pending.reply.send(Ok(self.status()));
+            }
+        }
     }
 
     /// Phase one of a turn: takes the Ready, sends what may go out before
@@ -613,6 +950,8 @@ impl Peer {
         if let Some(ss) = rd.ss() {
             if ss.raft_state != StateRole::Leader {
                 self.fail_reads();
+                // A change not applied yet learns its fate from the log.
+                self.answer_joint_change();
             }
         }
         self.route(rd.take_messages(), out);
@@ -723,6 +1062,12 @@ impl Peer {
                 let batch = self.reads.swap_remove(i);
                 for (header, op, reply) in batch.reads {
                     let answer = self.check_read(&header, &op).map(|()| self.read(op));
+                    if let Ok(result) = &answer {
+                        self.traffic.read_keys += match result {
+                            ReadResult::Value(_) => 1,
+                            ReadResult::Pairs(pairs) => pairs.len() as u64,
+                        };
+                    }
                     let _ = reply.send(answer);
                 }
             } else {
@@ -767,6 +1112,7 @@ impl Peer {
                 entry.index <= self.raw.raft.raft_log.committed,
                 "applied never passes committed"
             );
+            let mut membership_outcome = None;
             let outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => None,
                 EntryType::EntryNormal => Some(match WriteCommand::decode(&entry.data) {
@@ -786,28 +1132,163 @@ impl Peer {
                         )))
                     }
                 }),
-                EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| {
-                        RaftstoreError::Corrupt(format!("conf change at {}: {e}", entry.index))
-                    })?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    self.raw.mut_store().set_conf_state(cs);
-                    None
-                }
-                EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| {
-                        RaftstoreError::Corrupt(format!("conf change at {}: {e}", entry.index))
-                    })?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    self.raw.mut_store().set_conf_state(cs);
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    membership_outcome = Some(self.apply_membership_entry(&entry, out)?);
                     None
                 }
             };
             self.applied_index = entry.index;
             self.applied_term = entry.term;
             self.resolve_write(entry.index, entry.term, outcome);
+            let applied = LogPosition {
+                index: entry.index,
+                term: entry.term,
+            };
+            self.resolve_conf_change(applied, membership_outcome);
         }
         Ok(())
+    }
+
+    /// Applies a committed conf change entry. It is skipped (and the
+    /// answer says why) when the region's `conf_ver` moved since it was
+    /// planned, or when raft-rs refuses it; every replica decides the same,
+    /// from the log alone.
+    fn apply_membership_entry(
+        &mut self,
+        entry: &Entry,
+        out: &mut TurnOutput,
+    ) -> Result<Result<(), RaftstoreError>, RaftstoreError> {
+        let corrupt = |e: &dyn std::fmt::Display| {
+            RaftstoreError::Corrupt(format!("conf change at {}: {e}", entry.index))
+        };
+        let planned_at = match membership::decode_context(&entry.context) {
+            Ok(planned_at) => planned_at,
+            Err(err) => {
+                tracing::error!(region = self.region.id, index = entry.index, %err, "conf change context does not decode; skipped");
+                return Ok(Err(corrupt(&err)));
+            }
+        };
+        if planned_at.is_some_and(|conf_ver| conf_ver != self.region.epoch.conf_ver) {
+            return Ok(Err(self.rejection(ApplyRejection::EpochNotMatch)));
+        }
+        let applied = if entry.get_entry_type() == EntryType::EntryConfChange {
+            let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| corrupt(&e))?;
+            self.raw.apply_conf_change(&cc)
+        } else {
+            let cc = ConfChangeV2::parse_from_bytes(&entry.data).map_err(|e| corrupt(&e))?;
+            self.raw.apply_conf_change(&cc)
+        };
+        match applied {
+            Ok(conf_state) => {
+                self.change_membership(conf_state, entry.index, entry.term, out)?;
+                Ok(Ok(()))
+            }
+            Err(err) => {
+                tracing::error!(region = self.region.id, index = entry.index, %err, "raft-rs refused a committed conf change; skipped");
+                Ok(Err(RaftstoreError::InvalidRequest(format!(
+                    "region {}: the change was refused when applied: {err}",
+                    self.region.id
+                ))))
+            }
+        }
+    }
+
+    /// The region's configuration became `conf_state` at log position
+    /// (`index`, `term`): `conf_ver` moves on and `peers` follows, and the
+    /// region is checkpointed there before the turn ends. The log up to
+    /// `index` is then dropped, so a replica this change added (which has
+    /// no log) is sent that checkpoint, which names it, as its snapshot.
+    fn change_membership(
+        &mut self,
+        conf_state: ConfState,
+        index: u64,
+        term: u64,
+        out: &mut TurnOutput,
+    ) -> Result<(), RaftstoreError> {
+        self.raw.mut_store().set_conf_state(conf_state.clone());
+        self.region = self.region.with_membership(&conf_state);
+        self.region_map.upsert(&self.region);
+        self.removed = !members(&conf_state).contains(&self.raw.raft.id);
+        tracing::info!(
+            region = self.region.id,
+            index,
+            conf_ver = self.region.epoch.conf_ver,
+            voters = ?conf_state.voters,
+            outgoing = ?conf_state.voters_outgoing,
+            learners = ?conf_state.learners,
+            removed = self.removed,
+            "membership changed"
+        );
+        if self.removed {
+            // Nothing to keep: the shard destroys this replica.
+            return Ok(());
+        }
+        RegionCheckpoint {
+            region: self.region.clone(),
+            applied_index: index,
+            applied_term: term,
+            conf_state,
+            sessions: self.sessions.clone(),
+            pairs: self
+                .store
+                .range_pairs(&self.region.start_key, &self.region.end_key),
+        }
+        .write(&self.checkpoint_dir)?;
+        self.last_checkpoint_index = self.last_checkpoint_index.max(index);
+        self.raw.mut_store().compact_to(index);
+        out.wal.push(WalRecord {
+            region_id: self.region.id,
+            kind: RecordKind::Truncate,
+            index,
+            payload: encode_truncation(Truncation::UpTo),
+        });
+        Ok(())
+    }
+
+    /// Answers the membership change in flight once the replica applied
+    /// `applied` (with `outcome` for a conf change entry there; `None` for
+    /// a snapshot ending there).
+    fn resolve_conf_change(
+        &mut self,
+        applied: LogPosition,
+        outcome: Option<Result<(), RaftstoreError>>,
+    ) {
+        let Some(mut pending) = self.pending_conf_change.take() else {
+            return;
+        };
+        let answer = if pending.entered_joint {
+            if self.is_joint() {
+                self.pending_conf_change = Some(pending);
+                return;
+            }
+            Ok(self.status())
+        } else {
+            match proposal_fate(pending.proposed, applied) {
+                ProposalFate::Waiting => {
+                    self.pending_conf_change = Some(pending);
+                    return;
+                }
+                ProposalFate::Applied => match outcome {
+                    Some(Ok(())) if self.is_joint() => {
+                        pending.entered_joint = true;
+                        self.pending_conf_change = Some(pending);
+                        return;
+                    }
+                    Some(Ok(())) => Ok(self.status()),
+                    Some(Err(e)) => Err(e),
+                    None => Err(RaftstoreError::Indeterminate {
+                        region_id: self.region.id,
+                        reason: format!("entry {} was applied by a snapshot", applied.index),
+                    }),
+                },
+                ProposalFate::Skipped => Err(RaftstoreError::Indeterminate {
+                    region_id: self.region.id,
+                    reason: "log replaced by a snapshot".into(),
+                }),
+                ProposalFate::Superseded => Err(self.not_leader()),
+            }
+        };
+        let _ = pending.reply.send(answer);
     }
 
     fn rejection(&self, rejection: ApplyRejection) -> RaftstoreError {
@@ -825,8 +1306,10 @@ impl Peer {
     }
 
     fn note_written(&mut self, op: &WriteOp) {
+        let (keys, bytes) = op.written();
+        self.traffic.written_keys += keys;
+        self.traffic.written_bytes += bytes;
         if let Some(written) = self.written_since_size_check.as_mut() {
-            let (keys, bytes) = op.written();
             written.keys += keys;
             written.bytes += bytes;
         }
@@ -988,6 +1471,7 @@ impl Peer {
             payload: encode_truncation(Truncation::DiscardAll),
         });
         self.resolve_write(index, term, None);
+        self.resolve_conf_change(LogPosition { index, term }, None);
         tracing::info!(region = self.region.id, index, term, "installed snapshot");
         Ok(())
     }
@@ -1033,16 +1517,58 @@ impl Peer {
     }
 
     pub fn status(&self) -> RegionStatus {
+        let conf_state = self.raw.store().conf_state();
+        let learners = learners(conf_state);
+        let role = if learners.contains(&self.raw.raft.id) {
+            "learner"
+        } else {
+            role_name(self.raw.raft.state)
+        };
         RegionStatus {
             region: self.region.clone(),
             leader_id: self.raw.raft.leader_id,
             term: self.raw.raft.term,
             commit_index: self.raw.raft.raft_log.committed,
             applied_index: self.applied_index,
-            role: role_name(self.raw.raft.state),
+            role,
+            learners,
+            down_peers: Vec::new(),
             size: self.size,
             hibernating: self.hibernating,
+            traffic: self.traffic,
+            pending_peers: self.pending_peers(),
         }
+    }
+
+    /// On a leader, the peers only a snapshot can bring up to date.
+    fn pending_peers(&self) -> Vec<u64> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let first_index = self.raw.raft.raft_log.first_index();
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(_, pr)| pr.state == ProgressState::Snapshot || pr.matched + 1 < first_index)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The key a split of this region should happen at: the middle key of
+    /// its data, measured now (the size check's choice). Only the leader
+    /// decides splits.
+    pub fn middle_key(&self) -> Result<Vec<u8>, RaftstoreError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        self.store
+            .range_size(&self.region.start_key, &self.region.end_key)
+            .middle_key
+            .filter(|key| self.region.may_split_at(key))
+            .ok_or(RaftstoreError::NoSplitKey {
+                region_id: self.region.id,
+            })
     }
 }
 

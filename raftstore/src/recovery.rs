@@ -18,6 +18,7 @@ use crate::error::RaftstoreError;
 use crate::log_codec::{decode_entries, decode_hard_state, decode_truncation, Truncation};
 use crate::peer::NEW_REGION_INDEX;
 use crate::region::RegionMeta;
+use crate::tombstone::Tombstones;
 use engine::wal::{RecordKind, WalRecord};
 
 /// Every region checkpoint in `dir`, with their data loaded into `store`
@@ -28,6 +29,9 @@ use engine::wal::{RecordKind, WalRecord};
 /// leave is a region a split just created (still at its starting index)
 /// whose parent's checkpoint predates the split; the parent's log replays
 /// the split, so the early copy is deleted.
+///
+/// A checkpoint its region's tombstone covers is a replica whose
+/// destruction a crash interrupted: it is deleted, not loaded.
 pub fn load_checkpoints(
     dir: &Path,
     initial_regions: &[RegionMeta],
@@ -40,6 +44,7 @@ pub fn load_checkpoints(
         }
         ids = engine::checkpoint::list_regions(dir)?;
     }
+    let tombstones = Tombstones::load(dir, |_| true)?;
     let mut checkpoints = Vec::with_capacity(ids.len());
     for id in ids {
         let cp = RegionCheckpoint::read(dir, id)?.ok_or_else(|| {
@@ -47,6 +52,14 @@ pub fn load_checkpoints(
                 "checkpoint of region {id} vanished during start-up"
             ))
         })?;
+        if tombstones.covers(&cp.region) {
+            tracing::info!(
+                region = id,
+                "replica removed before a crash; finishing its destruction"
+            );
+            engine::checkpoint::remove(dir, id)?;
+            continue;
+        }
         checkpoints.push(cp);
     }
     checkpoints.sort_by(|a, b| a.region.start_key.cmp(&b.region.start_key));

@@ -1,6 +1,12 @@
 //! Region metadata: the key range a Raft group owns, its peers, and its
 //! epoch. The epoch checks here are the single definition of "stale routing"
 //! shared by the request path, the apply path and the `specs` models.
+//!
+//! A peer's role (voter or learner) is not kept here: the region's Raft
+//! configuration (`ConfState`, checkpointed with the region) is the one
+//! record of it; [`RegionMeta::with_membership`] derives `peers` from it.
+
+use raft::prelude::ConfState;
 
 use crate::codec::{CodecError, Decoder, Encoder};
 
@@ -126,6 +132,25 @@ impl RegionMeta {
         (left, right)
     }
 
+    /// The region once a membership change left its Raft configuration at
+    /// `conf_state`: `conf_ver` moves on by one, and `peers` lists every
+    /// replica the configuration names (see [`members`]). The range and
+    /// `version` do not change.
+    pub fn with_membership(&self, conf_state: &ConfState) -> RegionMeta {
+        let peers = members(conf_state)
+            .into_iter()
+            .map(|id| PeerMeta { id, store_id: id })
+            .collect();
+        RegionMeta {
+            epoch: RegionEpoch {
+                conf_ver: self.epoch.conf_ver + 1,
+                version: self.epoch.version,
+            },
+            peers,
+            ..self.clone()
+        }
+    }
+
     pub fn encode(&self, enc: &mut Encoder) {
         enc.u64(self.id)
             .bytes(&self.start_key)
@@ -162,6 +187,30 @@ impl RegionMeta {
             peers,
         })
     }
+}
+
+/// Every replica a Raft configuration names, in id order: the voters of
+/// both halves of a joint configuration and the learners (a voter being
+/// demoted is still an outgoing voter until the configuration is left).
+pub fn members(conf_state: &ConfState) -> Vec<u64> {
+    let mut ids: Vec<u64> = conf_state
+        .voters
+        .iter()
+        .chain(&conf_state.voters_outgoing)
+        .chain(&conf_state.learners)
+        .chain(&conf_state.learners_next)
+        .copied()
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The learners of a Raft configuration, in id order.
+pub fn learners(conf_state: &ConfState) -> Vec<u64> {
+    let mut ids = conf_state.learners.clone();
+    ids.sort_unstable();
+    ids
 }
 
 #[cfg(test)]
@@ -248,5 +297,69 @@ mod tests {
         let mut dec = Decoder::new("region", &buf);
         assert_eq!(RegionMeta::decode(&mut dec).unwrap(), r);
         dec.finish().unwrap();
+    }
+
+    #[test]
+    fn a_membership_change_moves_conf_ver_and_lists_every_member() {
+        let r = region(b"b", b"x");
+        // A learner joins.
+        let with_learner = r.with_membership(&ConfState {
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            ..Default::default()
+        });
+        assert_eq!(with_learner.epoch.conf_ver, r.epoch.conf_ver + 1);
+        assert_eq!(with_learner.epoch.version, r.epoch.version);
+        assert_eq!(
+            (
+                with_learner.start_key.as_slice(),
+                with_learner.end_key.as_slice()
+            ),
+            (&b"b"[..], &b"x"[..])
+        );
+        let ids = |r: &RegionMeta| {
+            r.peers
+                .iter()
+                .map(|p| (p.id, p.store_id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&with_learner), [(1, 1), (2, 2), (3, 3), (4, 4)]);
+        assert!(
+            !r.epoch.is_current(&with_learner.epoch),
+            "requests built before are refused"
+        );
+        // Joint: 4 promoted, 3 on its way out; both still members.
+        let joint = ConfState {
+            voters: vec![4, 1, 2],
+            voters_outgoing: vec![1, 2, 3],
+            auto_leave: true,
+            ..Default::default()
+        };
+        let entered = with_learner.with_membership(&joint);
+        assert_eq!(ids(&entered), [(1, 1), (2, 2), (3, 3), (4, 4)]);
+        assert_eq!(entered.epoch.conf_ver, r.epoch.conf_ver + 2);
+        // Leaving the joint configuration drops 3.
+        let left = entered.with_membership(&ConfState {
+            voters: vec![1, 2, 4],
+            ..Default::default()
+        });
+        assert_eq!(ids(&left), [(1, 1), (2, 2), (4, 4)]);
+        assert_eq!(left.epoch.conf_ver, r.epoch.conf_ver + 3);
+        // A demotion keeps the voter as a member, as a learner-to-be.
+        let demoting = ConfState {
+            voters: vec![1, 2],
+            voters_outgoing: vec![1, 2, 4],
+            learners_next: vec![4],
+            ..Default::default()
+        };
+        assert_eq!(members(&demoting), [1, 2, 4]);
+        assert!(learners(&demoting).is_empty());
+        assert_eq!(
+            learners(&ConfState {
+                learners: vec![9, 4],
+                ..Default::default()
+            }),
+            [4, 9]
+        );
     }
 }

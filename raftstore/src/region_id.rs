@@ -9,7 +9,6 @@
 //! handed out twice, even across crashes; a crash only skips the unused
 //! rest of a block.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -72,20 +71,7 @@ impl RegionIdAllocator {
     }
 
     fn persist(&self, reserved: u64) -> Result<(), RaftstoreError> {
-        let fail = |what: &str, e: std::io::Error| {
-            RaftstoreError::Internal(format!("{what} {}: {e}", self.path.display()))
-        };
-        let temp = self.path.with_extension("tmp");
-        let mut file = std::fs::File::create(&temp).map_err(|e| fail("create", e))?;
-        file.write_all(format!("{reserved}\n").as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| fail("write", e))?;
-        std::fs::rename(&temp, &self.path).map_err(|e| fail("replace", e))?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| fail("sync the directory of", e))?;
-        }
+        engine::durable_dir::replace_file(&self.path, format!("{reserved}\n").as_bytes())?;
         Ok(())
     }
 }

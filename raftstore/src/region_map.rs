@@ -7,7 +7,7 @@
 //! stale entry is refused by the region itself (epoch and range checks at
 //! propose and apply time), never served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use crate::region::RegionMeta;
@@ -22,6 +22,36 @@ struct Regions {
     by_id: HashMap<u64, RegionMeta>,
     /// start key -> id, for the regions in `by_id`.
     by_start: BTreeMap<Vec<u8>, u64>,
+    /// store id -> how many peers of the regions in `by_id` it holds (no
+    /// zero counts): answers `peer_stores` without walking every region.
+    peers_per_store: BTreeMap<u64, usize>,
+}
+
+impl Regions {
+    fn count_peers(&mut self, region: &RegionMeta) {
+        for peer in &region.peers {
+            *self.peers_per_store.entry(peer.store_id).or_default() += 1;
+        }
+    }
+
+    fn uncount_peers(&mut self, region: &RegionMeta) {
+        for peer in &region.peers {
+            if let Some(count) = self.peers_per_store.get_mut(&peer.store_id) {
+                *count -= 1;
+                if *count == 0 {
+                    self.peers_per_store.remove(&peer.store_id);
+                }
+            }
+        }
+    }
+
+    /// Takes `old` (replaced or removed) out of the key index and counts.
+    fn forget(&mut self, old: &RegionMeta) {
+        if self.by_start.get(&old.start_key) == Some(&old.id) {
+            self.by_start.remove(&old.start_key);
+        }
+        self.uncount_peers(old);
+    }
 }
 
 impl RegionMap {
@@ -33,20 +63,17 @@ impl RegionMap {
     pub fn upsert(&self, region: &RegionMeta) {
         let mut regions = self.inner.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = regions.by_id.insert(region.id, region.clone()) {
-            if regions.by_start.get(&old.start_key) == Some(&old.id) {
-                regions.by_start.remove(&old.start_key);
-            }
+            regions.forget(&old);
         }
         regions.by_start.insert(region.start_key.clone(), region.id);
+        regions.count_peers(region);
     }
 
-    /// Forgets region `id`.
-    pub fn remove(&self, id: u64) {
+    /// Forgets region `region_id` (its replica here was destroyed).
+    pub fn remove(&self, region_id: u64) {
         let mut regions = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = regions.by_id.remove(&id) {
-            if regions.by_start.get(&old.start_key) == Some(&id) {
-                regions.by_start.remove(&old.start_key);
-            }
+        if let Some(old) = regions.by_id.remove(&region_id) {
+            regions.forget(&old);
         }
     }
 
@@ -61,9 +88,12 @@ impl RegionMap {
             .cloned()
     }
 
-    pub fn get(&self, id: u64) -> Option<RegionMeta> {
+    /// Every store a region of this store has a peer on (this store
+    /// included), in id order.
+    pub fn peer_stores(&self) -> BTreeSet<u64> {
         let regions = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        regions.by_id.get(&id).cloned()
+        debug_assert!(regions.peers_per_store.values().all(|&n| n > 0));
+        regions.peers_per_store.keys().copied().collect()
     }
 
     /// Every region other than `except` whose range overlaps `region`'s.
@@ -75,18 +105,6 @@ impl RegionMap {
             .filter(|r| r.id != except && ranges_overlap(r, region))
             .cloned()
             .collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_id
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -124,9 +142,32 @@ mod tests {
         // Region 2 splits at "t"; region 3 not created here yet: a gap.
         map.upsert(&region(2, b"m", b"t"));
         assert_eq!(map.region_for_key(b"u"), None);
-        assert_eq!(map.len(), 2);
+        assert_eq!(map.region_for_key(b"m").map(|r| r.id), Some(2));
+        assert_eq!(map.peer_stores().into_iter().collect::<Vec<_>>(), [1, 2, 3]);
+        // Region 1's replica is destroyed: its keys route nowhere here.
+        map.remove(1);
+        assert_eq!(map.region_for_key(b"a"), None);
+        assert_eq!(map.region_for_key(b"m").map(|r| r.id), Some(2));
+    }
+
+    #[test]
+    fn peer_stores_follow_membership_changes_and_removals() {
+        let map = RegionMap::new();
+        map.upsert(&region(1, b"", b"m"));
+        map.upsert(&region(2, b"m", b""));
+        let stores = |map: &RegionMap| map.peer_stores().into_iter().collect::<Vec<_>>();
+        assert_eq!(stores(&map), [1, 2, 3]);
+        // Region 2 moves its replica from store 3 to store 4.
+        map.upsert(&RegionMeta {
+            peers: RegionMeta::whole_keyspace(2, &[1, 2, 4]).peers,
+            ..region(2, b"m", b"")
+        });
+        assert_eq!(stores(&map), [1, 2, 3, 4]);
+        // Region 1, the last one on store 3, goes away.
+        map.remove(1);
+        assert_eq!(stores(&map), [1, 2, 4]);
         map.remove(2);
-        assert_eq!(map.region_for_key(b"m"), None);
+        assert!(stores(&map).is_empty());
     }
 
     #[test]

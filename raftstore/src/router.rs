@@ -11,6 +11,7 @@ use crate::command::{
     ReadOp, ReadResult, RequestHeader, WriteCommand, WriteId, WriteOp, WriteResult,
 };
 use crate::error::RaftstoreError;
+use crate::membership::PeerChange;
 use crate::peer::RegionStatus;
 use crate::region::RegionMeta;
 use crate::region_map::RegionMap;
@@ -86,8 +87,7 @@ impl StoreRouter {
         id: WriteId,
         op: WriteOp,
     ) -> Result<WriteResult, RaftstoreError> {
-        self.rerouted(header, first_key(&op), |region_id| {
-            let op = op.clone();
+        self.rerouted(header, op, first_key, |region_id, op| {
             let cmd = WriteCommand { header, id, op };
             self.call(region_id, move |reply| ShardMsg::Write {
                 region_id,
@@ -114,27 +114,74 @@ impl StoreRouter {
         .await
     }
 
-    /// Runs `attempt` on the region `header` names, or else on the region
-    /// holding `key`; a region that no longer holds the key (it split since
-    /// it was looked up) refused it unexecuted, so it is routed again.
-    async fn rerouted<T, F>(
+    /// Changes the membership of region `header.region_id` (on its leader)
+    /// and answers with the region once the change is applied.
+    pub async fn change_peers(
         &self,
         header: RequestHeader,
-        key: &[u8],
-        attempt: impl Fn(u64) -> F,
+        changes: Vec<PeerChange>,
+    ) -> Result<RegionStatus, RaftstoreError> {
+        self.call(header.region_id, |reply| ShardMsg::ChangePeers {
+            header,
+            changes,
+            reply,
+        })
+        .await
+    }
+
+    /// Starts handing the leadership of region `header.region_id` to store
+    /// `to_store`.
+    pub async fn transfer_leader(
+        &self,
+        header: RequestHeader,
+        to_store: u64,
+    ) -> Result<(), RaftstoreError> {
+        self.call(header.region_id, |reply| ShardMsg::TransferLeader {
+            header,
+            to_store,
+            reply,
+        })
+        .await
+    }
+
+    /// Splits region `header.region_id` at the middle key of its data, as
+    /// its leader measures it now.
+    pub async fn split_at_middle(
+        &self,
+        header: RequestHeader,
+    ) -> Result<WriteResult, RaftstoreError> {
+        let region_id = header.region_id;
+        self.call(region_id, |reply| ShardMsg::SplitAtMiddle {
+            region_id,
+            epoch: header.epoch,
+            reply,
+        })
+        .await
+    }
+
+    /// Runs `attempt` with `op` on the region `header` names, or else on
+    /// the region holding `key(op)`; a region that no longer holds the key
+    /// (it split since it was looked up) refused it unexecuted, so it is
+    /// routed again. `op` is copied only for attempts that may be retried:
+    /// never when the request names its region.
+    async fn rerouted<O: Clone, T, F>(
+        &self,
+        header: RequestHeader,
+        op: O,
+        key: impl Fn(&O) -> &[u8],
+        attempt: impl Fn(u64, O) -> F,
     ) -> Result<T, RaftstoreError>
     where
         F: std::future::Future<Output = Result<T, RaftstoreError>>,
     {
         let mut tries = 0;
         loop {
-            let region_id = self.resolve(&header, key)?;
-            match attempt(region_id).await {
-                Err(RaftstoreError::KeyNotInRegion { .. })
-                    if header.region_id == 0 && tries < REROUTES_MAX =>
-                {
-                    tries += 1;
-                }
+            let region_id = self.resolve(&header, key(&op))?;
+            if header.region_id != 0 || tries == REROUTES_MAX {
+                return attempt(region_id, op).await;
+            }
+            match attempt(region_id, op.clone()).await {
+                Err(RaftstoreError::KeyNotInRegion { .. }) => tries += 1,
                 result => return result,
             }
         }
@@ -146,13 +193,7 @@ impl StoreRouter {
         header: RequestHeader,
         op: ReadOp,
     ) -> Result<ReadResult, RaftstoreError> {
-        let key = match &op {
-            ReadOp::Get { key } => key.as_slice(),
-            ReadOp::BatchGet { keys } => keys.first().map_or(&[][..], Vec::as_slice),
-            ReadOp::Scan { start, .. } => start.as_slice(),
-        };
-        self.rerouted(header, key, |region_id| {
-            let op = op.clone();
+        self.rerouted(header, op, read_key, |region_id, op| {
             self.call(region_id, move |reply| ShardMsg::Read {
                 region_id,
                 header,
@@ -211,5 +252,13 @@ fn first_key(op: &WriteOp) -> &[u8] {
         WriteOp::BatchPut { pairs } => pairs.first().map_or(&[][..], |(k, _)| k.as_slice()),
         WriteOp::DeleteRange { start, .. } => start,
         WriteOp::Split { split_key, .. } => split_key,
+    }
+}
+
+fn read_key(op: &ReadOp) -> &[u8] {
+    match op {
+        ReadOp::Get { key } => key,
+        ReadOp::BatchGet { keys } => keys.first().map_or(&[][..], Vec::as_slice),
+        ReadOp::Scan { start, .. } => start,
     }
 }

@@ -1,11 +1,15 @@
 //! Pure decisions of a region replica, shared by `peer` and the `specs`
 //! model checks: when a ReadIndex round may start, when a read it confirmed
 //! may be served, and what became of a proposal once the replica applied
-//! the log position it was waiting for.
+//! the log position it was waiting for; and, for a store, when a replica
+//! still waiting for its first snapshot may take one.
 //!
 //! Guarantee: these functions are the only definition of those decisions;
 //! `peer` calls them and so do the models, so a model checks what the
 //! server runs. They read no state and no clock.
+
+use crate::region::RegionMeta;
+use crate::region_map::ranges_overlap;
 
 /// A position in a region's Raft log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,6 +57,21 @@ pub fn proposal_fate(proposed: LogPosition, applied: LogPosition) -> ProposalFat
     } else {
         ProposalFate::Superseded
     }
+}
+
+/// An uninitialized replica may step a snapshot of `region` only if no
+/// other region of the store covers any of its keys: neither one installed
+/// nor one whose snapshot was stepped and is about to install. Otherwise an
+/// older shape (a parent that has not split here yet) could install beside
+/// it and replay its log over the new region's keys; the snapshot waits
+/// until the overlap is gone.
+pub fn may_step_snapshot<'a>(
+    region: &RegionMeta,
+    others: impl IntoIterator<Item = &'a RegionMeta>,
+) -> bool {
+    !others
+        .into_iter()
+        .any(|other| other.id != region.id && ranges_overlap(other, region))
 }
 
 #[cfg(test)]

@@ -15,6 +15,12 @@
 //!    the commit index alone never forces a sync; it rides with the next);
 //! 3. only then go the messages that depend on that state (votes, acks),
 //!    and the regions advance.
+//!
+//! Membership: a replica that applied its own removal, or that learns from
+//! a member of a newer configuration that it is not part of it (a
+//! [`crate::peer::removed_marker`]), is destroyed: its region leaves the
+//! shard, the [`RegionMap`], the checkpoint directory and the store, and a
+//! durable tombstone keeps old snapshots from bringing it back.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,7 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use engine::store::KvStore;
-use engine::wal::{WalBatch, WalRecord};
+use engine::wal::{RecordKind, WalBatch, WalRecord};
 use futures::channel::oneshot;
 use raft::prelude::Message;
 
@@ -31,11 +37,17 @@ use crate::command::{ReadOp, RequestHeader, WriteCommand, WriteId, WriteOp};
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
 use crate::liveness::{NodeLiveness, PING_REGION};
-use crate::peer::{NewRegion, Peer, PeerState, ReadReply, RegionStatus, TurnOutput, WriteReply};
+use crate::log_codec::{decode_hard_state, encode_truncation, Truncation};
+use crate::membership::PeerChange;
+use crate::peer::{
+    parse_removed_marker, removed_marker, MembershipReply, NewRegion, Peer, PeerState, ReadReply,
+    RegionStatus, TurnOutput, WriteReply,
+};
 use crate::recovery::recover_log;
-use crate::region::RegionEpoch;
+use crate::region::{RegionEpoch, RegionMeta};
 use crate::region_map::RegionMap;
 use crate::storage::RegionStorage;
+use crate::tombstone::Tombstones;
 
 /// What a shard's inbox carries.
 pub enum ShardMsg {
@@ -62,8 +74,29 @@ pub enum ShardMsg {
         split_key: Vec<u8>,
         reply: WriteReply,
     },
+    /// Split the region at the middle key of its data, measured by its
+    /// leader when the request arrives (what the size check would choose).
+    SplitAtMiddle {
+        region_id: u64,
+        epoch: Option<RegionEpoch>,
+        reply: WriteReply,
+    },
     /// A region a split on another shard of this store created, to run here.
     AddRegion(Box<NewRegion>),
+    /// Change the membership of region `header.region_id` (admin request,
+    /// served by its leader).
+    ChangePeers {
+        header: RequestHeader,
+        changes: Vec<PeerChange>,
+        reply: MembershipReply,
+    },
+    /// Hand the leadership of region `header.region_id` to the voter on
+    /// store `to_store`.
+    TransferLeader {
+        header: RequestHeader,
+        to_store: u64,
+        reply: oneshot::Sender<Result<(), RaftstoreError>>,
+    },
     Status {
         reply: oneshot::Sender<Vec<RegionStatus>>,
     },
@@ -122,13 +155,27 @@ pub struct ShardCore {
     /// Snapshots for uninitialized replicas that overlap a region not yet
     /// split here; stepped once the overlap is gone (see `step`).
     held_snapshots: BTreeMap<u64, Message>,
+    /// Regions whose snapshot was stepped into an uninitialized replica
+    /// but is not yet installed (installs happen in the next turn's
+    /// Readies). They count in the overlap check like installed regions:
+    /// two overlapping snapshots accepted before either installs would
+    /// let the older shape replay its log over the newer region's keys.
+    accepted_snapshots: BTreeMap<u64, RegionMeta>,
     /// When other stores were last heard from (shared by a store's shards).
     liveness: Arc<NodeLiveness>,
     /// Messages produced outside a turn (hibernation heartbeats, pings):
     /// (destination node, region, message), sent by the next turn.
     outbox: Vec<(u64, u64, Message)>,
+    /// WAL records staged after a turn's batch was written (a compaction
+    /// applied after the sync, a destroyed region's log): they ride with
+    /// the next batch. Losing them in a crash only delays reclaiming space.
+    staged_wal: Vec<WalRecord>,
+    /// The regions of this shard this store was removed from.
+    tombstones: Tombstones,
     ticks: u64,
     next_tick: Instant,
+    /// The latest time passed in.
+    clock: Instant,
 }
 
 impl ShardCore {
@@ -150,8 +197,10 @@ impl ShardCore {
         for rec in records {
             by_region.entry(rec.region_id).or_default().push(rec);
         }
+        let tombstones = Tombstones::load(&checkpoint_dir, |id| cfg.shard_of(id) == shard_index)?;
         let mut core = ShardCore {
             next_tick: now + cfg.tick,
+            clock: now,
             cfg,
             shard_index,
             peers: BTreeMap::new(),
@@ -160,14 +209,26 @@ impl ShardCore {
             checkpoint_dir,
             splits: Vec::new(),
             held_snapshots: BTreeMap::new(),
+            accepted_snapshots: BTreeMap::new(),
             liveness: Arc::new(NodeLiveness::new()),
             outbox: Vec::new(),
+            staged_wal: Vec::new(),
+            tombstones,
             ticks: 0,
         };
         for checkpoint in checkpoints {
             debug_assert_eq!(core.cfg.shard_of(checkpoint.region.id), shard_index);
             let records = by_region.remove(&checkpoint.region.id).unwrap_or_default();
             core.start_region(checkpoint, records)?;
+        }
+        // A region destroyed before its log was discarded (a crash right
+        // after the destruction): discard it now.
+        for (region_id, records) in by_region {
+            if core.tombstones.conf_ver(region_id).is_some() {
+                if let Some(record) = discard_destroyed_log(region_id, &records)? {
+                    core.staged_wal.push(record);
+                }
+            }
         }
         Ok(core)
     }
@@ -228,11 +289,17 @@ impl ShardCore {
             io.hand_off(shard, region);
             return Ok(());
         }
+        self.start_split_region(region)
+    }
+
+    /// Starts a region a split created, on this shard, unless an
+    /// initialized replica of it runs here already. A replica created by a
+    /// message is replaced: it never voted and holds no entries.
+    fn start_split_region(&mut self, region: NewRegion) -> Result<(), RaftstoreError> {
+        let id = region.checkpoint.region.id;
         if self.peers.get(&id).is_some_and(Peer::is_initialized) {
             return Ok(());
         }
-        // A replica created by a message has no state worth keeping: it
-        // never voted and holds no entries.
         self.peers.remove(&id);
         let campaign = region.campaign;
         let peer = self.start_region(region.checkpoint, Vec::new())?;
@@ -256,6 +323,7 @@ impl ShardCore {
 
     /// Ticks every region if a tick is due and expires overdue requests.
     pub fn on_clock(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         if now < self.next_tick {
             return;
         }
@@ -314,6 +382,7 @@ impl ShardCore {
 
     /// Takes one inbox message. Returns true on shutdown.
     pub fn handle(&mut self, msg: ShardMsg, now: Instant) -> bool {
+        self.clock = self.clock.max(now);
         match msg {
             ShardMsg::Write {
                 region_id,
@@ -352,19 +421,59 @@ impl ShardCore {
                 reply: Some(reply),
                 at: now,
             }),
+            ShardMsg::ChangePeers {
+                header,
+                changes,
+                reply,
+            } => match self.peers.get_mut(&header.region_id) {
+                Some(peer) => {
+                    let liveness = &self.liveness;
+                    let silence_limit = self.cfg.election_timeout();
+                    let store_alive = |store| !liveness.is_silent(store, silence_limit, now);
+                    peer.change_peers(header, &changes, store_alive, reply, now);
+                }
+                None => {
+                    let _ = reply.send(Err(RaftstoreError::RegionNotFound {
+                        region_id: header.region_id,
+                    }));
+                }
+            },
+            ShardMsg::TransferLeader {
+                header,
+                to_store,
+                reply,
+            } => {
+                let result = match self.peers.get_mut(&header.region_id) {
+                    Some(peer) => peer.transfer_leader(&header, to_store),
+                    None => Err(RaftstoreError::RegionNotFound {
+                        region_id: header.region_id,
+                    }),
+                };
+                let _ = reply.send(result);
+            }
+            ShardMsg::SplitAtMiddle {
+                region_id,
+                epoch,
+                reply,
+            } => match self.peers.get(&region_id).map(Peer::middle_key) {
+                Some(Ok(split_key)) => self.splits.push(SplitRequest {
+                    region_id,
+                    epoch,
+                    split_key,
+                    reply: Some(reply),
+                    at: now,
+                }),
+                Some(Err(err)) => {
+                    let _ = reply.send(Err(err));
+                }
+                None => {
+                    let _ = reply.send(Err(RaftstoreError::RegionNotFound { region_id }));
+                }
+            },
             ShardMsg::AddRegion(region) => {
-                let region = *region;
                 let id = region.checkpoint.region.id;
-                if !self.peers.get(&id).is_some_and(Peer::is_initialized) {
-                    self.peers.remove(&id);
-                    let campaign = region.campaign;
-                    match self.start_region(region.checkpoint, Vec::new()) {
-                        Ok(peer) if campaign => peer.campaign_soon(),
-                        Ok(_) => {}
-                        Err(err) => {
-                            tracing::error!(region = id, %err, "could not start a region split off on another shard")
-                        }
-                    }
+                if let Err(err) = self.start_split_region(*region) {
+                    tracing::error!(region = id, %err, "could not start a region split off on another shard");
                 }
             }
             ShardMsg::Status { reply } => {
@@ -378,24 +487,27 @@ impl ShardCore {
     /// Every region's status as this replica sees it (replicas still
     /// waiting for their first snapshot are left out).
     pub fn status(&self) -> Vec<RegionStatus> {
+        let silence_limit = self.cfg.election_timeout();
+        let store_alive = |store| !self.liveness.is_silent(store, silence_limit, self.clock);
         self.peers
             .values()
             .filter(|p| p.is_initialized())
-            .map(Peer::status)
+            .map(|peer| RegionStatus {
+                down_peers: peer.down_peers(store_alive),
+                ..peer.status()
+            })
             .collect()
     }
 
-    /// Pings every other store this store shares a region with (see
-    /// `liveness`): one message per store, however many regions.
+    /// Pings every other store this store shares a region with, whichever
+    /// shard runs the region (see `liveness`): one message per store,
+    /// however many regions.
     fn ping_stores(&mut self) {
         let me = self.cfg.node_id;
-        let stores: std::collections::BTreeSet<u64> = self
-            .peers
-            .values()
-            .flat_map(|p| p.region().peers.iter().map(|peer| peer.store_id))
-            .filter(|&s| s != me)
-            .collect();
-        for store in stores {
+        for store in self.region_map.peer_stores() {
+            if store == me {
+                continue;
+            }
             let mut ping = Message::default();
             ping.set_msg_type(raft::prelude::MessageType::MsgHeartbeat);
             ping.from = me;
@@ -412,20 +524,45 @@ impl ShardCore {
     /// up the parent instead). It waits for the leader's snapshot, and
     /// accepts it only once no region of this store still covers any of
     /// its keys — the parent must have split first, or it would later
-    /// overwrite the new region's keys with its older log.
+    /// overwrite the new region's keys with its older log. A snapshot of a
+    /// configuration this store was removed from (see `tombstone`) is
+    /// dropped.
+    ///
+    /// A message from a store that is not in the region's configuration,
+    /// other than a leader's (whose newer configuration this replica may
+    /// not know yet), is answered with a [`removed_marker`]: the sender is
+    /// a replica removed from the region (perhaps while it was down), and
+    /// destroys itself if its configuration is older than this one. The
+    /// message is still stepped; raft-rs ignores what it must.
     fn step(&mut self, region_id: u64, msg: Message) {
         use raft::prelude::MessageType as T;
+        if let Some(epoch) = parse_removed_marker(&msg) {
+            self.on_removed_marker(region_id, msg.from, epoch);
+            return;
+        }
         let from_leader = matches!(
             msg.get_msg_type(),
             T::MsgAppend | T::MsgHeartbeat | T::MsgSnapshot
         );
+        if let Some(peer) = self.peers.get(&region_id) {
+            let leaders_message = from_leader || msg.get_msg_type() == T::MsgTimeoutNow;
+            if peer.is_initialized() && !leaders_message && !peer.is_member(msg.from) {
+                tracing::debug!(
+                    region = region_id,
+                    from = msg.from,
+                    "message from a store outside the configuration; telling it"
+                );
+                let marker = removed_marker(self.cfg.node_id, msg.from, peer.region().epoch);
+                self.outbox.push((msg.from, region_id, marker));
+            }
+        }
         if !self.peers.contains_key(&region_id) {
             if !from_leader {
                 tracing::debug!(region = region_id, "message for an unknown region dropped");
                 return;
             }
             let placeholder = RegionCheckpoint {
-                region: crate::region::RegionMeta::unknown(region_id),
+                region: RegionMeta::unknown(region_id),
                 applied_index: 0,
                 applied_term: 0,
                 conf_state: Default::default(),
@@ -446,9 +583,11 @@ impl ShardCore {
             match msg.get_msg_type() {
                 // It has no log to judge a candidate by, and no durable vote.
                 T::MsgRequestVote | T::MsgRequestPreVote => return,
-                T::MsgSnapshot => match self.snapshot_overlaps(region_id, &msg) {
-                    Ok(false) => {}
-                    Ok(true) => {
+                T::MsgSnapshot => match self.check_snapshot(region_id, &msg) {
+                    SnapshotCheck::Accept(region) => {
+                        self.accepted_snapshots.insert(region_id, region);
+                    }
+                    SnapshotCheck::Hold => {
                         tracing::debug!(
                             region = region_id,
                             "snapshot overlaps a region not yet split here; held"
@@ -456,8 +595,16 @@ impl ShardCore {
                         self.held_snapshots.insert(region_id, msg);
                         return;
                     }
-                    Err(err) => {
+                    SnapshotCheck::Undecodable(err) => {
                         tracing::warn!(region = region_id, %err, "snapshot does not decode; dropped");
+                        return;
+                    }
+                    SnapshotCheck::Removed => {
+                        tracing::debug!(
+                            region = region_id,
+                            "snapshot of a configuration this store was removed from; dropped"
+                        );
+                        self.peers.remove(&region_id);
                         return;
                     }
                 },
@@ -469,14 +616,85 @@ impl ShardCore {
         }
     }
 
-    /// Whether the region a snapshot for `region_id` carries overlaps
-    /// another region of this store.
-    fn snapshot_overlaps(&self, region_id: u64, msg: &Message) -> Result<bool, RaftstoreError> {
-        let cp = RegionCheckpoint::decode(&msg.get_snapshot().data)?;
-        Ok(!self
-            .region_map
-            .overlapping(&cp.region, region_id)
-            .is_empty())
+    /// Another replica said this store is not in the region's
+    /// configuration `epoch`: the replica here is destroyed if it knows
+    /// only an older configuration (or none).
+    fn on_removed_marker(&mut self, region_id: u64, from: u64, epoch: RegionEpoch) {
+        let Some(peer) = self.peers.get(&region_id) else {
+            return;
+        };
+        if peer.is_initialized() && peer.region().epoch.conf_ver >= epoch.conf_ver {
+            tracing::debug!(
+                region = region_id,
+                from,
+                "removal marker from an older configuration ignored"
+            );
+            return;
+        }
+        tracing::info!(
+            region = region_id,
+            from,
+            conf_ver = epoch.conf_ver,
+            "this store is not in the region's current configuration; destroying the replica"
+        );
+        if let Err(err) = self.destroy_region(region_id, epoch.conf_ver) {
+            tracing::error!(region = region_id, %err, "could not destroy a removed replica; will retry on the next marker");
+        }
+    }
+
+    /// Destroys this store's replica of `region_id`, which is not in the
+    /// region's configuration `conf_ver`: the tombstone is made durable
+    /// first, then the checkpoint is deleted, then the region leaves the
+    /// shard, the region map and the store (its keys are its own: no other
+    /// region of this store overlaps it); its log is discarded with the
+    /// next WAL batch. A crash in between is finished by recovery.
+    fn destroy_region(&mut self, region_id: u64, conf_ver: u64) -> Result<(), RaftstoreError> {
+        self.tombstones.record(region_id, conf_ver)?;
+        let Some(peer) = self.peers.get(&region_id) else {
+            return Ok(());
+        };
+        if peer.is_initialized() {
+            engine::checkpoint::remove(&self.checkpoint_dir, region_id)?;
+        }
+        let Some(mut peer) = self.peers.remove(&region_id) else {
+            return Ok(());
+        };
+        self.held_snapshots.remove(&region_id);
+        self.accepted_snapshots.remove(&region_id);
+        if peer.is_initialized() {
+            let region = peer.region();
+            let deleted = self.store.delete_range(&region.start_key, &region.end_key);
+            self.region_map.remove(region_id);
+            tracing::info!(region = region_id, conf_ver, deleted, "replica destroyed");
+        }
+        let committed = peer.committed_index();
+        if committed > 0 {
+            self.staged_wal.push(discard_record(region_id, committed));
+        }
+        peer.fail_pending(|| RaftstoreError::RegionNotFound { region_id });
+        Ok(())
+    }
+
+    /// Whether a snapshot for the uninitialized replica `region_id` may
+    /// be stepped now: the region it carries must overlap no region of
+    /// this store, installed or accepted and about to install.
+    fn check_snapshot(&self, region_id: u64, msg: &Message) -> SnapshotCheck {
+        let cp = match RegionCheckpoint::decode(&msg.get_snapshot().data) {
+            Ok(cp) => cp,
+            Err(err) => return SnapshotCheck::Undecodable(err),
+        };
+        if self.tombstones.covers(&cp.region) {
+            return SnapshotCheck::Removed;
+        }
+        let installed = self.region_map.overlapping(&cp.region, region_id);
+        if !crate::rules::may_step_snapshot(
+            &cp.region,
+            installed.iter().chain(self.accepted_snapshots.values()),
+        ) {
+            SnapshotCheck::Hold
+        } else {
+            SnapshotCheck::Accept(cp.region)
+        }
     }
 
     /// Steps held snapshots whose overlap is gone (the parent split or was
@@ -487,16 +705,17 @@ impl ShardCore {
             if self.peers.get(&region_id).is_none_or(Peer::is_initialized) {
                 continue;
             }
-            match self.snapshot_overlaps(region_id, &msg) {
-                Ok(true) => {
+            match self.check_snapshot(region_id, &msg) {
+                SnapshotCheck::Hold => {
                     self.held_snapshots.insert(region_id, msg);
                 }
-                Ok(false) => {
+                SnapshotCheck::Accept(region) => {
                     if let Some(peer) = self.peers.get_mut(&region_id) {
+                        self.accepted_snapshots.insert(region_id, region);
                         peer.step(msg);
                     }
                 }
-                Err(_) => {}
+                SnapshotCheck::Undecodable(_) | SnapshotCheck::Removed => {}
             }
         }
     }
@@ -505,6 +724,9 @@ impl ShardCore {
     /// messages and apply; then checkpoints that came due are started.
     pub async fn turn(&mut self, io: &mut impl ShardIo) -> Result<(), RaftstoreError> {
         let mut out = TurnOutput::default();
+        for record in self.staged_wal.drain(..) {
+            out.wal.push(record);
+        }
         self.propose_splits(io)?;
         let compacted = self.finish_checkpoints(io, &mut out);
         if !compacted.is_empty() {
@@ -521,6 +743,8 @@ impl ShardCore {
                 readies.push((*id, rd));
             }
         }
+        // Every accepted snapshot is now installed (or was refused by Raft).
+        self.accepted_snapshots.clear();
         if !out.wal.is_empty() {
             // Commit-index-only changes ride along with a sync that happens
             // anyway (see `Peer::stage_hard_state`).
@@ -540,11 +764,22 @@ impl ShardCore {
             }
         }
         send_grouped(io, std::mem::take(&mut out.messages));
+        self.staged_wal.extend(out.wal.records().iter().cloned());
         for region in std::mem::take(&mut out.created) {
             self.add_region(io, region)?;
         }
+        let removed: Vec<(u64, u64)> = self
+            .peers
+            .values()
+            .filter(|p| p.is_removed())
+            .map(|p| (p.region().id, p.region().epoch.conf_ver))
+            .collect();
+        for (region_id, conf_ver) in removed {
+            self.destroy_region(region_id, conf_ver)?;
+        }
         // Commit-index updates learnt in phase two ride with the next batch.
-        for peer in self.peers.values_mut() {
+        // An asleep region applied nothing since it last checked.
+        for peer in self.peers.values_mut().filter(|p| !p.is_asleep()) {
             if let Some(cp) = peer.checkpoint_if_due(self.cfg.checkpoint_every_entries) {
                 io.write_checkpoint(cp);
             }
@@ -609,6 +844,48 @@ impl ShardCore {
     }
 }
 
+/// What may be done with a snapshot for an uninitialized replica.
+enum SnapshotCheck {
+    /// Step it; it will install as this region.
+    Accept(RegionMeta),
+    /// It overlaps a region of this store; keep it until that splits.
+    Hold,
+    Undecodable(RaftstoreError),
+    /// It is of a configuration this store was removed from.
+    Removed,
+}
+
+/// The WAL record that discards the log of a destroyed region, whose
+/// records (in log order) are `records`: a truncation at its commit index,
+/// so the WAL may reclaim segments holding only its committed entries.
+/// (Not at its last index: if the store is added to the region again, the
+/// new replica's entries start above the old commit index, but may lie
+/// below an old uncommitted tail.)
+fn discard_destroyed_log(
+    region_id: u64,
+    records: &[&WalRecord],
+) -> Result<Option<WalRecord>, RaftstoreError> {
+    let hard_state = records
+        .iter()
+        .rev()
+        .find(|r| r.kind == RecordKind::HardState)
+        .map(|r| decode_hard_state(&r.payload))
+        .transpose()?;
+    Ok(hard_state
+        .filter(|hs| hs.commit > 0)
+        .map(|hs| discard_record(region_id, hs.commit)))
+}
+
+/// A truncation record discarding `region_id`'s log up to `index`.
+fn discard_record(region_id: u64, index: u64) -> WalRecord {
+    WalRecord {
+        region_id,
+        kind: RecordKind::Truncate,
+        index,
+        payload: encode_truncation(Truncation::DiscardAll),
+    }
+}
+
 /// Sends `messages` (destination, region, message) with one hand-off per
 /// destination node, in node order (deterministic for the simulator).
 fn send_grouped(io: &mut impl ShardIo, messages: Vec<(u64, u64, Message)>) {
@@ -621,5 +898,89 @@ fn send_grouped(io: &mut impl ShardIo, messages: Vec<(u64, u64, Message)>) {
     }
     for (to, msgs) in by_node {
         io.send(to, msgs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::prelude::{ConfState, MessageType, Snapshot};
+
+    /// A leader's snapshot of `region` for this store (node 1).
+    fn snapshot_message(region: RegionMeta) -> Box<Message> {
+        let voters = vec![1, 2, 3];
+        let checkpoint = RegionCheckpoint {
+            region,
+            applied_index: 20,
+            applied_term: 6,
+            conf_state: ConfState {
+                voters: voters.clone(),
+                ..Default::default()
+            },
+            sessions: Default::default(),
+            pairs: Vec::new(),
+        };
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = 20;
+        snapshot.mut_metadata().term = 6;
+        snapshot.mut_metadata().mut_conf_state().voters = voters;
+        snapshot.data = checkpoint.encode().expect("encodes").into();
+        let mut msg = Message::default();
+        msg.set_msg_type(MessageType::MsgSnapshot);
+        msg.from = 2;
+        msg.to = 1;
+        msg.term = 6;
+        msg.set_snapshot(snapshot);
+        Box::new(msg)
+    }
+
+    fn region(id: u64, start: &[u8], end: &[u8]) -> RegionMeta {
+        RegionMeta {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..RegionMeta::whole_keyspace(id, &[1, 2, 3])
+        }
+    }
+
+    /// A store that missed two splits gets the parent's pre-split snapshot
+    /// and the child's in one turn: only the first may be stepped, or the
+    /// parent would replay its old log over the child's keys.
+    #[test]
+    fn overlapping_snapshots_are_not_both_accepted_before_either_installs() {
+        let dir = std::env::temp_dir().join(format!("flotilla-shard-core-{}", std::process::id()));
+        let mut cfg = StoreConfig::new(1, dir.clone(), Vec::new());
+        cfg.shards = 1;
+        let mut core = ShardCore::recover(
+            Arc::new(cfg),
+            0,
+            Vec::new(),
+            Arc::new(KvStore::new()),
+            Arc::new(RegionMap::new()),
+            &[],
+            dir,
+            Instant::now(),
+        )
+        .expect("an empty shard starts");
+        let now = Instant::now();
+        let parent = region(10, b"", b"");
+        let child = region(11, b"m", b"");
+        core.handle(
+            ShardMsg::Raft {
+                region_id: 10,
+                msg: snapshot_message(parent.clone()),
+            },
+            now,
+        );
+        core.handle(
+            ShardMsg::Raft {
+                region_id: 11,
+                msg: snapshot_message(child),
+            },
+            now,
+        );
+        assert_eq!(core.accepted_snapshots.get(&10), Some(&parent));
+        assert!(!core.accepted_snapshots.contains_key(&11));
+        assert!(core.held_snapshots.contains_key(&11));
     }
 }

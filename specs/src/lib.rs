@@ -35,3 +35,4 @@ pub mod depth;
 pub mod linearizability;
 pub mod register_spec;
 pub mod replication;
+pub mod split_snapshots;

@@ -1,16 +1,33 @@
 //! Many seeds of a deterministic simulated cluster (3 or 5 nodes, 2 shards
-//! each, 3 regions) under random crashes, torn persists, pauses, partitions and
-//! lossy links, each checked for election safety, convergence and
-//! linearizability; and proof that a seed replays exactly.
+//! each, 3 initial regions that split as the run goes) under random crashes,
+//! torn persists, pauses, partitions, lossy links and admin splits (and, in
+//! some runs, automatic splits under load), each checked for election
+//! safety, convergence and linearizability; and proof that a seed replays
+//! exactly.
 //!
 //! `FLOTILLA_SIM_SEED=S` runs that one seed (replaying a failure);
-//! `FLOTILLA_SIM_SEEDS=N` runs N seeds instead of the default;
+//! `FLOTILLA_SIM_SEEDS=N` runs N seeds per test instead of the default (a
+//! failing seed does not stop the others; all are named at the end);
 //! `FLOTILLA_LOG=debug` prints the nodes' and the nemesis's logs.
 
-use flotilla_tests::sim::{simulate, SimConfig};
+use flotilla_tests::sim::{simulate, SimConfig, SimReport};
 use std::panic::AssertUnwindSafe;
 
-const DEFAULT_SEEDS: u64 = 24;
+/// Seeds each test runs by default: about 15 s of `cargo test` in all.
+const THREE_NODE_SEEDS: u64 = 12;
+const FIVE_NODE_SEEDS: u64 = 4;
+const SPLIT_UNDER_LOAD_SEEDS: u64 = 4;
+/// Keys beyond the six hot ones in the runs that split under load.
+const COLD_KEYS: usize = 90;
+
+/// The seed picks the cluster size (3 or 5 nodes) and the key count past
+/// which a region splits (8, 16 or 24), so that a seed replays alone.
+fn split_under_load(seed: u64) -> SimConfig {
+    SimConfig {
+        nodes: [3, 5][(seed % 2) as usize],
+        ..SimConfig::splitting_under_load(COLD_KEYS, [8, 16, 24][(seed / 2 % 3) as usize])
+    }
+}
 
 fn init_logs() {
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG") {
@@ -33,37 +50,83 @@ fn seeds(default_count: u64) -> Vec<u64> {
     (first..first + count).collect()
 }
 
-fn run_seeds(cfg: &SimConfig, count: u64) {
-    let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir");
+/// Runs every seed, then fails naming each failing seed and how to replay
+/// it; prints one line per passing seed and a summary.
+fn run_seeds(test: &str, config_of: impl Fn(u64) -> SimConfig, count: u64) {
+    let mut failures = Vec::new();
+    let mut passed = Vec::new();
     for seed in seeds(count) {
-        let replay = format!(
-            "replay with FLOTILLA_SIM_SEED={seed} (nodes: {})",
-            cfg.nodes
-        );
+        let cfg = &config_of(seed);
+        // Each seed's disks, removed when it is done.
+        let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir");
         // A panic inside the simulated nodes (raft-rs asserts its own
         // invariants) must name the seed too.
         let run =
             std::panic::catch_unwind(AssertUnwindSafe(|| simulate(seed, cfg, scratch.path())));
-        match run {
-            Ok(Ok(report)) => println!("{report:?}"),
-            Ok(Err(err)) => panic!("{err}\n{replay}"),
-            Err(_) => panic!("a simulated node panicked (message above)\n{replay}"),
-        }
+        let problem = match run {
+            Ok(Ok(report)) => {
+                println!("{report:?}");
+                passed.push(report);
+                continue;
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!("seed {seed}: a simulated node panicked (message above)"),
+        };
+        let failure = format!(
+            "{problem}\n  replay: FLOTILLA_SIM_SEED={seed} cargo test -p flotilla-tests --test simulation {test}"
+        );
+        println!("FAILED {failure}");
+        failures.push(failure);
     }
+    let sum = |f: fn(&SimReport) -> usize| passed.iter().map(f).sum::<usize>();
+    println!(
+        "{test}: {} seeds passed, {} failed; {} admin splits applied of {} requested; {} regions at the end; \
+         {} replicas missing to the known split gap, in {} runs",
+        passed.len(),
+        failures.len(),
+        sum(|r| r.faults.splits_applied as usize),
+        sum(|r| r.faults.splits_requested as usize),
+        sum(|r| r.regions),
+        sum(|r| r.split_gaps),
+        sum(|r| usize::from(r.split_gaps > 0)),
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} seeds failed:\n{}",
+        failures.len(),
+        failures.len() + passed.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn three_nodes_stay_safe_and_linearizable_under_random_faults() {
-    run_seeds(&SimConfig::default(), DEFAULT_SEEDS);
+    run_seeds(
+        "three_nodes_stay_safe_and_linearizable_under_random_faults",
+        |_| SimConfig::default(),
+        THREE_NODE_SEEDS,
+    );
 }
 
 #[test]
 fn five_nodes_stay_safe_and_linearizable_under_random_faults() {
-    let cfg = SimConfig {
-        nodes: 5,
-        ..SimConfig::default()
-    };
-    run_seeds(&cfg, DEFAULT_SEEDS / 3);
+    run_seeds(
+        "five_nodes_stay_safe_and_linearizable_under_random_faults",
+        |_| SimConfig {
+            nodes: 5,
+            ..SimConfig::default()
+        },
+        FIVE_NODE_SEEDS,
+    );
+}
+
+#[test]
+fn regions_split_under_load_and_stay_safe_and_linearizable() {
+    run_seeds(
+        "regions_split_under_load_and_stay_safe_and_linearizable",
+        split_under_load,
+        SPLIT_UNDER_LOAD_SEEDS,
+    );
 }
 
 #[test]
@@ -71,7 +134,7 @@ fn a_seed_replays_exactly() {
     let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir");
     let cfg = SimConfig {
         fault_ms: 3_000,
-        ..SimConfig::default()
+        ..SimConfig::splitting_under_load(COLD_KEYS, 24)
     };
     let seed = rand::random::<u32>().into();
     let first = simulate(seed, &cfg, &scratch.path().join("first"))
@@ -86,4 +149,5 @@ fn a_seed_replays_exactly() {
         first.outcomes.0 > 0,
         "the run completed operations: {first:?}"
     );
+    assert!(first.regions > 3, "regions split during the run: {first:?}");
 }

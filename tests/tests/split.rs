@@ -8,6 +8,7 @@ use std::time::Duration;
 use client::{Client, RegionStatus};
 use flotilla_tests::cluster::Cluster;
 use flotilla_tests::test_environment;
+use futures::StreamExt;
 use tokio::time::Instant;
 
 const SPLIT_KEYS: &str = "150";
@@ -216,4 +217,76 @@ async fn a_replica_down_during_splits_gets_the_new_regions_by_snapshot() {
     cluster.kill(other).expect("kill another node");
     put_range(&client, 1200..1300).await;
     check_range(&client, 0..1300).await;
+}
+
+/// 200,000 keys written in batches split one region into many; a scan
+/// pages through all of them in order, each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_thousand_keys_split_into_many_regions_and_scan_back_in_order() {
+    const KEYS: u32 = 200_000;
+    const BATCH: u32 = 1_000;
+    const PAGE: u32 = 10_000;
+    let args = ["--region-split-keys", "10000"].map(String::from).to_vec();
+    let cluster = Cluster::start_with_args(test_environment!(), 3, args)
+        .await
+        .expect("start cluster");
+    cluster
+        .wait_for_leader(SETTLE_TIMEOUT)
+        .await
+        .expect("leader");
+    let client = cluster.client();
+    let batches = (0..KEYS / BATCH).map(|b| {
+        let client = client.clone();
+        async move {
+            let pairs = (b * BATCH..(b + 1) * BATCH)
+                .map(|i| client::KvPair {
+                    key: key(i).into_bytes(),
+                    value: format!("v{i}").into_bytes(),
+                })
+                .collect();
+            client
+                .batch_put(pairs)
+                .await
+                .unwrap_or_else(|e| panic!("batch {b}: {e}"));
+        }
+    });
+    // A few batches in flight at a time, as a loader would.
+    futures::stream::iter(batches)
+        .buffer_unordered(4)
+        .collect::<Vec<()>>()
+        .await;
+
+    let regions = wait_until_settled(&cluster, &cluster.node_ids()).await;
+    assert_tiles_keyspace(&regions);
+    assert!(
+        regions.len() >= 10,
+        "{KEYS} keys with a 10,000-key limit split into only {} regions",
+        regions.len()
+    );
+
+    let mut next = 0u32;
+    let mut start = key(0).into_bytes();
+    loop {
+        let page = client
+            .scan(start.clone(), "key0", PAGE, false)
+            .await
+            .unwrap_or_else(|e| panic!("scan from {}: {e}", String::from_utf8_lossy(&start)));
+        for pair in &page {
+            assert_eq!(
+                pair.key,
+                key(next).into_bytes(),
+                "scan out of order or missing a key"
+            );
+            assert_eq!(pair.value, format!("v{next}").into_bytes());
+            next += 1;
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE as usize => {
+                start = last.key.clone();
+                start.push(0);
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(next, KEYS, "the scan returned {next} of {KEYS} keys");
 }

@@ -99,7 +99,13 @@ pub fn region(id: u64, start: &str, end: &str) -> Region {
             conf_ver: 1,
             version: 1,
         }),
-        peers: (1..=3).map(|id| Peer { id, store_id: id }).collect(),
+        peers: (1..=3)
+            .map(|id| Peer {
+                id,
+                store_id: id,
+                is_learner: false,
+            })
+            .collect(),
     }
 }
 
@@ -636,6 +642,7 @@ impl Kv for FakeNode {
             client_addr: state.addrs[&self.node].clone(),
             members,
             regions,
+            stored_keys: state.data.len() as u64,
         }))
     }
 
@@ -657,5 +664,21 @@ impl Kv for FakeNode {
             left: Some(left),
             right: Some(right),
         }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        _request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        Err(Status::unimplemented(
+            "the fake cluster moves leaders only when a test does",
+        ))
+    }
+
+    async fn change_peers(
+        &self,
+        _request: Request<ChangePeersRequest>,
+    ) -> Result<Response<ChangePeersResponse>, Status> {
+        Err(Status::unimplemented("the fake cluster has no membership"))
     }
 }

@@ -252,4 +252,28 @@ impl Kv for FakeKv {
             ..StatusResponse::default()
         }))
     }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        self.answer(
+            "transfer_leader",
+            request.into_inner().header,
+            TransferLeaderResponse::default(),
+        )
+        .await
+    }
+
+    async fn change_peers(
+        &self,
+        request: Request<ChangePeersRequest>,
+    ) -> Result<Response<ChangePeersResponse>, Status> {
+        self.answer(
+            "change_peers",
+            request.into_inner().header,
+            ChangePeersResponse::default(),
+        )
+        .await
+    }
 }

@@ -8,7 +8,8 @@
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use client::{
-    CasOutcome, Client, ClientConfig, ClusterView, KvPair, Region, StatusResponse, Timestamp,
+    CasOutcome, Client, ClientConfig, KvPair, PeerChange, PlacementRegion, PlacementStore, Region,
+    StatusResponse, StoreLiveness, StoreState, Timestamp,
 };
 
 /// Arguments of `flotilla ctl`.
@@ -89,14 +90,72 @@ pub enum CtlCommand {
         /// The split key.
         key: String,
     },
-    /// Print every region of the cluster: range, leader, peers, size, epoch.
+    /// Print every region as the placement driver knows it: range, leader,
+    /// peers, size, epoch.
     Regions,
-    /// Print every store: address, whether it answered, regions and leaders.
+    /// Print every store the placement driver knows: address, state,
+    /// liveness, regions, leaders, capacity and free space.
     Stores,
+    /// Decommission a store (`offline`: the placement driver moves its
+    /// replicas away, then marks it tombstone) or bring it back (`up`).
+    StoreState {
+        /// The store's id.
+        store: u64,
+        /// `offline` or `up`.
+        state: StoreStateArg,
+    },
     /// Print one timestamp from the timestamp oracle: its value, its
     /// physical part (ms since the Unix epoch, and as UTC) and its logical
     /// part.
     Tso,
+    /// Hand a region's leadership to the voter on STORE; waits until it
+    /// leads.
+    TransferLeader {
+        /// The region's id.
+        region: u64,
+        /// The store to lead it.
+        store: u64,
+    },
+    /// Add a replica on STORE that receives the region's log but does not
+    /// vote (it catches up by snapshot and log).
+    AddLearner {
+        /// The region's id.
+        region: u64,
+        /// The store to hold the learner.
+        store: u64,
+    },
+    /// Make the learner on STORE a voter of the region.
+    Promote {
+        /// The region's id.
+        region: u64,
+        /// The learner's store.
+        store: u64,
+    },
+    /// Remove STORE's replica of the region (refused if the remaining
+    /// voters would not have a live majority).
+    RemovePeer {
+        /// The region's id.
+        region: u64,
+        /// The store whose replica goes.
+        store: u64,
+    },
+    /// Move a region's replica from store FROM to store TO: learner on TO,
+    /// wait until it caught up, then promote TO and remove FROM at once.
+    MoveReplica {
+        /// The region's id.
+        region: u64,
+        /// The store that gives up its replica.
+        from: u64,
+        /// The store that receives it.
+        to: u64,
+    },
+}
+
+/// The store states an operator may set.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum StoreStateArg {
+    Offline,
+    Up,
 }
 
 /// Runs one `ctl` command and prints its result.
@@ -146,31 +205,68 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             println!("left:  {}", describe_region(&left));
             println!("right: {}", describe_region(&right));
         }
-        CtlCommand::Regions => print_regions(&answered_view(&client).await?),
-        CtlCommand::Stores => print_stores(&answered_view(&client).await?),
+        CtlCommand::Regions => {
+            let regions = client
+                .placement()
+                .scan_regions(Vec::new(), Vec::new(), 0)
+                .await
+                .context(NO_PLACEMENT_LEADER)?;
+            print_regions(&regions);
+        }
+        CtlCommand::Stores => {
+            let stores = client
+                .placement()
+                .get_all_stores()
+                .await
+                .context(NO_PLACEMENT_LEADER)?;
+            print_stores(&stores);
+        }
+        CtlCommand::StoreState { store, state } => {
+            let state = match state {
+                StoreStateArg::Offline => StoreState::Offline,
+                StoreStateArg::Up => StoreState::Up,
+            };
+            let updated = client
+                .placement()
+                .set_store_state(store, state)
+                .await
+                .context(NO_PLACEMENT_LEADER)?;
+            print_stores(&updated.into_iter().collect::<Vec<_>>());
+        }
         CtlCommand::Tso => print_timestamp(client.get_timestamp().await?),
+        CtlCommand::TransferLeader { region, store } => {
+            client.transfer_leader(region, store).await?;
+            println!("region {region}: led by store {store}");
+        }
+        CtlCommand::AddLearner { region, store } => {
+            let changed = client
+                .change_peers(region, &[PeerChange::AddLearner(store)])
+                .await?;
+            println!("{}", describe_membership(&changed));
+        }
+        CtlCommand::Promote { region, store } => {
+            let changed = client
+                .change_peers(region, &[PeerChange::Promote(store)])
+                .await?;
+            println!("{}", describe_membership(&changed));
+        }
+        CtlCommand::RemovePeer { region, store } => {
+            let changed = client
+                .change_peers(region, &[PeerChange::Remove(store)])
+                .await?;
+            println!("{}", describe_membership(&changed));
+        }
+        CtlCommand::MoveReplica { region, from, to } => {
+            let moved = client.move_replica(region, from, to).await?;
+            println!("{}", describe_membership(&moved));
+        }
     }
     Ok(())
 }
 
-/// The merged cluster view; fails if no node answered.
-async fn answered_view(client: &Client) -> anyhow::Result<ClusterView> {
-    let view = client.cluster_view().await;
-    if view.answers.iter().all(|(_, answer)| answer.is_err()) {
-        let failures: Vec<String> = view
-            .answers
-            .iter()
-            .filter_map(|(endpoint, answer)| {
-                answer
-                    .as_ref()
-                    .err()
-                    .map(|err| format!("{endpoint}: {err}"))
-            })
-            .collect();
-        bail!("no node answered: {}", failures.join("; "));
-    }
-    Ok(view)
-}
+/// What a placement query failure means, for the error message.
+const NO_PLACEMENT_LEADER: &str =
+    "no placement leader answered (the placement driver runs on the leader of the system region; is a majority of the cluster up?)";
 
 /// A key for display: quoted and escaped, or `empty` for the empty key.
 fn display_key(key: &[u8], empty: &str) -> String {
@@ -198,8 +294,25 @@ fn describe_region(region: &Region) -> String {
     )
 }
 
-/// One row per region, in key order.
-fn print_regions(view: &ClusterView) {
+/// A region and its peers by store, learners marked: `region 1 [...)
+/// epoch 1/3 peers 1,2,4(learner)`.
+fn describe_membership(region: &Region) -> String {
+    let peers: Vec<String> = region
+        .peers
+        .iter()
+        .map(|p| {
+            if p.is_learner {
+                format!("{}(learner)", p.store_id)
+            } else {
+                p.store_id.to_string()
+            }
+        })
+        .collect();
+    format!("{} peers {}", describe_region(region), peers.join(","))
+}
+
+/// One row per region, in key order; learners are marked `L`.
+fn print_regions(regions: &[PlacementRegion]) {
     const HEADER: [&str; 8] = [
         "region",
         "start",
@@ -210,58 +323,97 @@ fn print_regions(view: &ClusterView) {
         "approx bytes",
         "epoch ver/conf",
     ];
-    let rows: Vec<Vec<String>> = view
-        .regions
+    let rows: Vec<Vec<String>> = regions
         .iter()
-        .map(|region| {
+        .filter_map(|info| {
+            let region = info.region.as_ref()?;
             let peers: Vec<String> = region
-                .region
                 .peers
                 .iter()
-                .map(|peer| peer.store_id.to_string())
+                .map(|peer| {
+                    if info.learner_store_ids.contains(&peer.store_id) {
+                        format!("{}L", peer.store_id)
+                    } else {
+                        peer.store_id.to_string()
+                    }
+                })
                 .collect();
-            vec![
-                region.region.id.to_string(),
-                display_key(&region.region.start_key, "(start)"),
-                display_key(&region.region.end_key, "(end)"),
-                region.leader.map_or("-".to_string(), |id| id.to_string()),
+            Some(vec![
+                region.id.to_string(),
+                display_key(&region.start_key, "(start)"),
+                display_key(&region.end_key, "(end)"),
+                info.leader_store_id.to_string(),
                 peers.join(","),
-                region.approximate_keys.to_string(),
-                region.approximate_bytes.to_string(),
-                display_epoch(&region.region),
+                info.approximate_keys.to_string(),
+                info.approximate_bytes.to_string(),
+                display_epoch(region),
+            ])
+        })
+        .collect();
+    print_table(&HEADER, &rows);
+}
+
+/// One row per store, by id.
+fn print_stores(stores: &[PlacementStore]) {
+    const HEADER: [&str; 9] = [
+        "store",
+        "client addr",
+        "state",
+        "liveness",
+        "regions",
+        "leaders",
+        "capacity",
+        "available",
+        "silent",
+    ];
+    let rows: Vec<Vec<String>> = stores
+        .iter()
+        .map(|store| {
+            let state = match store.state() {
+                StoreState::Up => "up",
+                StoreState::Offline => "offline",
+                StoreState::Tombstone => "tombstone",
+            };
+            let liveness = match store.liveness() {
+                StoreLiveness::Alive => "alive",
+                StoreLiveness::Disconnected => "disconnected",
+                StoreLiveness::Down => "down",
+            };
+            let silent = if store.heard_from {
+                format!("{} ms", store.silent_ms)
+            } else {
+                format!("never ({} ms)", store.silent_ms)
+            };
+            vec![
+                store.id.to_string(),
+                store.client_addr.clone(),
+                state.to_string(),
+                liveness.to_string(),
+                store.region_count.to_string(),
+                store.leader_count.to_string(),
+                display_bytes(store.capacity_bytes),
+                display_bytes(store.available_bytes),
+                silent,
             ]
         })
         .collect();
     print_table(&HEADER, &rows);
 }
 
-/// One row per store, by id: regions it holds a replica of and leads.
-fn print_stores(view: &ClusterView) {
-    const HEADER: [&str; 5] = ["store", "client addr", "state", "regions", "leaders"];
-    let rows: Vec<Vec<String>> = view
-        .stores
-        .iter()
-        .map(|store| {
-            let replicas = view
-                .regions
-                .iter()
-                .filter(|r| r.region.peers.iter().any(|p| p.store_id == store.id))
-                .count();
-            let leaders = view
-                .regions
-                .iter()
-                .filter(|r| r.leader == Some(store.id))
-                .count();
-            vec![
-                store.id.to_string(),
-                store.client_addr.clone().unwrap_or_else(|| "-".to_string()),
-                if store.up { "up" } else { "down" }.to_string(),
-                replicas.to_string(),
-                leaders.to_string(),
-            ]
-        })
-        .collect();
-    print_table(&HEADER, &rows);
+/// Bytes in the largest binary unit that keeps the number at least 1.
+fn display_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 fn print_timestamp(timestamp: Timestamp) {
@@ -433,6 +585,36 @@ mod tests {
             display_key(b"a\"b\\\x00\xff", "(end)"),
             r#""a\"b\\\x00\xff""#
         );
+    }
+
+    #[test]
+    fn memberships_mark_their_learners() {
+        let peer = |store_id, is_learner| client::Peer {
+            id: store_id,
+            store_id,
+            is_learner,
+        };
+        let region = Region {
+            id: 1,
+            epoch: Some(client::RegionEpoch {
+                conf_ver: 3,
+                version: 1,
+            }),
+            peers: vec![peer(1, false), peer(2, false), peer(4, true)],
+            ..Region::default()
+        };
+        assert_eq!(
+            describe_membership(&region),
+            "region 1 [(start), (end)) epoch 1/3 peers 1,2,4(learner)"
+        );
+    }
+
+    #[test]
+    fn byte_counts_print_in_binary_units() {
+        assert_eq!(display_bytes(0), "0 B");
+        assert_eq!(display_bytes(1023), "1023 B");
+        assert_eq!(display_bytes(1536), "1.5 KiB");
+        assert_eq!(display_bytes(100 << 30), "100.0 GiB");
     }
 
     #[test]

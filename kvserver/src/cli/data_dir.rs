@@ -1,9 +1,13 @@
 //! Claiming a node's data directory: an exclusive lock (two processes on
 //! one directory would corrupt it) and the node identity recorded in
 //! `meta/node_id`, so a directory is never reused under another id.
+//!
+//! `meta/initialized` marks a directory whose node has started once (its
+//! bootstrap regions written, or it joined a running cluster): such a node
+//! never bootstraps regions again, even when every replica it held was
+//! moved away.
 
 use std::fs::{self, File};
-use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -42,14 +46,28 @@ pub fn claim(dir: &Path, node_id: u64) -> anyhow::Result<DataDirLock> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = meta.join("node_id.tmp");
-            let mut f = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-            writeln!(f, "{node_id}")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &id_path)?;
-            File::open(&meta)?.sync_all()?;
+            engine::durable_dir::replace_file(&id_path, format!("{node_id}\n").as_bytes())
+                .context("recording the node id")?;
         }
         Err(e) => return Err(e).with_context(|| format!("read {}", id_path.display())),
     }
     Ok(DataDirLock { _file: file })
+}
+
+fn initialized_marker(dir: &Path) -> std::path::PathBuf {
+    dir.join("meta").join("initialized")
+}
+
+/// Whether the node of this (claimed) directory has started before.
+pub fn is_initialized(dir: &Path) -> bool {
+    initialized_marker(dir).exists()
+}
+
+/// Durably marks the (claimed) directory's node as started.
+pub fn mark_initialized(dir: &Path) -> anyhow::Result<()> {
+    if is_initialized(dir) {
+        return Ok(());
+    }
+    engine::durable_dir::replace_file(&initialized_marker(dir), b"")
+        .context("marking the data directory initialized")
 }

@@ -53,6 +53,11 @@ pub struct PlaygroundArgs {
     /// HTTP status port (`/metrics`, `/status`) of node 1; node N uses this plus N - 1.
     #[arg(long, default_value_t = 20180)]
     pub status_port: u16,
+    /// Shards (cores) per node. Default: this machine's cores shared out
+    /// among the nodes, at least one each — more shard threads than cores
+    /// only adds context switches.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub shards: Option<u16>,
     /// Passed to every `flotilla server`, after `--`: e.g.
     /// `playground -- --region-split-keys 10000`.
     #[arg(last = true)]
@@ -95,9 +100,18 @@ pub async fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
         .map(|spec| format!("{}={}", spec.id, spec.peer_addr))
         .collect::<Vec<_>>()
         .join(",");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let shards = shards_per_node(args.shards, args.nodes, cores);
+    tracing::info!(shards, cores, "shards per node");
     let mut nodes = Vec::with_capacity(specs.len());
     let spawned = specs.into_iter().try_for_each(|spec| {
-        nodes.push(spawn_node(&exe, spec, &initial_cluster, &args.server_args)?);
+        nodes.push(spawn_node(
+            &exe,
+            spec,
+            &initial_cluster,
+            shards,
+            &args.server_args,
+        )?);
         Ok(())
     });
     let outcome = match spawned {
@@ -128,6 +142,15 @@ fn node_specs(args: &PlaygroundArgs) -> anyhow::Result<Vec<NodeSpec>> {
         .collect()
 }
 
+/// Shards per node: `requested`, or the machine's cores shared out among
+/// `nodes` nodes, at least one each.
+fn shards_per_node(requested: Option<u16>, nodes: u8, cores: usize) -> u16 {
+    requested.unwrap_or_else(|| {
+        let share = cores / usize::from(nodes.max(1));
+        u16::try_from(share.max(1)).unwrap_or(u16::MAX)
+    })
+}
+
 /// Removes every `node-*` directory under `data_dir`, and nothing else.
 fn wipe_node_dirs(data_dir: &Path) -> anyhow::Result<()> {
     let entries = match std::fs::read_dir(data_dir) {
@@ -151,6 +174,7 @@ fn spawn_node(
     exe: &Path,
     spec: NodeSpec,
     initial_cluster: &str,
+    shards: u16,
     server_args: &[String],
 ) -> anyhow::Result<NodeProcess> {
     std::fs::create_dir_all(&spec.dir)
@@ -176,6 +200,8 @@ fn spawn_node(
         .arg(&spec.dir)
         // Several nodes share this machine's cores.
         .arg("--no-pin")
+        .arg("--shards")
+        .arg(shards.to_string())
         .args(server_args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
@@ -391,5 +417,18 @@ impl ShutdownSignals {
             _ = self.interrupt.recv() => "SIGINT",
             _ = self.terminate.recv() => "SIGTERM",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shards_per_node;
+
+    #[test]
+    fn nodes_share_the_cores_unless_told_otherwise() {
+        assert_eq!(shards_per_node(None, 3, 2), 1);
+        assert_eq!(shards_per_node(None, 3, 16), 5);
+        assert_eq!(shards_per_node(None, 1, 8), 8);
+        assert_eq!(shards_per_node(Some(4), 3, 2), 4);
     }
 }

@@ -1,12 +1,15 @@
 //! `flotilla server`: runs one node until SIGINT/SIGTERM.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
 
 use crate::limits::RequestLimits;
 use crate::node::{run_node, NodeConfig};
+use crate::placement_driver::{millis, PlacementDriverConfig};
+use placement::schedule::ScheduleConfig;
 use raftstore::peer::SplitThresholds;
 
 #[derive(Args, Debug)]
@@ -15,8 +18,15 @@ pub struct ServerArgs {
     #[arg(long)]
     pub id: u64,
     /// Every member's peer (Raft) address: `1=host:2380,2=host:2381,...`.
+    /// With `--join`, only this node's own entry (its peer address).
     #[arg(long, default_value = "1=127.0.0.1:2380")]
     pub initial_cluster: String,
+    /// Join a running cluster instead of bootstrapping one: peer addresses
+    /// of some of its members (`host:2380,host:2381`; one that answers is
+    /// enough). The node starts with no regions; add it to regions with
+    /// `flotilla ctl add-learner` or `move-replica`.
+    #[arg(long, value_delimiter = ',')]
+    pub join: Vec<String>,
     /// Address of the client API (`flotilla.kv.Kv`).
     #[arg(long, default_value = "127.0.0.1:20160")]
     pub client_addr: String,
@@ -48,6 +58,54 @@ pub struct ServerArgs {
     /// Largest value accepted, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_value_bytes: usize,
+    /// How often this node reports itself to the placement driver
+    /// (`500ms`, `10s`, `1m`, ...).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub store_heartbeat_interval: Duration,
+    /// How often this node reports the regions it leads (TiKV's default:
+    /// with 10,000 regions a report is large, and lookups need only shapes,
+    /// which clients also learn from the regions themselves).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub region_heartbeat_interval: Duration,
+    /// A store silent this long is down: the placement driver replaces its
+    /// replicas elsewhere (TiKV's default).
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub max_store_down_time: Duration,
+    /// Voters the placement driver keeps for each region.
+    #[arg(long, default_value_t = 3)]
+    pub max_replicas: usize,
+    /// The placement driver splits a region written faster than this
+    /// (bytes per second, as its leader measured over a region heartbeat
+    /// interval).
+    #[arg(long, default_value_t = 32 << 20)]
+    pub hot_region_written_bytes_per_sec: u64,
+    /// The placement driver answers lookups and serves timestamps but
+    /// schedules nothing: replicas and leaders move only by `flotilla ctl`.
+    #[arg(long)]
+    pub no_schedule: bool,
+}
+
+/// Parses `<number><unit>` with unit `ms`, `s`, `m` or `h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit: write 500ms, 10s, 30m or 1h"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3_600)),
+        other => return Err(format!("unknown unit {other:?}: use ms, s, m or h")),
+    };
+    if duration.is_zero() {
+        return Err("a duration must be positive".into());
+    }
+    Ok(duration)
 }
 
 /// Parses `1=addr,2=addr`.
@@ -75,17 +133,49 @@ pub fn parse_initial_cluster(spec: &str) -> anyhow::Result<Vec<(u64, String)>> {
     Ok(members)
 }
 
+/// A joining node knows only itself: `--initial-cluster` must name this
+/// node alone (its peer address), so it cannot also bootstrap a cluster.
+fn check_join(
+    node_id: u64,
+    initial_cluster: &[(u64, String)],
+    join: &[String],
+) -> anyhow::Result<()> {
+    if join.is_empty() {
+        return Ok(());
+    }
+    if initial_cluster.len() != 1 || initial_cluster[0].0 != node_id {
+        bail!(
+            "with --join, --initial-cluster names only this node: --initial-cluster {node_id}=HOST:PORT (its own peer address)"
+        );
+    }
+    if join.contains(&initial_cluster[0].1) {
+        bail!("--join lists this node's own peer address; list the running members' addresses");
+    }
+    Ok(())
+}
+
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     // Test builds only: fault-injection points named in FAILPOINTS.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let initial_cluster = parse_initial_cluster(&args.initial_cluster)?;
+    let join: Vec<String> = args
+        .join
+        .iter()
+        .map(|addr| addr.trim().to_string())
+        .filter(|addr| !addr.is_empty())
+        .collect();
+    check_join(args.id, &initial_cluster, &join)?;
     if args.shards == 0 {
         bail!("--shards must be at least 1");
+    }
+    if args.max_replicas == 0 {
+        bail!("--max-replicas must be at least 1");
     }
     let cfg = NodeConfig {
         node_id: args.id,
         initial_cluster,
+        join,
         client_addr: args.client_addr,
         status_addr: args.status_addr,
         data_dir: args.data_dir,
@@ -100,6 +190,19 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             key_bytes_max: args.max_key_bytes,
             value_bytes_max: args.max_value_bytes,
             ..Default::default()
+        },
+        placement: PlacementDriverConfig {
+            scheduling: !args.no_schedule,
+            ..PlacementDriverConfig::new(
+                args.store_heartbeat_interval,
+                args.region_heartbeat_interval,
+                ScheduleConfig {
+                    max_replicas: args.max_replicas,
+                    max_store_down_ms: millis(args.max_store_down_time),
+                    hot_region_written_bytes_per_sec: args.hot_region_written_bytes_per_sec,
+                    ..ScheduleConfig::default()
+                },
+            )
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -144,5 +247,28 @@ mod tests {
         assert!(parse_initial_cluster("0=a:1").is_err());
         assert!(parse_initial_cluster("1=a:1,1=b:2").is_err());
         assert!(parse_initial_cluster("1").is_err());
+    }
+
+    #[test]
+    fn a_joining_node_names_only_itself() {
+        let me = vec![(4, "h:2383".to_string())];
+        let join = vec!["h:2380".to_string()];
+        assert!(check_join(4, &me, &join).is_ok());
+        assert!(check_join(4, &me, &[]).is_ok());
+        assert!(check_join(5, &me, &join).is_err(), "another node's entry");
+        let two = vec![(4, "h:2383".to_string()), (1, "h:2380".to_string())];
+        assert!(check_join(4, &two, &join).is_err());
+        assert!(check_join(4, &me, &["h:2383".to_string()]).is_err());
+    }
+
+    #[test]
+    fn durations_need_a_unit_and_a_positive_value() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1_800)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3_600)));
+        for bad in ["10", "s", "0s", "1d", "-1s", "1.5s", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

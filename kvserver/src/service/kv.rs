@@ -2,10 +2,15 @@
 //! region's shard through the [`StoreRouter`], and maps the outcome to a
 //! response or an actionable status. Every key and range passes through
 //! [`RequestLimits`], which also keeps users out of the reserved system
-//! keyspace.
+//! keyspace. The admin calls (split, leader transfer, membership changes)
+//! go to the region's leader like writes.
 
-use flotilla_proto::kvpb::{self, kv_server::Kv};
+use std::sync::Arc;
+
+use engine::store::KvStore;
+use flotilla_proto::kvpb::{self, kv_server::Kv, peer_change};
 use raftstore::command::{ReadOp, ReadResult, RequestHeader, WriteId, WriteOp, WriteResult};
+use raftstore::membership::{PeerChange, PeerChangeKind};
 use raftstore::region::RegionEpoch;
 use raftstore::StoreRouter;
 use tonic::{Request, Response, Status};
@@ -18,6 +23,8 @@ pub struct KvService {
     pub node_id: u64,
     pub client_addr: String,
     pub router: StoreRouter,
+    /// The node's state-machine store (for its key count in `Status`).
+    pub store: Arc<KvStore>,
     pub members: Members,
     pub limits: RequestLimits,
 }
@@ -60,6 +67,35 @@ impl KvService {
         crate::metrics::observe_request("read", result.is_ok(), started);
         result.map_err(|e| to_status(e, &self.members))
     }
+}
+
+/// The header of an admin request about one region: it must name it.
+fn region_header(h: Option<kvpb::RequestHeader>, what: &str) -> Result<RequestHeader, Status> {
+    let (header, _) = header(h);
+    if header.region_id == 0 {
+        return Err(Status::invalid_argument(format!(
+            "{what} needs the region's id in header.region_id"
+        )));
+    }
+    Ok(header)
+}
+
+fn peer_change(change: &kvpb::PeerChange) -> Result<PeerChange, Status> {
+    let kind = match peer_change::Kind::try_from(change.kind) {
+        Ok(peer_change::Kind::AddLearner) => PeerChangeKind::AddLearner,
+        Ok(peer_change::Kind::Promote) => PeerChangeKind::Promote,
+        Ok(peer_change::Kind::Remove) => PeerChangeKind::Remove,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown peer change kind {}",
+                change.kind
+            )))
+        }
+    };
+    Ok(PeerChange {
+        kind,
+        store_id: change.store_id,
+    })
 }
 
 fn unexpected<T>(what: &str) -> Result<T, Status> {
@@ -246,15 +282,27 @@ impl Kv for KvService {
         req: Request<kvpb::SplitRegionRequest>,
     ) -> Result<Response<kvpb::SplitRegionResponse>, Status> {
         let req = req.into_inner();
-        self.limits.key(&req.split_key)?;
-        let started = std::time::Instant::now();
         let (header, _) = header(req.header);
-        let result = self.router.split(header, req.split_key).await;
+        if req.at_middle_key {
+            if !req.split_key.is_empty() || header.region_id == 0 {
+                return Err(Status::invalid_argument(
+                    "a split at the middle key names its region and no split key",
+                ));
+            }
+        } else {
+            self.limits.key(&req.split_key)?;
+        }
+        let started = std::time::Instant::now();
+        let result = if req.at_middle_key {
+            self.router.split_at_middle(header).await
+        } else {
+            self.router.split(header, req.split_key).await
+        };
         crate::metrics::observe_request("split", result.is_ok(), started);
         match result.map_err(|e| to_status(e, &self.members))? {
             WriteResult::Split { left, right } => Ok(Response::new(kvpb::SplitRegionResponse {
-                left: Some(region_to_proto(&left)),
-                right: Some(region_to_proto(&right)),
+                left: Some(region_to_proto(&left, &[])),
+                right: Some(region_to_proto(&right, &[])),
             })),
             _ => unexpected("split region"),
         }
@@ -270,7 +318,7 @@ impl Kv for KvService {
             .await
             .into_iter()
             .map(|s| kvpb::RegionStatus {
-                region: Some(region_to_proto(&s.region)),
+                region: Some(region_to_proto(&s.region, &s.learners)),
                 leader_id: s.leader_id,
                 term: s.term,
                 commit_index: s.commit_index,
@@ -279,6 +327,7 @@ impl Kv for KvService {
                 approximate_keys: s.size.keys,
                 approximate_bytes: s.size.bytes,
                 hibernating: s.hibernating,
+                down_peers: s.down_peers,
             })
             .collect();
         let members = self
@@ -296,6 +345,40 @@ impl Kv for KvService {
             client_addr: self.client_addr.clone(),
             members,
             regions,
+            stored_keys: self.store.len() as u64,
+        }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<kvpb::TransferLeaderRequest>,
+    ) -> Result<Response<kvpb::TransferLeaderResponse>, Status> {
+        let req = req.into_inner();
+        let header = region_header(req.header, "transfer leader")?;
+        let started = std::time::Instant::now();
+        let result = self.router.transfer_leader(header, req.to_store).await;
+        crate::metrics::observe_request("transfer_leader", result.is_ok(), started);
+        result.map_err(|e| to_status(e, &self.members))?;
+        Ok(Response::new(kvpb::TransferLeaderResponse {}))
+    }
+
+    async fn change_peers(
+        &self,
+        req: Request<kvpb::ChangePeersRequest>,
+    ) -> Result<Response<kvpb::ChangePeersResponse>, Status> {
+        let req = req.into_inner();
+        let header = region_header(req.header, "change peers")?;
+        let changes = req
+            .changes
+            .iter()
+            .map(peer_change)
+            .collect::<Result<Vec<_>, _>>()?;
+        let started = std::time::Instant::now();
+        let result = self.router.change_peers(header, changes).await;
+        crate::metrics::observe_request("change_peers", result.is_ok(), started);
+        let status = result.map_err(|e| to_status(e, &self.members))?;
+        Ok(Response::new(kvpb::ChangePeersResponse {
+            region: Some(region_to_proto(&status.region, &status.learners)),
         }))
     }
 }

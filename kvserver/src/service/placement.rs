@@ -1,6 +1,7 @@
 //! The `flotilla.placement.Placement` service: the timestamp oracle over
 //! gRPC, run by the protocol in `placement::tso_leader` against this node's
-//! store.
+//! store, and the metadata calls (heartbeats, regions, stores), answered by
+//! the node's [`PlacementDriver`] when it is the placement leader.
 //!
 //! Every stream hands its requests to one task per node, which answers them
 //! in rounds: it takes every request that has arrived, runs one round of the
@@ -18,8 +19,10 @@
 //! every timestamp any node handed out before the request arrived.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use flotilla_proto::placementpb as pb;
 use flotilla_proto::placementpb::placement_server::Placement;
 use flotilla_proto::placementpb::{TsoRequest, TsoResponse};
 use futures::Stream;
@@ -32,6 +35,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error_status::to_status;
 use crate::members::Members;
+use crate::placement_driver::PlacementDriver;
 
 /// Requests waiting for the timestamp task, from every stream together;
 /// streams wait when it is full.
@@ -45,15 +49,21 @@ struct TsoCall {
     reply: oneshot::Sender<Result<TimestampBatch, Status>>,
 }
 
-/// The gRPC face of the node's timestamp task.
+/// The gRPC face of the node's timestamp task and placement driver.
 pub struct PlacementService {
     calls: mpsc::Sender<TsoCall>,
+    driver: Arc<PlacementDriver>,
 }
 
 impl PlacementService {
     /// Starts this node's timestamp task; it runs until every handle to the
     /// service is gone. Must be called inside a tokio runtime.
-    pub fn start(node_id: u64, router: StoreRouter, members: Members) -> PlacementService {
+    pub fn start(
+        node_id: u64,
+        router: StoreRouter,
+        members: Members,
+        driver: Arc<PlacementDriver>,
+    ) -> PlacementService {
         let (calls, queue) = mpsc::channel(CALLS_QUEUED_MAX);
         let task = TsoTask {
             leader: TsoLeader::new(node_id),
@@ -62,7 +72,7 @@ impl PlacementService {
             queue,
         };
         tokio::spawn(task.run());
-        PlacementService { calls }
+        PlacementService { calls, driver }
     }
 }
 
@@ -122,6 +132,75 @@ impl Placement for PlacementService {
                 }
             });
         Ok(Response::new(Box::pin(responses)))
+    }
+
+    async fn store_heartbeat(
+        &self,
+        request: Request<pb::StoreHeartbeatRequest>,
+    ) -> Result<Response<pb::StoreHeartbeatResponse>, Status> {
+        let response = self.driver.store_heartbeat(request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn region_heartbeat(
+        &self,
+        request: Request<pb::RegionHeartbeatRequest>,
+    ) -> Result<Response<pb::RegionHeartbeatResponse>, Status> {
+        Ok(Response::new(
+            self.driver.region_heartbeat(request.into_inner())?,
+        ))
+    }
+
+    async fn get_region(
+        &self,
+        request: Request<pb::GetRegionRequest>,
+    ) -> Result<Response<pb::GetRegionResponse>, Status> {
+        Ok(Response::new(
+            self.driver.get_region(&request.into_inner().key)?,
+        ))
+    }
+
+    async fn get_region_by_id(
+        &self,
+        request: Request<pb::GetRegionByIdRequest>,
+    ) -> Result<Response<pb::GetRegionResponse>, Status> {
+        Ok(Response::new(
+            self.driver
+                .get_region_by_id(request.into_inner().region_id)?,
+        ))
+    }
+
+    async fn scan_regions(
+        &self,
+        request: Request<pb::ScanRegionsRequest>,
+    ) -> Result<Response<pb::ScanRegionsResponse>, Status> {
+        Ok(Response::new(
+            self.driver.scan_regions(&request.into_inner())?,
+        ))
+    }
+
+    async fn get_store(
+        &self,
+        request: Request<pb::GetStoreRequest>,
+    ) -> Result<Response<pb::GetStoreResponse>, Status> {
+        Ok(Response::new(
+            self.driver.get_store(request.into_inner().store_id)?,
+        ))
+    }
+
+    async fn get_all_stores(
+        &self,
+        _request: Request<pb::GetAllStoresRequest>,
+    ) -> Result<Response<pb::GetAllStoresResponse>, Status> {
+        Ok(Response::new(self.driver.get_all_stores()?))
+    }
+
+    async fn set_store_state(
+        &self,
+        request: Request<pb::SetStoreStateRequest>,
+    ) -> Result<Response<pb::SetStoreStateResponse>, Status> {
+        let response = self.driver.set_store_state(request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 }
 

@@ -61,6 +61,23 @@ pub fn allocate(nodes: usize) -> Result<Vec<NodeAddresses>, Error> {
     })
 }
 
+/// Addresses for one more node, `node`, in the subnet of `first` (a node
+/// joining a running cluster), if they are bindable.
+pub fn sibling(first: &NodeAddresses, node: u8) -> Option<NodeAddresses> {
+    let std::net::IpAddr::V4(ip) = first.client.ip() else {
+        return None;
+    };
+    let [a, b, c, _] = ip.octets();
+    let ip = Ipv4Addr::new(a, b, c, node);
+    let addresses = NodeAddresses {
+        client: SocketAddr::from((ip, CLIENT_PORT)),
+        peer: SocketAddr::from((ip, PEER_PORT)),
+    };
+    let free =
+        TcpListener::bind(addresses.client).is_ok() && TcpListener::bind(addresses.peer).is_ok();
+    free.then_some(addresses)
+}
+
 /// The `(A, B)` octets of a process's `counter`-th subnet.
 fn subnet(pid: u32, counter: u32) -> (u8, u8) {
     // 16 clusters per process before wrapping into a neighbour's range;
@@ -97,5 +114,21 @@ mod tests {
             assert_eq!(node.client.ip(), node.peer.ip());
         }
         assert_ne!(nodes[0].client, nodes[1].client);
+        let fourth = sibling(&nodes[0], 4).expect("a free sibling address");
+        assert_eq!(fourth.client.ip().to_string().rsplit('.').next(), Some("4"));
+        assert_eq!(
+            fourth
+                .client
+                .ip()
+                .to_string()
+                .rsplit_once('.')
+                .map(|(net, _)| net.to_string()),
+            nodes[0]
+                .client
+                .ip()
+                .to_string()
+                .rsplit_once('.')
+                .map(|(net, _)| net.to_string())
+        );
     }
 }

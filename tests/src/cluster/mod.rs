@@ -6,7 +6,8 @@
 //! and waits for each one's ready line. Nodes can then be crashed
 //! ([`Cluster::kill`], SIGKILL), shut down ([`Cluster::terminate`],
 //! SIGTERM) and brought back ([`Cluster::restart`]: same data directory and
-//! addresses).
+//! addresses), and more nodes can join the running cluster
+//! ([`Cluster::join_node`]).
 //!
 //! Guarantees: dropping a `Cluster` kills every server it started, whatever
 //! the test did; when the drop happens during a panic, the tail of every
@@ -19,6 +20,8 @@ mod logs;
 mod process;
 
 pub use addresses::{allocate as allocate_addresses, NodeAddresses, CLIENT_PORT, PEER_PORT};
+
+use addresses::sibling;
 
 use crate::Error;
 use client::{Client, ClientConfig};
@@ -66,6 +69,9 @@ struct Node {
     addresses: NodeAddresses,
     data_dir: PathBuf,
     log_path: PathBuf,
+    /// Peer addresses of the members it joined (`--join`); `None` for a
+    /// member of the initial cluster.
+    join: Option<String>,
     process: Option<NodeProcess>,
 }
 
@@ -120,6 +126,7 @@ impl Cluster {
                 addresses,
                 data_dir: scratch.path().join(format!("node-{id}")),
                 log_path: scratch.path().join(format!("node-{id}.log")),
+                join: None,
                 process: None,
             })
             .collect();
@@ -146,6 +153,41 @@ impl Cluster {
         }
         tracing::info!(scratch = %cluster.scratch.path().display(), nodes = size, "cluster started");
         Ok(cluster)
+    }
+
+    /// Starts one more node that joins the running cluster (`--join` with
+    /// every other node's peer address; it bootstraps no regions) and waits
+    /// until it is ready. Returns its id, the next after the highest.
+    pub async fn join_node(&mut self) -> Result<u64, Error> {
+        let id = self.nodes.iter().map(|node| node.id).max().unwrap_or(0) + 1;
+        let first = self.nodes.first().ok_or(Error::NodeState {
+            node: id,
+            problem: "has no cluster to join",
+        })?;
+        let addresses = u8::try_from(id)
+            .ok()
+            .and_then(|octet| sibling(&first.addresses, octet))
+            .ok_or(Error::NodeState {
+                node: id,
+                problem: "has no free address in the cluster's loopback subnet",
+            })?;
+        let join = self
+            .nodes
+            .iter()
+            .map(|node| node.addresses.peer.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.nodes.push(Node {
+            id,
+            addresses,
+            data_dir: self.scratch.path().join(format!("node-{id}")),
+            log_path: self.scratch.path().join(format!("node-{id}.log")),
+            join: Some(join),
+            process: None,
+        });
+        self.launch(id).await?;
+        tracing::info!(node = id, "node joined");
+        Ok(id)
     }
 
     /// Node ids, `1..=size`.
@@ -333,15 +375,23 @@ impl Cluster {
 
     async fn launch(&mut self, id: u64) -> Result<(), Error> {
         let node = self.node(id)?;
+        let (initial_cluster, extra_args) = match &node.join {
+            None => (self.initial_cluster.clone(), self.server_args.clone()),
+            Some(join) => {
+                let mut args = self.server_args.clone();
+                args.extend(["--join".to_string(), join.clone()]);
+                (format!("{id}={}", node.addresses.peer), args)
+            }
+        };
         let process = NodeProcess::launch(Launch {
             binary: &self.environment.server_binary,
             node: id,
-            initial_cluster: &self.initial_cluster,
+            initial_cluster: &initial_cluster,
             client_addr: node.addresses.client.to_string(),
             data_dir: &node.data_dir,
             log_path: &node.log_path,
             ready_timeout: READY_TIMEOUT,
-            extra_args: &self.server_args,
+            extra_args: &extra_args,
         })
         .await?;
         self.node_mut(id)?.process = Some(process);

@@ -3,18 +3,25 @@
 //! shards, follows leader hints, retries a write under the same write id
 //! (so it applies at most once), and records what it observed.
 //!
+//! Clients route by the cluster's current regions, not a static list: each
+//! keeps a [`RegionCache`] learnt from the nodes' status, sends every
+//! attempt to the region holding the key with that region's epoch, and on
+//! EpochNotMatch, KeyNotInRegion or RegionNotFound (never executed) refreshes
+//! the cache and retries, a write under the same write id.
+//!
 //! Outcomes follow the history's conventions: a write whose fate stayed
 //! unknown at its deadline is `Info` and its process retires (a fresh
 //! process id takes over, since the old one may still have an operation in
 //! flight); a read that got no answer is `Fail`.
 
 use super::node::SimNode;
+use super::routing::RegionCache;
 use crate::history::{Command, Operation, Outcome, ProcessId, Response, Value};
 use futures::channel::oneshot;
 use raftstore::command::{
     ReadOp, ReadResult, RequestHeader, WriteCommand, WriteId, WriteOp, WriteResult,
 };
-use raftstore::region::RegionMeta;
+use raftstore::region::RegionEpoch;
 use raftstore::shard_core::ShardMsg;
 use raftstore::RaftstoreError;
 use rand::rngs::StdRng;
@@ -41,7 +48,12 @@ enum Attempt {
 struct InFlight {
     /// Index of the operation in the history.
     op_index: usize,
+    key: Vec<u8>,
+    /// The region the last attempt was routed to (0 before the first),
+    /// and the epoch it was sent with.
     region_id: u64,
+    epoch: RegionEpoch,
+    /// The write; its header is rewritten for every attempt's routing.
     write: Option<WriteCommand>,
     read: Option<ReadOp>,
     node: u64,
@@ -57,6 +69,7 @@ pub type ServerFault = String;
 pub struct SimClient {
     process: ProcessId,
     sequence: u64,
+    routing: RegionCache,
     leader_guess: BTreeMap<u64, u64>,
     in_flight: Option<InFlight>,
     next_op_at_ms: u64,
@@ -73,8 +86,9 @@ pub struct ClientEnv<'a> {
     pub now_ms: u64,
     pub rng: &'a mut StdRng,
     pub nodes: &'a mut BTreeMap<u64, SimNode>,
-    pub regions: &'a [RegionMeta],
     pub keys: &'a [Vec<u8>],
+    /// The first `hot_keys` of `keys` get half of the random operations.
+    pub hot_keys: usize,
     pub history: &'a mut Vec<Operation>,
     pub next_process: &'a mut ProcessId,
     pub server_faults: &'a mut Vec<ServerFault>,
@@ -85,6 +99,7 @@ impl SimClient {
         SimClient {
             process,
             sequence: 0,
+            routing: RegionCache::default(),
             leader_guess: BTreeMap::new(),
             in_flight: None,
             next_op_at_ms: 0,
@@ -115,7 +130,11 @@ impl SimClient {
     }
 
     fn random_command(&mut self, env: &mut ClientEnv<'_>) -> (Vec<u8>, Command) {
-        let key = env.keys[env.rng.gen_range(0..env.keys.len())].clone();
+        let pool = match env.rng.gen_bool(0.5) {
+            true => env.hot_keys.clamp(1, env.keys.len()),
+            false => env.keys.len(),
+        };
+        let key = env.keys[env.rng.gen_range(0..pool)].clone();
         let fresh = Some(format!("p{}-s{}", self.process, self.sequence + 1).into_bytes());
         let command = match env.rng.gen_range(0..10) {
             0..=3 => Command::Read,
@@ -133,14 +152,10 @@ impl SimClient {
 
     fn start(&mut self, env: &mut ClientEnv<'_>, key: Vec<u8>, command: Command) {
         self.sequence += 1;
-        let Some(region) = env.regions.iter().find(|r| r.contains_key(&key)) else {
-            env.server_faults
-                .push(format!("no region holds key {}", key.escape_ascii()));
-            return;
-        };
+        // Routed at every attempt (`send`): no region yet.
         let header = RequestHeader {
-            region_id: region.id,
-            epoch: Some(region.epoch),
+            region_id: 0,
+            epoch: None,
         };
         let (write, read) = match &command {
             Command::Read => (None, Some(ReadOp::Get { key: key.clone() })),
@@ -165,23 +180,20 @@ impl SimClient {
         };
         env.history.push(Operation {
             process: self.process,
-            key,
+            key: key.clone(),
             command,
             invoked_ns: ms_to_ns(env.now_ms),
             completed_ns: None,
             outcome: Outcome::Info,
         });
-        let node = self
-            .leader_guess
-            .get(&region.id)
-            .copied()
-            .unwrap_or_else(|| pick_node(env));
         let mut op = InFlight {
             op_index: env.history.len() - 1,
-            region_id: region.id,
+            key,
+            region_id: 0,
+            epoch: RegionEpoch::default(),
             write,
             read,
-            node,
+            node: pick_node(env),
             attempt: Attempt::Backoff { until_ms: 0 },
             deadline_ms: env.now_ms + OPERATION_DEADLINE_MS,
             maybe_applied: false,
@@ -202,8 +214,30 @@ impl SimClient {
         }
     }
 
-    /// Sends the operation's next attempt to `op.node`.
+    /// Routes the operation's next attempt to the region holding its key
+    /// and sends it to `op.node` (the region's guessed leader when the
+    /// routing changed). Waits and retries if no known region holds the key.
     fn send(&mut self, env: &mut ClientEnv<'_>, op: &mut InFlight) {
+        if self.routing.locate(&op.key).is_none() {
+            self.routing.refresh(env.nodes);
+        }
+        let Some(region) = self.routing.locate(&op.key) else {
+            op.attempt = Attempt::Backoff {
+                until_ms: env.now_ms + RETRY_BACKOFF_MS,
+            };
+            return;
+        };
+        let header = RequestHeader {
+            region_id: region.id,
+            epoch: Some(region.epoch),
+        };
+        if region.id != op.region_id {
+            op.region_id = region.id;
+            if let Some(&leader) = self.leader_guess.get(&region.id) {
+                op.node = leader;
+            }
+        }
+        op.epoch = region.epoch;
         let Some(node) = env.nodes.get_mut(&op.node).filter(|n| n.is_up()) else {
             // Connection refused: nothing was sent.
             op.node = pick_node(env);
@@ -212,7 +246,8 @@ impl SimClient {
             };
             return;
         };
-        op.attempt = if let Some(cmd) = &op.write {
+        op.attempt = if let Some(cmd) = op.write.as_mut() {
+            cmd.header = header;
             let (reply, rx) = oneshot::channel();
             node.deliver(
                 op.region_id,
@@ -230,10 +265,7 @@ impl SimClient {
                 op.region_id,
                 ShardMsg::Read {
                     region_id: op.region_id,
-                    header: RequestHeader {
-                        region_id: op.region_id,
-                        epoch: None,
-                    },
+                    header,
                     op: read,
                     reply,
                 },
@@ -297,6 +329,21 @@ impl SimClient {
                 op.node = pick_node(env);
             }
             RaftstoreError::Unavailable(_) | RaftstoreError::ShuttingDown => {
+                op.node = pick_node(env);
+            }
+            // Routed by a stale shape of the region, or to a replica that
+            // has not caught up with it: nothing was executed.
+            RaftstoreError::EpochNotMatch { .. } | RaftstoreError::KeyNotInRegion { .. } => {
+                self.routing.refresh(env.nodes);
+                let route = self.routing.locate(&op.key).map(|r| (r.id, r.epoch));
+                if route == Some((op.region_id, op.epoch)) {
+                    op.node = pick_node(env);
+                }
+            }
+            // This node has no replica of the region (yet): nothing was
+            // executed.
+            RaftstoreError::RegionNotFound { .. } => {
+                self.routing.refresh(env.nodes);
                 op.node = pick_node(env);
             }
             other => {

@@ -10,6 +10,7 @@
 use engine::store::KvStore;
 use engine::wal::{WalBatch, WalRecord};
 use raftstore::checkpoint::RegionCheckpoint;
+use raftstore::liveness::NodeLiveness;
 use raftstore::peer::NewRegion;
 use raftstore::recovery::load_checkpoints;
 use raftstore::region_map::RegionMap;
@@ -168,8 +169,12 @@ impl SimNode {
 
     /// Recovers every shard from the simulated disk.
     pub fn start(&mut self, now_ms: u64) -> Result<(), RaftstoreError> {
+        let _node = tracing::info_span!("node", id = self.cfg.node_id).entered();
         let store = Arc::new(KvStore::new());
         let region_map = Arc::new(RegionMap::new());
+        // Shared by the shards as in production: shard 0 receives the
+        // other stores' pings for all of them.
+        let liveness = Arc::new(NodeLiveness::new());
         let now = self.clock(now_ms);
         let checkpoint_dir = self.cfg.data_dir.join("store");
         let mut per_shard: Vec<Vec<_>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
@@ -177,7 +182,7 @@ impl SimNode {
             per_shard[self.cfg.shard_of(cp.region.id)].push(cp);
         }
         for ((index, shard), checkpoints) in self.shards.iter_mut().enumerate().zip(per_shard) {
-            shard.core = Some(ShardCore::recover(
+            let mut core = ShardCore::recover(
                 self.cfg.clone(),
                 index,
                 checkpoints,
@@ -186,7 +191,9 @@ impl SimNode {
                 &shard.io.durable,
                 shard.io.checkpoint_dir.clone(),
                 now,
-            )?);
+            )?;
+            core.set_liveness(liveness.clone());
+            shard.core = Some(core);
         }
         self.store = Some(store);
         Ok(())
@@ -232,6 +239,7 @@ impl SimNode {
         now_ms: u64,
         outgoing: &mut Vec<(u64, Vec<(u64, RaftMessage)>)>,
     ) -> Result<(), RaftstoreError> {
+        let _node = tracing::info_span!("node", id = self.cfg.node_id).entered();
         let now = self.clock(now_ms);
         let mut handoffs = Vec::new();
         for shard in &mut self.shards {
@@ -253,6 +261,15 @@ impl SimNode {
             }
         }
         Ok(())
+    }
+
+    /// Whether a region a split created waits in a shard's inbox to start
+    /// (handed over from the shard that applied the split).
+    pub fn has_pending_regions(&self) -> bool {
+        self.shards
+            .iter()
+            .flat_map(|s| s.inbox.iter())
+            .any(|m| matches!(m, ShardMsg::AddRegion(_)))
     }
 
     /// Every region replica's status on this node.

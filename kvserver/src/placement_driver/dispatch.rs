@@ -1,0 +1,168 @@
+//! Carrying operators out: each is sent to the node of its region's leader
+//! as one admin call, bound to the epoch it was computed for (a region
+//! whose epoch moved refuses it unexecuted).
+//!
+//! - `Split` goes through `Kv.SplitRegion` with `at_middle_key`: the leader
+//!   measures its data and splits at the middle key.
+//! - `TransferLeader` goes through `Kv.TransferLeader`.
+//! - `AddLearner`, `PromoteLearner`, `PromoteAndRemove` and `RemovePeer` go
+//!   through `Kv.ChangePeers`, which answers once the change is applied
+//!   (several changes are one joint change). A change already in effect is
+//!   skipped by the leader, so a retried operator is harmless.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use flotilla_proto::kvpb::kv_client::KvClient;
+use flotilla_proto::kvpb::peer_change::Kind as ChangeKind;
+use flotilla_proto::kvpb::{
+    ChangePeersRequest, PeerChange, RegionEpoch as WireEpoch, RequestHeader, SplitRegionRequest,
+    TransferLeaderRequest,
+};
+use placement::cluster::StoreRecord;
+use placement::schedule::Operator;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::ServerError;
+
+/// Sends operators to region leaders.
+pub struct Dispatcher {
+    stubs: Mutex<HashMap<String, KvClient<Channel>>>,
+    request_timeout: Duration,
+}
+
+impl Dispatcher {
+    /// A dispatcher whose calls time out after `request_timeout`.
+    pub fn new(request_timeout: Duration) -> Dispatcher {
+        Dispatcher {
+            stubs: Mutex::new(HashMap::new()),
+            request_timeout,
+        }
+    }
+
+    /// Sends `operator` to `leader`, the node of its region's leader.
+    pub async fn dispatch(
+        &self,
+        operator: &Operator,
+        leader: &StoreRecord,
+    ) -> Result<(), ServerError> {
+        let rpc_error = |message: String| ServerError::Rpc {
+            store_id: leader.id,
+            addr: leader.client_addr.clone(),
+            message,
+        };
+        let mut stub = self.stub(&leader.client_addr).map_err(rpc_error)?;
+        let header = |region: u64, epoch: raftstore::region::RegionEpoch| {
+            Some(RequestHeader {
+                region_id: region,
+                region_epoch: Some(WireEpoch {
+                    conf_ver: epoch.conf_ver,
+                    version: epoch.version,
+                }),
+                ..RequestHeader::default()
+            })
+        };
+        let change = |kind: ChangeKind, store_id: u64| PeerChange {
+            kind: kind.into(),
+            store_id,
+        };
+        let change_peers = |region, epoch, changes| ChangePeersRequest {
+            header: header(region, epoch),
+            changes,
+        };
+        let call = async {
+            match *operator {
+                Operator::Split { region, epoch } => {
+                    let request = SplitRegionRequest {
+                        header: header(region, epoch),
+                        split_key: Vec::new(),
+                        at_middle_key: true,
+                    };
+                    stub.split_region(self.request(request)).await.map(drop)
+                }
+                Operator::TransferLeader {
+                    region,
+                    epoch,
+                    to_store,
+                } => {
+                    let request = TransferLeaderRequest {
+                        header: header(region, epoch),
+                        to_store,
+                    };
+                    stub.transfer_leader(self.request(request)).await.map(drop)
+                }
+                Operator::AddLearner {
+                    region,
+                    epoch,
+                    store,
+                } => {
+                    let request =
+                        change_peers(region, epoch, vec![change(ChangeKind::AddLearner, store)]);
+                    stub.change_peers(self.request(request)).await.map(drop)
+                }
+                Operator::PromoteLearner {
+                    region,
+                    epoch,
+                    store,
+                } => {
+                    let request =
+                        change_peers(region, epoch, vec![change(ChangeKind::Promote, store)]);
+                    stub.change_peers(self.request(request)).await.map(drop)
+                }
+                Operator::PromoteAndRemove {
+                    region,
+                    epoch,
+                    promote,
+                    remove,
+                } => {
+                    let changes = vec![
+                        change(ChangeKind::Promote, promote),
+                        change(ChangeKind::Remove, remove),
+                    ];
+                    let request = change_peers(region, epoch, changes);
+                    stub.change_peers(self.request(request)).await.map(drop)
+                }
+                Operator::RemovePeer {
+                    region,
+                    epoch,
+                    store,
+                } => {
+                    let request =
+                        change_peers(region, epoch, vec![change(ChangeKind::Remove, store)]);
+                    stub.change_peers(self.request(request)).await.map(drop)
+                }
+            }
+        };
+        match tokio::time::timeout(self.request_timeout, call).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => Err(rpc_error(status.message().to_string())),
+            Err(_) => Err(rpc_error(format!(
+                "no answer within {:?}",
+                self.request_timeout
+            ))),
+        }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.request_timeout);
+        request
+    }
+
+    /// A lazily connecting stub for `addr`, shared by later calls.
+    fn stub(&self, addr: &str) -> Result<KvClient<Channel>, String> {
+        let mut stubs = self.stubs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(stub) = stubs.get(addr) {
+            return Ok(stub.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|err| format!("bad address: {err}"))?
+            .connect_timeout(self.request_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let stub = KvClient::new(channel);
+        stubs.insert(addr.to_string(), stub.clone());
+        Ok(stub)
+    }
+}

@@ -1,0 +1,286 @@
+//! What every node tells the placement leader: a store heartbeat every
+//! store interval (its id and addresses, its data directory's capacity and
+//! free space, how many regions it holds and leads) and, every region
+//! interval, one batch with every region it leads (shape, leader term,
+//! size, pending peers, and read and write rates from the counters' growth
+//! since the previous batch).
+//!
+//! The leader is found like the timestamp client finds it: any node that is
+//! not the leader answers `NotLeader` naming it; the client tries this
+//! node's own address first, then every member's it has learnt.
+//!
+//! Guarantee: a beat that cannot be delivered within its interval is
+//! dropped, never queued behind the next one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use client::{ClientConfig, PlacementDriverClient};
+use flotilla_proto::placementpb as pb;
+use placement::cluster::{PeerInfo, RegionInfo};
+use raftstore::peer::{RegionStatus, RegionTraffic};
+use raftstore::StoreRouter;
+
+use crate::members::Members;
+use crate::placement_driver::convert::region_to_proto;
+
+/// Who this node is, for its heartbeats.
+pub struct HeartbeatIdentity {
+    pub store_id: u64,
+    pub peer_addr: String,
+    pub client_addr: String,
+    pub data_dir: PathBuf,
+}
+
+/// Capacity and free space of the file system holding `path`, in bytes.
+pub fn disk_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    let stat = rustix::fs::statvfs(path)?;
+    let capacity = stat.f_blocks.saturating_mul(stat.f_frsize);
+    let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+    Ok((capacity, available))
+}
+
+/// Sends this node's heartbeats until the task is aborted.
+pub async fn run(
+    identity: HeartbeatIdentity,
+    router: StoreRouter,
+    members: Members,
+    store_interval: Duration,
+    region_interval: Duration,
+) {
+    let config = ClientConfig {
+        request_timeout: store_interval.min(Duration::from_secs(2)),
+        operation_timeout: store_interval.min(region_interval),
+        ..ClientConfig::new([identity.client_addr.clone()])
+    };
+    let pd = match PlacementDriverClient::new(&config) {
+        Ok(pd) => pd,
+        Err(err) => {
+            tracing::error!(%err, "cannot reach the placement driver from this node's address; no heartbeats");
+            return;
+        }
+    };
+    let mut store_ticks = tokio::time::interval(store_interval);
+    let mut region_ticks = tokio::time::interval(region_interval);
+    store_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    region_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rates = RateTracker::default();
+    loop {
+        let store_beat = tokio::select! {
+            _ = store_ticks.tick() => true,
+            _ = region_ticks.tick() => false,
+        };
+        for (_, member) in members.all() {
+            if !member.client_addr.is_empty() {
+                if let Err(err) = pd.add_endpoint(&member.client_addr) {
+                    tracing::debug!(%err, addr = %member.client_addr, "member address unusable");
+                }
+            }
+        }
+        let statuses = router.status().await;
+        let outcome = if store_beat {
+            pd.store_heartbeat(store_heartbeat(&identity, &statuses))
+                .await
+                .map(|response| tracing::debug!(state = ?response.state(), "store heartbeat delivered"))
+        } else {
+            let regions = rates.leader_reports(identity.store_id, &statuses, Instant::now());
+            pd.region_heartbeat(pb::RegionHeartbeatRequest {
+                store_id: identity.store_id,
+                regions,
+            })
+            .await
+            .map(|response| {
+                if response.stale > 0 {
+                    tracing::debug!(
+                        stale = response.stale,
+                        "placement leader knows newer shapes of some regions"
+                    );
+                }
+            })
+        };
+        if let Err(err) = outcome {
+            tracing::debug!(%err, store_beat, "heartbeat not delivered");
+        }
+    }
+}
+
+fn store_heartbeat(
+    identity: &HeartbeatIdentity,
+    statuses: &[RegionStatus],
+) -> pb::StoreHeartbeatRequest {
+    let (capacity_bytes, available_bytes) = match disk_space(&identity.data_dir) {
+        Ok(space) => space,
+        Err(err) => {
+            tracing::warn!(%err, dir = %identity.data_dir.display(), "cannot measure the data directory's file system");
+            (0, 0)
+        }
+    };
+    let leaders = statuses.iter().filter(|s| s.role == "leader").count();
+    pb::StoreHeartbeatRequest {
+        store_id: identity.store_id,
+        peer_addr: identity.peer_addr.clone(),
+        client_addr: identity.client_addr.clone(),
+        capacity_bytes,
+        available_bytes,
+        region_count: statuses.len() as u64,
+        leader_count: leaders as u64,
+    }
+}
+
+/// Each led region's traffic counters at the previous batch, to turn their
+/// growth into rates.
+#[derive(Default)]
+struct RateTracker {
+    previous: HashMap<u64, (Instant, RegionTraffic)>,
+}
+
+impl RateTracker {
+    /// The reports for the regions this store leads, with rates over the
+    /// time since each was last reported from here (zero the first time,
+    /// and after the counters restarted).
+    fn leader_reports(
+        &mut self,
+        store_id: u64,
+        statuses: &[RegionStatus],
+        now: Instant,
+    ) -> Vec<pb::RegionInfo> {
+        let mut next = HashMap::new();
+        let reports = statuses
+            .iter()
+            .filter(|s| s.role == "leader" && s.region.is_known())
+            .map(|s| {
+                let traffic = s.traffic;
+                let rate = |current: u64, before: u64, elapsed: Duration| -> u64 {
+                    let secs = elapsed.as_secs_f64();
+                    if secs <= 0.0 || current < before {
+                        return 0;
+                    }
+                    ((current - before) as f64 / secs) as u64
+                };
+                let (written_bytes, written_keys, read_keys) = match self.previous.get(&s.region.id)
+                {
+                    Some((at, before)) => {
+                        let elapsed = now.saturating_duration_since(*at);
+                        (
+                            rate(traffic.written_bytes, before.written_bytes, elapsed),
+                            rate(traffic.written_keys, before.written_keys, elapsed),
+                            rate(traffic.read_keys, before.read_keys, elapsed),
+                        )
+                    }
+                    None => (0, 0, 0),
+                };
+                next.insert(s.region.id, (now, traffic));
+                region_to_proto(&RegionInfo {
+                    id: s.region.id,
+                    start_key: s.region.start_key.clone(),
+                    end_key: s.region.end_key.clone(),
+                    epoch: s.region.epoch,
+                    peers: s
+                        .region
+                        .peers
+                        .iter()
+                        .map(|p| PeerInfo {
+                            id: p.id,
+                            store_id: p.store_id,
+                            is_learner: s.learners.contains(&p.store_id),
+                        })
+                        .collect(),
+                    leader_store: store_id,
+                    term: s.term,
+                    approximate_keys: s.size.keys,
+                    approximate_bytes: s.size.bytes,
+                    written_bytes_per_sec: written_bytes,
+                    written_keys_per_sec: written_keys,
+                    read_keys_per_sec: read_keys,
+                    pending_stores: s.pending_peers.clone(),
+                })
+            })
+            .collect();
+        self.previous = next;
+        reports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftstore::peer::RegionSize;
+    use raftstore::region::RegionMeta;
+
+    fn status(id: u64, role: &'static str, traffic: RegionTraffic) -> RegionStatus {
+        RegionStatus {
+            region: RegionMeta::whole_keyspace(id, &[1, 2, 3]),
+            leader_id: 1,
+            term: 4,
+            commit_index: 10,
+            applied_index: 10,
+            role,
+            size: RegionSize { keys: 5, bytes: 50 },
+            hibernating: false,
+            traffic,
+            pending_peers: vec![3],
+            learners: Vec::new(),
+            down_peers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rates_are_the_counters_growth_over_the_interval() {
+        let mut tracker = RateTracker::default();
+        let start = Instant::now();
+        let first = tracker.leader_reports(
+            1,
+            &[
+                status(1, "leader", RegionTraffic::default()),
+                status(2, "follower", RegionTraffic::default()),
+            ],
+            start,
+        );
+        assert_eq!(first.len(), 1, "only led regions are reported");
+        assert_eq!(
+            first[0].written_bytes_per_sec, 0,
+            "no rate without a previous sample"
+        );
+        assert_eq!(
+            (
+                first[0].leader_store_id,
+                first[0].term,
+                first[0].approximate_keys
+            ),
+            (1, 4, 5)
+        );
+        assert_eq!(first[0].pending_store_ids, [3]);
+        let grown = RegionTraffic {
+            written_keys: 20,
+            written_bytes: 2_000,
+            read_keys: 100,
+        };
+        let second = tracker.leader_reports(
+            1,
+            &[status(1, "leader", grown)],
+            start + Duration::from_secs(2),
+        );
+        assert_eq!(
+            (
+                second[0].written_bytes_per_sec,
+                second[0].written_keys_per_sec,
+                second[0].read_keys_per_sec
+            ),
+            (1_000, 10, 50)
+        );
+        // Counters that went backwards (a new replica) give no rate.
+        let restarted = tracker.leader_reports(
+            1,
+            &[status(1, "leader", RegionTraffic::default())],
+            start + Duration::from_secs(3),
+        );
+        assert_eq!(restarted[0].written_bytes_per_sec, 0);
+    }
+
+    #[test]
+    fn disk_space_measures_a_real_file_system() {
+        let (capacity, available) = disk_space(std::path::Path::new(".")).expect("statvfs");
+        assert!(capacity > 0 && available <= capacity);
+    }
+}
