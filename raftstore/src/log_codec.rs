@@ -1,6 +1,11 @@
 //! How Raft state is laid out in the payloads of shard WAL records:
 //! `Entries` carry a counted list of protobuf-encoded entries, `HardState`
-//! one protobuf hard state, `Truncate` a one-byte [`Truncation`] mode.
+//! one protobuf hard state, `Truncate` a one-byte [`Truncation`] mode, or
+//! nothing: the WAL restates each region's latest truncation point at the
+//! head of every new segment with an empty payload, which says only that
+//! entries up to the index are gone ([`Truncation::UpTo`]). That is also
+//! the only safe reading of a restated snapshot install: replayed as
+//! `DiscardAll`, the copy would wipe the entries appended after it.
 
 use protobuf::Message as _;
 use raft::prelude::{Entry, HardState};
@@ -63,7 +68,7 @@ pub fn encode_truncation(t: Truncation) -> Vec<u8> {
 
 pub fn decode_truncation(buf: &[u8]) -> Result<Truncation, CodecError> {
     match buf {
-        [1] => Ok(Truncation::UpTo),
+        [] | [1] => Ok(Truncation::UpTo),
         [2] => Ok(Truncation::DiscardAll),
         _ => Err(CodecError {
             what: "wal truncation",

@@ -268,6 +268,22 @@ mod tests {
         assert_eq!(indexes_terms(&log), vec![(21, 3), (22, 3)]);
     }
 
+    /// A new WAL segment opens with a payload-less copy of the latest
+    /// truncation point; after a snapshot install it must not discard the
+    /// entries appended since.
+    #[test]
+    fn a_restated_snapshot_install_keeps_the_entries_after_it() {
+        let recs = [
+            entries(1..=10, 1),
+            truncate(20, Truncation::DiscardAll),
+            entries(21..=22, 3),
+            WalRecord::truncate(1, 20),
+            entries(23..=23, 3),
+        ];
+        let log = recover_log(&checkpoint(20), &recs).unwrap();
+        assert_eq!(indexes_terms(&log), vec![(21, 3), (22, 3), (23, 3)]);
+    }
+
     #[test]
     fn missing_entries_after_the_checkpoint_are_corruption() {
         let recs = [entries(12..=14, 1)];

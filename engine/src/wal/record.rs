@@ -61,7 +61,11 @@ impl WalRecord {
         }
     }
 
-    /// Marks the entries of `region_id` up to and including `index` as no longer needed.
+    /// Marks the entries of `region_id` up to and including `index` as no
+    /// longer needed. It carries no payload; this is also the form in which
+    /// the WAL restates a region's latest truncation point at the head of a
+    /// new segment, so a reader must take an empty payload to mean exactly
+    /// this, whatever payload the original record had.
     pub fn truncate(region_id: u64, index: u64) -> WalRecord {
         WalRecord {
             region_id,
