@@ -237,11 +237,17 @@ pub struct Peer {
     /// Ticks in a row this leader found its region idle, with no request
     /// in between (see `hibernate_if_idle`).
     quiet_ticks: u32,
-    /// Ticks this replica has led in `leading_term` since it last woke:
-    /// raft-rs's record of which peers answered is only meaningful after
-    /// an election timeout of them (see `is_peer_alive`).
+    /// Ticks this replica has led in `leading_term` since it last woke
+    /// (see `is_peer_alive`).
     leading_ticks: u32,
     leading_term: u64,
+    /// On the leader, for each peer that sent a message since the
+    /// leadership or wake began, `leading_ticks` when it last did. Not
+    /// raft-rs's `recent_active`: check-quorum clears that every election
+    /// timeout, so a request arriving right after the check (placement's
+    /// heartbeat-driven dispatch does, every time) finds every follower
+    /// "inactive".
+    heard_from: Vec<(u64, u32)>,
     /// A hibernating replica stepped a message: its answer is still to go
     /// out in the next turn.
     settling: bool,
@@ -306,6 +312,7 @@ impl Peer {
             quiet_ticks: 0,
             leading_ticks: 0,
             leading_term: 0,
+            heard_from: Vec::new(),
             settling: false,
             pending_conf_change: None,
             removed: false,
@@ -326,7 +333,7 @@ impl Peer {
     pub fn wake(&mut self) {
         if self.hibernating {
             tracing::trace!(region = self.region.id, "woken");
-            self.leading_ticks = 0;
+            self.forget_leading();
         }
         self.hibernating = false;
     }
@@ -571,24 +578,42 @@ impl Peer {
         });
     }
 
+    /// Starts counting leadership afresh (new term, or woken).
+    fn forget_leading(&mut self) {
+        self.leading_ticks = 0;
+        self.heard_from.clear();
+    }
+
+    /// On the leader, notes that the replica on `store` sent a message.
+    fn note_heard_from(&mut self, store: u64) {
+        let now = self.leading_ticks;
+        match self.heard_from.iter_mut().find(|(s, _)| *s == store) {
+            Some((_, at)) => *at = now,
+            None => self.heard_from.push((store, now)),
+        }
+    }
+
     /// Whether the replica on `store` answers, as the leader judges it:
-    /// this replica itself, or a peer whose store keeps pinging
-    /// (`store_alive`; raft-rs alone would miss a peer that died while the
-    /// region hibernated) and that raft-rs heard from within the last
+    /// this replica itself, or a member whose store keeps pinging
+    /// (`store_alive`; the region alone would miss a peer that died while
+    /// it hibernated) and that sent this leader a message within the last
     /// election timeout. For the first election timeout after this replica
-    /// became leader or woke, raft-rs's record says nothing yet (it clears
-    /// it at every check-quorum, and a region may have gone to sleep right
-    /// after one), so the store's pings decide alone.
+    /// became leader or woke, silence proves nothing yet, so the store's
+    /// pings decide alone.
     fn is_peer_alive(&self, store: u64, store_alive: &impl Fn(u64) -> bool) -> bool {
         let raft = &self.raw.raft;
         if store == raft.id {
             return true;
         }
-        let Some(progress) = raft.prs().get(store) else {
+        if raft.prs().get(store).is_none() {
             return false;
-        };
-        let raft_has_seen_a_timeout = self.leading_ticks as usize >= raft.election_timeout();
-        store_alive(store) && (progress.recent_active || !raft_has_seen_a_timeout)
+        }
+        let timeout = raft.election_timeout();
+        let heard_lately = self.heard_from.iter().any(|&(s, at)| {
+            s == store && (self.leading_ticks.saturating_sub(at) as usize) <= timeout
+        });
+        let leading_long_enough = self.leading_ticks as usize >= timeout;
+        store_alive(store) && (heard_lately || !leading_long_enough)
     }
 
     /// On the leader, the stores whose replicas do not answer (see
@@ -778,6 +803,9 @@ impl Peer {
             self.wake();
         }
         self.settling = true;
+        if self.is_leader() && self.raw.raft.term == self.leading_term {
+            self.note_heard_from(from);
+        }
         if let Err(err) = self.raw.step(msg) {
             tracing::debug!(region = self.region.id, %err, "raft message refused");
             return;
@@ -800,7 +828,7 @@ impl Peer {
         if self.is_leader() && term == self.leading_term {
             self.leading_ticks = self.leading_ticks.saturating_add(1);
         } else {
-            self.leading_ticks = 0;
+            self.forget_leading();
             self.leading_term = term;
         }
         self.raw.tick();
@@ -1578,5 +1606,131 @@ fn clamp_end(req_end: &[u8], region_end: &[u8]) -> Vec<u8> {
         (true, _) => region_end.to_vec(),
         (false, true) => req_end.to_vec(),
         (false, false) => req_end.min(region_end).to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::prelude::{HardState, MessageType};
+
+    const REGION: u64 = 7;
+
+    /// Store 1's replica of a region with voters 1, 2 and 3, elected leader
+    /// with store 2's votes. It never hibernates.
+    fn leader_of_three() -> Peer {
+        let dir = std::env::temp_dir().join(format!("flotilla-peer-{}", std::process::id()));
+        let mut cfg = StoreConfig::new(1, dir.clone(), Vec::new());
+        cfg.hibernate = false;
+        let conf_state = ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        };
+        let checkpoint = RegionCheckpoint {
+            region: RegionMeta::whole_keyspace(REGION, &[1, 2, 3]),
+            applied_index: 5,
+            applied_term: 5,
+            conf_state: conf_state.clone(),
+            sessions: Default::default(),
+            pairs: Vec::new(),
+        };
+        let hard_state = HardState {
+            term: 5,
+            commit: 5,
+            ..Default::default()
+        };
+        let storage = crate::storage::RegionStorage::new(
+            REGION,
+            dir.clone(),
+            hard_state,
+            conf_state,
+            (5, 5),
+            Vec::new(),
+        );
+        let raw = RawNode::new(
+            &cfg.raft_config(5),
+            storage,
+            &crate::logger::raft_logger(REGION),
+        )
+        .expect("a valid raft config");
+        let state = PeerState {
+            checkpoint,
+            raw,
+            checkpoint_dir: dir,
+        };
+        let mut peer = Peer::new(
+            state,
+            Arc::new(KvStore::new()),
+            Arc::new(RegionMap::new()),
+            &cfg,
+        );
+        peer.raw.campaign().expect("campaigns");
+        let term = peer.raw.raft.term;
+        peer.step(reply_from(
+            2,
+            MessageType::MsgRequestPreVoteResponse,
+            term + 1,
+        ));
+        let term = peer.raw.raft.term;
+        peer.step(reply_from(2, MessageType::MsgRequestVoteResponse, term));
+        assert!(peer.is_leader(), "elected with store 2's vote");
+        peer
+    }
+
+    fn reply_from(from: u64, kind: MessageType, term: u64) -> Message {
+        let mut msg = Message::default();
+        msg.set_msg_type(kind);
+        msg.from = from;
+        msg.to = 1;
+        msg.term = term;
+        msg
+    }
+
+    /// Ticks the leader once; `answering` followers answer its heartbeats.
+    fn tick_answered_by(peer: &mut Peer, answering: &[u64]) {
+        peer.tick();
+        let term = peer.raw.raft.term;
+        for &from in answering {
+            peer.step(reply_from(from, MessageType::MsgHeartbeatResponse, term));
+        }
+    }
+
+    /// raft-rs's check-quorum forgets who answered every election timeout;
+    /// a membership request landing right after that tick (as placement's
+    /// heartbeat-driven dispatch does, every second) must still see the
+    /// followers that answered a moment before as alive.
+    #[test]
+    fn followers_that_answer_stay_alive_right_after_a_check_quorum() {
+        let mut peer = leader_of_three();
+        let timeout = peer.raw.raft.election_timeout();
+        for _ in 0..3 * timeout - 1 {
+            tick_answered_by(&mut peer, &[2, 3]);
+        }
+        peer.tick(); // the third check-quorum; nobody has answered it yet
+        assert!(peer.is_leader());
+        assert_eq!(peer.down_peers(|_| true), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_silent_follower_is_down_after_an_election_timeout_of_leading() {
+        let mut peer = leader_of_three();
+        let timeout = peer.raw.raft.election_timeout();
+        for _ in 0..timeout - 1 {
+            tick_answered_by(&mut peer, &[2]);
+        }
+        assert_eq!(
+            peer.down_peers(|_| true),
+            Vec::<u64>::new(),
+            "too early to judge store 3"
+        );
+        for _ in 0..2 {
+            tick_answered_by(&mut peer, &[2]);
+        }
+        assert_eq!(peer.down_peers(|_| true), vec![3]);
+        assert_eq!(
+            peer.down_peers(|store| store != 2),
+            vec![2, 3],
+            "a store that stopped pinging is down whatever the region heard"
+        );
     }
 }
