@@ -211,8 +211,10 @@ impl Client {
     }
 
     /// Waits until store `store`'s replica of `region_id` applied the log
-    /// to within [`CATCH_UP_SLACK_ENTRIES`] of the leader's commit index.
-    async fn wait_caught_up(&self, region_id: u64, store: u64) -> Result<()> {
+    /// to within `CATCH_UP_SLACK_ENTRIES` of the leader's commit index
+    /// (close enough to keep up as a voter at once); gives up once it made
+    /// no progress for an operation timeout.
+    pub async fn wait_caught_up(&self, region_id: u64, store: u64) -> Result<()> {
         let patience = self.config().operation_timeout;
         let mut progress_deadline = Instant::now() + patience;
         let mut best_applied = 0;
