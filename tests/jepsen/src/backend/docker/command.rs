@@ -30,6 +30,25 @@ pub(super) async fn docker(args: &[String]) -> Result<String, Error> {
     run("docker", args).await
 }
 
+/// The last `lines` lines of each of a container's output streams, labelled
+/// (the server logs to stderr and prints its ready line to stdout), or why
+/// they could not be read.
+pub(super) async fn log_tail(container: &str, lines: u32) -> String {
+    let output = tokio::process::Command::new("docker")
+        .args(["logs", "--tail", &lines.to_string(), container])
+        .kill_on_drop(true)
+        .output()
+        .await;
+    match output {
+        Ok(output) => format!(
+            "stderr:\n{}\nstdout:\n{}",
+            String::from_utf8_lossy(&output.stderr).trim(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        ),
+        Err(err) => format!("(docker logs {container} failed: {err})"),
+    }
+}
+
 /// Owned arguments from string slices.
 pub(super) fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|item| (*item).to_owned()).collect()

@@ -26,7 +26,7 @@ use super::{ClusterBackend, Grudge, NodeId};
 use crate::nemesis::FaultKind;
 use crate::Error;
 use client::Client;
-use command::{args, docker};
+use command::{args, docker, log_tail};
 use flotilla_tests::cluster::{CLIENT_PORT, PEER_PORT};
 use network::Network;
 use stale::{OWNER_LABEL, RUN_LABEL};
@@ -39,6 +39,8 @@ use tokio::time::Instant;
 pub const DEFAULT_IMAGE: &str = "flotilla:dev";
 /// How long a started node may take to answer a Status request.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines of a node's output quoted when it does not become ready.
+const LOG_TAIL_LINES: u32 = 20;
 /// Pause between readiness probes.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// The data directory inside a container.
@@ -211,9 +213,7 @@ impl DockerBackend {
             ]))
             .await?;
             if running != "true" || Instant::now() >= deadline {
-                let tail = docker(&args(&["logs", "--tail", "40", &node.container]))
-                    .await
-                    .unwrap_or_default();
+                let tail = log_tail(&node.container, LOG_TAIL_LINES).await;
                 return Err(Error::NodeNotReady {
                     node: id,
                     waited: READY_TIMEOUT,
