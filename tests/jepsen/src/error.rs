@@ -34,8 +34,12 @@ pub enum Error {
     NodeState { node: u64, problem: &'static str },
     #[error("no free Docker subnet after {attempts} attempts; last error: {last}")]
     NoFreeSubnet { attempts: u32, last: String },
-    #[error("the cluster did not recover before the deadline ({phase})")]
-    NotRecovered { phase: &'static str },
+    #[error("the cluster did not recover before the deadline ({phase}): {missing}")]
+    NotRecovered {
+        phase: &'static str,
+        /// What was still missing at the deadline.
+        missing: String,
+    },
     #[error("no final read of key {key} succeeded before the deadline")]
     FinalRead { key: String },
     #[error("a client task failed: {0}")]
@@ -53,6 +57,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether a node failed to start: it exited, or never answered. Once
+    /// the cluster has started, that is a finding — a node that cannot come
+    /// back on its own data — rather than a run that could not be carried
+    /// out.
+    pub fn is_node_start_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::NodeNotReady { .. }
+                | Error::Harness(
+                    flotilla_tests::Error::NodeExited { .. }
+                        | flotilla_tests::Error::NodeNotReady { .. }
+                )
+        )
+    }
+
     /// An [`Error::Io`] with what was being done.
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();

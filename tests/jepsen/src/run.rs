@@ -4,9 +4,9 @@
 //! reads, check, and write the report.
 //!
 //! A run that cannot be carried out (Docker missing, a node that never
-//! starts) is an [`Error`]. A cluster that does not serve again after the
-//! faults healed is a finding, not an error: the verdict gets an invalid
-//! `recovery` check.
+//! starts) is an [`Error`]. A node that does not come back from a crash, or
+//! a cluster that does not serve again after the faults healed, is a
+//! finding, not an error: the verdict gets an invalid `recovery` check.
 
 use crate::backend::docker::{DockerBackend, DockerConfig};
 use crate::backend::local::LocalBackend;
@@ -227,11 +227,24 @@ async fn run_workload<B: ClusterBackend, W: Workload>(
     }
 
     let mut nemesis = Nemesis::new(backend, &control, recorder.clone());
+    // A node that does not come back from a fault is a finding: the faults
+    // stop, the clients run to the time limit, and the verdict says so.
+    let mut restart_failure = None;
     for window in &schedule {
         tokio::time::sleep_until(start + Duration::from_millis(window.start_ms)).await;
-        nemesis.start(&window.fault).await?;
-        tokio::time::sleep_until(start + Duration::from_millis(window.end_ms)).await;
-        nemesis.stop().await?;
+        let applied = async {
+            nemesis.start(&window.fault).await?;
+            tokio::time::sleep_until(start + Duration::from_millis(window.end_ms)).await;
+            nemesis.stop().await
+        };
+        match applied.await {
+            Ok(()) => {}
+            Err(err) if err.is_node_start_failure() => {
+                restart_failure = Some(err);
+                break;
+            }
+            Err(err) => return Err(err),
+        }
     }
     while let Some(joined) = workers.join_next().await {
         if let Err(err) = joined {
@@ -243,6 +256,9 @@ async fn run_workload<B: ClusterBackend, W: Workload>(
     }
 
     let recovery = async {
+        if let Some(failure) = restart_failure {
+            return Err(failure);
+        }
         nemesis.stop().await?;
         control
             .wait_until_serving(RECOVERY_TIMEOUT, "after every fault healed")
@@ -262,6 +278,7 @@ async fn run_workload<B: ClusterBackend, W: Workload>(
     let (final_read, recovery_failure) = match recovery.await {
         Ok(final_read) => (Some(final_read), None),
         Err(err @ (Error::NotRecovered { .. } | Error::FinalRead { .. })) => (None, Some(err)),
+        Err(err) if err.is_node_start_failure() => (None, Some(err)),
         Err(err) => return Err(err),
     };
 

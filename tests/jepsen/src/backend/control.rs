@@ -1,12 +1,13 @@
 //! The harness's own connection to a cluster: who leads (by the nodes' own
 //! Status reports, as `flotilla_tests::cluster::leader` judges them),
-//! whether the cluster serves linearizable reads again after faults, and
-//! the regions (splitting them, counting those that hold a workload's keys).
+//! whether the cluster serves again after faults (every node answers, every
+//! region has a leader, a linearizable read succeeds), and the regions
+//! (splitting them, counting those that hold a workload's keys).
 
 use super::NodeId;
 use crate::workload::KeySpace;
 use crate::Error;
-use client::{Client, ClientConfig, ClientError, Region};
+use client::{Client, ClientConfig, ClientError, ClusterView, Region, StatusResponse};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -14,6 +15,8 @@ use tokio::time::Instant;
 const PROBE_KEY: &[u8] = b"jepsen-probe";
 /// Pause between availability probes.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The role a replica that leads its region reports.
+const LEADER_ROLE: &str = "leader";
 
 /// Client settings of a run: fail over quickly, and give up on an
 /// operation after about two election timeouts, so faults show up as fail
@@ -65,8 +68,11 @@ impl Control {
             .count()
     }
 
-    /// Waits until a majority agrees on a leader and a linearizable read
-    /// succeeds, for at most `timeout`; returns the leader.
+    /// Waits, for at most `timeout`, until every node answers, a majority
+    /// agrees on the leader of the first region, every region has a leader
+    /// that says so itself, and a linearizable read succeeds; returns the
+    /// first region's leader. At the deadline the error says what was
+    /// still missing.
     pub async fn wait_until_serving(
         &self,
         timeout: Duration,
@@ -74,15 +80,73 @@ impl Control {
     ) -> Result<NodeId, Error> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(leader) = self.leader().await {
-                if self.client.get(PROBE_KEY).await.is_ok() {
-                    return Ok(leader);
-                }
-            }
+            let missing = match self.serving().await {
+                Ok(leader) => return Ok(leader),
+                Err(missing) => missing,
+            };
             if Instant::now() >= deadline {
-                return Err(Error::NotRecovered { phase });
+                return Err(Error::NotRecovered { phase, missing });
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
+
+    /// The first region's agreed leader if the cluster serves, else what
+    /// is missing.
+    async fn serving(&self) -> Result<NodeId, String> {
+        let view = self.client.cluster_view().await;
+        let silent: Vec<&str> = view
+            .answers
+            .iter()
+            .filter(|(_, answer)| answer.is_err())
+            .map(|(addr, _)| addr.as_str())
+            .collect();
+        if !silent.is_empty() {
+            return Err(format!("no status from {}", silent.join(", ")));
+        }
+        let statuses: Vec<StatusResponse> = view
+            .answers
+            .iter()
+            .filter_map(|(_, answer)| answer.as_ref().ok().cloned())
+            .collect();
+        let leader =
+            flotilla_tests::cluster::leader::agreed_leader(self.endpoints.len(), &statuses)
+                .ok_or("no leader of the first region agreed by a majority")?;
+        let leaderless = leaderless_regions(&view);
+        if !leaderless.is_empty() {
+            return Err(format!("regions without a leader: {leaderless:?}"));
+        }
+        self.client
+            .get(PROBE_KEY)
+            .await
+            .map_err(|err| format!("probe read: {err}"))?;
+        Ok(leader)
+    }
+}
+
+/// The regions of `view` that no node claims to lead in its own report.
+fn leaderless_regions(view: &ClusterView) -> Vec<u64> {
+    let claims = |node: u64, region_id: u64| {
+        view.answers
+            .iter()
+            .filter_map(|(_, answer)| answer.as_ref().ok())
+            .filter(|status| status.node_id == node)
+            .flat_map(|status| &status.regions)
+            .any(|report| {
+                report.role == LEADER_ROLE
+                    && report
+                        .region
+                        .as_ref()
+                        .is_some_and(|region| region.id == region_id)
+            })
+    };
+    view.regions
+        .iter()
+        .filter(|region| {
+            !region
+                .leader
+                .is_some_and(|leader| claims(leader, region.region.id))
+        })
+        .map(|region| region.region.id)
+        .collect()
 }

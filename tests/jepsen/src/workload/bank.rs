@@ -187,9 +187,10 @@ impl Workload for BankWorkload {
                         "the bank key already holds other balances".to_owned(),
                     ))
                 }
-                _ if Instant::now() >= deadline => {
+                outcome if Instant::now() >= deadline => {
                     return Err(Error::NotRecovered {
                         phase: "opening the bank",
+                        missing: format!("the opening CAS ended {outcome:?}"),
                     })
                 }
                 _ => tokio::time::sleep(RETRY_INTERVAL).await,
