@@ -3,6 +3,12 @@
 //! replays the same faults on the same nodes at the same offsets, and the
 //! same splits at the same keys. Only "the leader" is decided when the fault
 //! starts (with a planned fallback if no leader is agreed then).
+//!
+//! The kinds take turns (`Turns`): every kind asked for once per round,
+//! the first round in the order given, each later round in an order drawn
+//! from the seed. A short run therefore gets the kinds listed first, and a
+//! longer one every kind, rather than whatever independent draws happen to
+//! leave out.
 
 use super::partition;
 use super::FaultKind;
@@ -90,7 +96,7 @@ pub enum Target {
 }
 
 /// Plans faults of the given kinds over `time_limit` (none when `kinds` is
-/// empty); splits at keys of `key_space`. A split is a shape change, not a
+/// empty), the kinds taking turns (`Turns`); splits at keys of `key_space`. A split is a shape change, not a
 /// state to undo, so its window is half as long as the others: the healthy
 /// window after it comes sooner.
 pub fn plan(
@@ -105,10 +111,11 @@ pub fn plan(
     if kinds.is_empty() {
         return windows;
     }
+    let mut turns = Turns::new(kinds);
     let mut at_ms = rng.gen_range(HEALTHY_MS);
     while at_ms + FAULT_MIN_MS <= limit_ms {
         let mut length_ms = rng.gen_range(FAULT_MS);
-        let kind = kinds[rng.gen_range(0..kinds.len())];
+        let kind = turns.next(rng);
         if kind == FaultKind::Split {
             length_ms /= 2;
         }
@@ -174,6 +181,38 @@ fn fault(rng: &mut impl Rng, kind: FaultKind, nodes: &[NodeId], key_space: KeySp
                 })
                 .collect(),
         },
+    }
+}
+
+/// Which kind of fault comes next: every kind once per round, the first
+/// round in the order the kinds were given, each later one shuffled.
+struct Turns<'k> {
+    kinds: &'k [FaultKind],
+    /// What is left of the current round, next last.
+    round: Vec<FaultKind>,
+    first_round: bool,
+}
+
+impl<'k> Turns<'k> {
+    /// `kinds` must not be empty.
+    fn new(kinds: &'k [FaultKind]) -> Self {
+        assert!(!kinds.is_empty(), "turns of no kind");
+        Turns {
+            kinds,
+            round: Vec::new(),
+            first_round: true,
+        }
+    }
+
+    fn next(&mut self, rng: &mut impl Rng) -> FaultKind {
+        if self.round.is_empty() {
+            self.round = self.kinds.to_vec();
+            if !std::mem::take(&mut self.first_round) {
+                self.round.shuffle(rng);
+            }
+            self.round.reverse();
+        }
+        self.round.pop().expect("a round is refilled when empty")
     }
 }
 
@@ -280,5 +319,25 @@ mod tests {
             let bucket = key.strip_prefix("k/").expect("in the key space");
             assert!(bucket.len() == 2 && bucket != "00", "{key}");
         }
+    }
+
+    #[test]
+    fn kinds_take_turns_the_first_round_in_the_order_given() {
+        let kinds = [FaultKind::Split, FaultKind::Kill, FaultKind::Pause];
+        let mut turns = Turns::new(&kinds);
+        let mut rng = StdRng::seed_from_u64(8);
+        let drawn: Vec<FaultKind> = (0..12).map(|_| turns.next(&mut rng)).collect();
+        assert_eq!(drawn[..3], kinds);
+        for round in drawn.chunks(3) {
+            let mut round = round.to_vec();
+            round.sort_unstable();
+            let mut all = kinds.to_vec();
+            all.sort_unstable();
+            assert_eq!(round, all, "every kind once per round: {drawn:?}");
+        }
+        assert!(
+            drawn.chunks(3).skip(1).any(|round| round != kinds),
+            "later rounds are shuffled: {drawn:?}"
+        );
     }
 }
