@@ -3,7 +3,8 @@
 //! A run starts a cluster ([`backend`]: Docker containers on a private
 //! network, or local processes), lets concurrent clients drive a
 //! [`workload`] while a seeded [`nemesis`] partitions, kills and pauses
-//! nodes, heals everything, waits for the cluster to serve again, crashes
+//! nodes, splits regions and moves their leaders and replicas, heals
+//! everything, waits for the cluster to serve again, crashes
 //! and restarts every node, reads the final state, and judges the recorded
 //! history with the workload's [`check`]s. [`run::execute`] does all of it
 //! and writes a [`report`] directory.

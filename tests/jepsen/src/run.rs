@@ -12,7 +12,7 @@ use crate::backend::docker::{DockerBackend, DockerConfig};
 use crate::backend::local::LocalBackend;
 use crate::backend::{check_supported, client_config, BackendKind, ClusterBackend, Control};
 use crate::check::{CheckResult, FinalRead, Validity};
-use crate::nemesis::events::split_counts;
+use crate::nemesis::events::change_counts;
 use crate::nemesis::{schedule, server_args, FaultKind, Nemesis};
 use crate::report::verdict::{HistoryStats, Verdict};
 use crate::report::ReportDir;
@@ -300,7 +300,6 @@ async fn run_workload<B: ClusterBackend, W: Workload>(
     let regions_at_end = control.regions_holding(workload.key_space()).await;
     let end_ns = recorder.now_ns();
     let events = nemesis.events().to_vec();
-    let (splits_done, splits_failed) = split_counts(&events);
     let verdict = Verdict {
         validity: Verdict::validity_of(&checks),
         workload: options.workload.name(),
@@ -314,8 +313,7 @@ async fn run_workload<B: ClusterBackend, W: Workload>(
             .iter()
             .filter(|event| event.phase == crate::nemesis::events::Phase::Start)
             .count(),
-        splits_done,
-        splits_failed,
+        shape_changes: change_counts(&events, &options.faults),
         regions_at_end,
         checker_ms,
         checks,

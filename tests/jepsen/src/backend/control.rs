@@ -1,13 +1,13 @@
 //! The harness's own connection to a cluster: who leads (by the nodes' own
 //! Status reports, as `flotilla_tests::cluster::leader` judges them),
 //! whether the cluster serves again after faults (every node answers, every
-//! region has a leader, a linearizable read succeeds), and the regions
-//! (splitting them, counting those that hold a workload's keys).
+//! region has a leader, a linearizable read succeeds), the regions holding a
+//! workload's keys, and the client the nemesis makes its admin calls with.
 
 use super::NodeId;
 use crate::workload::KeySpace;
 use crate::Error;
-use client::{Client, ClientConfig, ClientError, ClusterView, Region, StatusResponse};
+use client::{Client, ClientConfig, ClusterView, StatusResponse};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -15,6 +15,10 @@ use tokio::time::Instant;
 const PROBE_KEY: &[u8] = b"jepsen-probe";
 /// Pause between availability probes.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long an admin call (a split, a leader transfer, a membership change)
+/// may take: longer than a data operation, because a change waits out
+/// another one in flight, and a learner gets this long to show progress.
+const ADMIN_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// The role a replica that leads its region reports.
 const LEADER_ROLE: &str = "leader";
 
@@ -34,13 +38,29 @@ pub fn client_config(endpoints: Vec<String>) -> ClientConfig {
 #[derive(Debug)]
 pub struct Control {
     client: Client,
+    admin: Client,
     endpoints: Vec<String>,
 }
 
 impl Control {
     pub async fn connect(endpoints: Vec<String>) -> Result<Control, Error> {
         let client = Client::connect(client_config(endpoints.clone())).await?;
-        Ok(Control { client, endpoints })
+        let admin = Client::connect(ClientConfig {
+            operation_timeout: ADMIN_OPERATION_TIMEOUT,
+            ..client_config(endpoints.clone())
+        })
+        .await?;
+        Ok(Control {
+            client,
+            admin,
+            endpoints,
+        })
+    }
+
+    /// The client for admin calls: [`client_config`], but with
+    /// `ADMIN_OPERATION_TIMEOUT` per operation.
+    pub fn admin(&self) -> &Client {
+        &self.admin
     }
 
     /// The leader a majority agrees on, if any (nodes that do not answer
@@ -50,13 +70,6 @@ impl Control {
             futures::future::join_all(self.endpoints.iter().map(|e| self.client.status(e))).await;
         let statuses: Vec<_> = replies.into_iter().filter_map(Result::ok).collect();
         flotilla_tests::cluster::leader::agreed_leader(self.endpoints.len(), &statuses)
-    }
-
-    /// Splits the region holding `key` at `key` (see
-    /// [`Client::split_region`]); gives up at the client's operation
-    /// deadline.
-    pub async fn split_region(&self, key: &[u8]) -> Result<(Region, Region), ClientError> {
-        self.client.split_region(key).await
     }
 
     /// How many regions of the cluster's merged view hold keys of `space`.

@@ -68,7 +68,11 @@ impl ClusterBackend for LocalBackend {
     fn unsupported(fault: FaultKind) -> Option<&'static str> {
         match fault {
             FaultKind::Partition => Some(NO_PARTITIONS),
-            FaultKind::Kill | FaultKind::Pause | FaultKind::Split => None,
+            FaultKind::Kill
+            | FaultKind::Pause
+            | FaultKind::Split
+            | FaultKind::Transfer
+            | FaultKind::Membership => None,
         }
     }
 

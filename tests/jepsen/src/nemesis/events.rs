@@ -1,49 +1,142 @@
 //! What the nemesis did and when, on the history's clock, and the fault
 //! windows derived from it (for the plot).
 
+use super::FaultKind;
 use crate::backend::NodeId;
 use serde::Serialize;
 
-/// One split the nemesis asked for, and what came of it.
+/// One change of shape the nemesis asked for (a split, a leader transfer,
+/// a membership change), and what came of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct SplitRecord {
-    /// When the split was asked for, on the history's clock.
+pub struct ShapeChange {
+    /// When the change was asked for, on the history's clock.
     pub time_ns: u64,
-    /// The split key (ASCII: a key of the workload's space).
+    /// When its outcome was known (or the nemesis gave up on it).
+    pub completed_ns: u64,
+    /// The planned key (ASCII: a key of the workload's space): the split
+    /// key, or a key of the region to change.
     pub key: String,
+    /// What was asked of the cluster; absent when no region, leader or
+    /// candidate was found to act on (the outcome says why).
     #[serde(flatten)]
-    pub outcome: SplitOutcome,
+    pub request: Option<ChangeRequest>,
+    #[serde(flatten)]
+    pub outcome: ChangeOutcome,
+}
+
+/// A change of shape as resolved against the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "kebab-case")]
+pub enum ChangeRequest {
+    /// Split the region holding the key at it.
+    Split,
+    /// Hand `region`'s leadership from `from` to `to`.
+    TransferLeader {
+        region: u64,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// Move `region`'s replica on store `from` to store `to`.
+    MoveReplica {
+        region: u64,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// Remove `region`'s voter on `store`, add it back as a learner, and
+    /// promote it.
+    ReAddVoter { region: u64, store: NodeId },
+}
+
+impl ChangeRequest {
+    /// The stores the change involves.
+    pub fn stores(&self) -> Vec<NodeId> {
+        match *self {
+            ChangeRequest::Split => Vec::new(),
+            ChangeRequest::TransferLeader { from, to, .. }
+            | ChangeRequest::MoveReplica { from, to, .. } => vec![from, to],
+            ChangeRequest::ReAddVoter { store, .. } => vec![store],
+        }
+    }
+}
+
+impl std::fmt::Display for ChangeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeRequest::Split => write!(f, "split"),
+            ChangeRequest::TransferLeader { region, from, to } => {
+                write!(f, "region {region}: leader {from} -> {to}")
+            }
+            ChangeRequest::MoveReplica { region, from, to } => {
+                write!(f, "region {region}: replica {from} -> {to}")
+            }
+            ChangeRequest::ReAddVoter { region, store } => {
+                write!(f, "region {region}: voter {store} removed and added back")
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
-pub enum SplitOutcome {
-    /// The two regions meeting at the key (also when an earlier split had
-    /// already cut there).
-    Split {
-        left: RegionRange,
-        right: RegionRange,
-    },
-    /// The split was not done (or its outcome is unknown).
+pub enum ChangeOutcome {
+    /// The change was made. `regions`: those it left, as the cluster
+    /// answered (a split: the two meeting at the key, also when an earlier
+    /// split had already cut there, learners not marked; a transfer: the
+    /// region, unchanged but for its leader; a membership change: the
+    /// region with its new members).
+    Done { regions: Vec<RegionShape> },
+    /// The change was not made, or its outcome is unknown.
     Error { message: String },
 }
 
-/// A region's identity and range, keys escaped (an empty end is unbounded).
+impl ShapeChange {
+    /// One line: the key, the resolved request and the outcome.
+    pub fn summary(&self) -> String {
+        let request = self
+            .request
+            .as_ref()
+            .map_or_else(String::new, |request| format!(" ({request})"));
+        let outcome = match &self.outcome {
+            ChangeOutcome::Done { .. } => "done",
+            ChangeOutcome::Error { message } => message,
+        };
+        format!("at {}{request}: {outcome}", self.key)
+    }
+}
+
+/// A region's identity, range and members, keys escaped (an empty end is
+/// unbounded).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RegionRange {
+pub struct RegionShape {
     pub id: u64,
     pub start: String,
     pub end: String,
     pub version: u64,
+    pub conf_ver: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
 }
 
-impl From<&client::Region> for RegionRange {
-    fn from(region: &client::Region) -> RegionRange {
-        RegionRange {
+impl From<&client::Region> for RegionShape {
+    fn from(region: &client::Region) -> RegionShape {
+        let stores = |learners: bool| {
+            let mut stores: Vec<NodeId> = region
+                .peers
+                .iter()
+                .filter(|peer| peer.is_learner == learners)
+                .map(|peer| peer.store_id)
+                .collect();
+            stores.sort_unstable();
+            stores
+        };
+        RegionShape {
             id: region.id,
             start: region.start_key.escape_ascii().to_string(),
             end: region.end_key.escape_ascii().to_string(),
             version: region.epoch.as_ref().map_or(0, |epoch| epoch.version),
+            conf_ver: region.epoch.as_ref().map_or(0, |epoch| epoch.conf_ver),
+            voters: stores(false),
+            learners: stores(true),
         }
     }
 }
@@ -63,22 +156,52 @@ pub struct NemesisEvent {
     /// Nanoseconds on the history's clock.
     pub time_ns: u64,
     pub phase: Phase,
-    /// `partition`, `kill`, `pause`, `split` or `crash-all`.
+    /// `partition`, `kill`, `pause`, `split`, `transfer`, `membership` or
+    /// `crash-all`.
     pub fault: &'static str,
     pub nodes: Vec<NodeId>,
     pub detail: String,
-    /// The splits a `split` start made, in order.
+    /// The changes a `split`, `transfer` or `membership` start made, in
+    /// order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub splits: Vec<SplitRecord>,
+    pub changes: Vec<ShapeChange>,
 }
 
-/// How many splits `events` record: (done, failed).
-pub fn split_counts(events: &[NemesisEvent]) -> (usize, usize) {
-    let splits = events.iter().flat_map(|event| &event.splits);
-    splits.fold((0, 0), |(done, failed), split| match split.outcome {
-        SplitOutcome::Split { .. } => (done + 1, failed),
-        SplitOutcome::Error { .. } => (done, failed + 1),
-    })
+/// How many changes of one kind the nemesis made, and how many failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ChangeCount {
+    pub fault: FaultKind,
+    pub done: usize,
+    pub failed: usize,
+}
+
+/// The changes `events` record, per kind of `faults` that changes shape
+/// (in the order of `faults`).
+pub fn change_counts(events: &[NemesisEvent], faults: &[FaultKind]) -> Vec<ChangeCount> {
+    let mut kinds: Vec<FaultKind> = Vec::new();
+    for &fault in faults {
+        if fault.changes_shape() && !kinds.contains(&fault) {
+            kinds.push(fault);
+        }
+    }
+    kinds
+        .into_iter()
+        .map(|fault| {
+            let changes = events
+                .iter()
+                .filter(|event| event.fault == fault.name())
+                .flat_map(|event| &event.changes);
+            let failed = changes
+                .clone()
+                .filter(|change| matches!(change.outcome, ChangeOutcome::Error { .. }))
+                .count();
+            ChangeCount {
+                fault,
+                done: changes.count() - failed,
+                failed,
+            }
+        })
+        .collect()
 }
 
 /// A span of time during which a fault was in effect.
@@ -129,7 +252,7 @@ mod tests {
             fault: "kill",
             nodes: vec![1],
             detail: String::new(),
-            splits: Vec::new(),
+            changes: Vec::new(),
         }
     }
 
@@ -147,33 +270,81 @@ mod tests {
     }
 
     #[test]
-    fn splits_are_counted_by_outcome_and_serialised_flat() {
-        let range = |id, start: &str, end: &str| RegionRange {
+    fn changes_are_counted_per_kind_and_serialised_flat() {
+        let shape = |id, start: &str, end: &str| RegionShape {
             id,
             start: start.into(),
             end: end.into(),
             version: 2,
+            conf_ver: 1,
+            voters: vec![1, 2, 3],
+            learners: Vec::new(),
         };
-        let done = SplitRecord {
+        let split = ShapeChange {
             time_ns: 5,
+            completed_ns: 5_500,
             key: "k/50".into(),
-            outcome: SplitOutcome::Split {
-                left: range(1, "", "k/50"),
-                right: range(7, "k/50", ""),
+            request: Some(ChangeRequest::Split),
+            outcome: ChangeOutcome::Done {
+                regions: vec![shape(1, "", "k/50"), shape(7, "k/50", "")],
             },
         };
-        let failed = SplitRecord {
+        let failed_split = ShapeChange {
             time_ns: 6,
+            completed_ns: 6_500,
             key: "k/60".into(),
-            outcome: SplitOutcome::Error {
+            request: Some(ChangeRequest::Split),
+            outcome: ChangeOutcome::Error {
                 message: "timed out".into(),
             },
         };
-        let mut start = event(10, Phase::Start);
-        start.splits = vec![done.clone(), failed];
-        assert_eq!(split_counts(&[start, event(20, Phase::End)]), (1, 1));
-        let json = serde_json::to_value(&done).expect("serialisable");
-        assert_eq!(json["outcome"], "split");
-        assert_eq!(json["right"]["start"], "k/50");
+        let unresolved_transfer = ShapeChange {
+            time_ns: 7,
+            completed_ns: 7_500,
+            key: "k/10".into(),
+            request: None,
+            outcome: ChangeOutcome::Error {
+                message: "no known leader".into(),
+            },
+        };
+        let mut splits = event(10, Phase::Start);
+        splits.fault = "split";
+        splits.changes = vec![split.clone(), failed_split];
+        let mut transfers = event(30, Phase::Start);
+        transfers.fault = "transfer";
+        transfers.changes = vec![unresolved_transfer.clone()];
+        let events = [splits, event(20, Phase::End), transfers];
+        let faults = [FaultKind::Kill, FaultKind::Transfer, FaultKind::Split];
+        let count = |fault, done, failed| ChangeCount {
+            fault,
+            done,
+            failed,
+        };
+        assert_eq!(
+            change_counts(&events, &faults),
+            [
+                count(FaultKind::Transfer, 0, 1),
+                count(FaultKind::Split, 1, 1)
+            ]
+        );
+
+        let json = serde_json::to_value(&split).expect("serialisable");
+        assert_eq!(json["change"], "split");
+        assert_eq!(json["outcome"], "done");
+        assert_eq!(json["regions"][1]["start"], "k/50");
+        let json = serde_json::to_value(&unresolved_transfer).expect("serialisable");
+        assert!(json.get("change").is_none(), "{json}");
+        assert_eq!(json["message"], "no known leader");
+        let moved = ChangeRequest::MoveReplica {
+            region: 1,
+            from: 2,
+            to: 4,
+        };
+        let json = serde_json::to_value(&moved).expect("serialisable");
+        assert_eq!(json["change"], "move-replica");
+        assert_eq!(
+            (json["from"].as_u64(), json["to"].as_u64()),
+            (Some(2), Some(4))
+        );
     }
 }

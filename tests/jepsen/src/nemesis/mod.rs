@@ -9,15 +9,30 @@
 //! - `pause`: SIGSTOP (a frozen process keeps its sockets open but answers
 //!   nothing) to one node, the leader or a minority; undone by SIGCONT.
 //! - `split`: one to three region splits at keys of the workload's space
-//!   (bucket boundaries, which cut between keys in use); never undone: a
-//!   split is a change of shape, and the regions stay split. Runs with it
+//!   (bucket boundaries, which cut between keys in use). Runs with it
 //!   also start the servers with a small `--region-split-keys`
 //!   ([`SPLIT_NEMESIS_SERVER_ARGS`]), so regions split by size under load too.
+//! - `transfer`: one to three leader transfers, each of the region holding a
+//!   key of the workload's space, to another of its voters.
+//! - `membership`: one membership change of the region holding a key of the
+//!   workload's space, by joint consensus: a replica moved to a store that
+//!   holds none of the region (add a learner, wait until it caught up,
+//!   promote it and remove the old voter in one joint change), or, when
+//!   every store holds one (3 nodes) or the plan says so, a follower voter
+//!   removed, added back as a learner once its replica is gone, and
+//!   promoted when caught up.
 //!
-//! One fault is in effect at a time; healthy windows separate them.
+//! Splits, transfers and membership changes (`reshape`) are changes of
+//! shape, made through the client's admin calls and never undone; each is
+//! logged with the regions it left or the error (failures are expected
+//! after other faults, and do not stop the run).
+//!
+//! One fault is in effect at a time; healthy windows separate them, and the
+//! kinds take turns ([`schedule`]).
 
 pub mod events;
 pub mod partition;
+mod reshape;
 mod runner;
 pub mod schedule;
 
@@ -33,6 +48,8 @@ pub enum FaultKind {
     Kill,
     Pause,
     Split,
+    Transfer,
+    Membership,
 }
 
 /// Server arguments of a run with the split nemesis: a region splits by
@@ -56,6 +73,17 @@ impl FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Split => "split",
+            FaultKind::Transfer => "transfer",
+            FaultKind::Membership => "membership",
+        }
+    }
+
+    /// Whether the fault changes the cluster's shape (regions, leaders,
+    /// replicas) for good rather than holding a state that is undone.
+    pub fn changes_shape(self) -> bool {
+        match self {
+            FaultKind::Partition | FaultKind::Kill | FaultKind::Pause => false,
+            FaultKind::Split | FaultKind::Transfer | FaultKind::Membership => true,
         }
     }
 }

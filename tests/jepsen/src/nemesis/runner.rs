@@ -1,10 +1,12 @@
 //! Applies planned faults to a backend and undoes them, one at a time,
-//! logging each action on the history's clock. Splits go through the
-//! harness's client and are logged with the regions they made (or the
+//! logging each action on the history's clock. Changes of shape (splits,
+//! leader transfers, membership changes) go through the harness's admin
+//! client ([`Reshaper`]) and are logged with the regions they left (or the
 //! error); there is nothing to undo after them.
 
-use super::events::{NemesisEvent, Phase, SplitOutcome, SplitRecord};
+use super::events::{ChangeOutcome, NemesisEvent, Phase, ShapeChange};
 use super::partition;
+use super::reshape::Reshaper;
 use super::schedule::{Fault, Shape, Target};
 use crate::backend::{ClusterBackend, Control, Grudge, NodeId};
 use crate::Error;
@@ -16,7 +18,7 @@ enum Undo {
     Heal,
     Restart(Vec<NodeId>),
     Resume(Vec<NodeId>),
-    /// A change of shape: the regions stay split.
+    /// A change of shape: it stays.
     Nothing,
 }
 
@@ -54,7 +56,7 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
         // The window opens when the fault is being applied: a crash takes
         // effect at the signal, not when the container has been reaped.
         let started_ns = self.clock.now_ns();
-        let mut splits = Vec::new();
+        let mut changes = Vec::new();
         let (name, nodes, detail, undo) = match fault {
             Fault::Partition { shape } => {
                 let (shape_name, grudge) = self.grudge(shape).await;
@@ -91,20 +93,26 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
                     Undo::Resume(nodes),
                 )
             }
-            Fault::Split { keys } => {
-                for key in keys {
-                    splits.push(self.split(key).await);
-                }
-                let failed = splits
+            Fault::Split { .. } | Fault::Transfer { .. } | Fault::Membership { .. } => {
+                changes = self.reshape(fault).await;
+                let failed = changes
                     .iter()
-                    .filter(|split| matches!(split.outcome, SplitOutcome::Error { .. }))
+                    .filter(|change| matches!(change.outcome, ChangeOutcome::Error { .. }))
                     .count();
+                let summaries: Vec<String> = changes.iter().map(ShapeChange::summary).collect();
                 let detail = format!(
-                    "at {}: {} done, {failed} failed",
-                    keys.join(", "),
-                    splits.len() - failed
+                    "{} done, {failed} failed: {}",
+                    changes.len() - failed,
+                    summaries.join("; ")
                 );
-                ("split", Vec::new(), detail, Undo::Nothing)
+                let mut nodes: Vec<NodeId> = changes
+                    .iter()
+                    .filter_map(|change| change.request.as_ref())
+                    .flat_map(|request| request.stores())
+                    .collect();
+                nodes.sort_unstable();
+                nodes.dedup();
+                (fault.kind().name(), nodes, detail, Undo::Nothing)
             }
         };
         self.push(NemesisEvent {
@@ -113,7 +121,7 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
             fault: name,
             nodes: nodes.clone(),
             detail,
-            splits,
+            changes,
         });
         self.active = Some(Active {
             fault: name,
@@ -129,7 +137,7 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
             return Ok(());
         };
         let detail = match &active.undo {
-            Undo::Nothing => "not undone: a split changes the shape for good",
+            Undo::Nothing => "not undone: a change of shape stays",
             Undo::Heal => {
                 self.backend.heal_partition().await?;
                 "healed"
@@ -203,23 +211,28 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
         }
     }
 
-    /// Splits the region holding `key` at `key`.
-    async fn split(&self, key: &str) -> SplitRecord {
-        let time_ns = self.clock.now_ns();
-        let outcome = match self.control.split_region(key.as_bytes()).await {
-            Ok((left, right)) => SplitOutcome::Split {
-                left: (&left).into(),
-                right: (&right).into(),
-            },
-            Err(err) => SplitOutcome::Error {
-                message: err.to_string(),
-            },
-        };
-        SplitRecord {
-            time_ns,
-            key: key.to_owned(),
-            outcome,
+    /// Makes the changes of shape `fault` plans, in turn (none for a fault
+    /// of another kind).
+    async fn reshape(&self, fault: &Fault) -> Vec<ShapeChange> {
+        let reshaper = Reshaper::new(self.control.admin(), self.backend.node_ids(), &self.clock);
+        let mut changes = Vec::new();
+        match fault {
+            Fault::Split { keys } => {
+                for key in keys {
+                    changes.push(reshaper.split(key).await);
+                }
+            }
+            Fault::Transfer { transfers } => {
+                for transfer in transfers {
+                    changes.push(reshaper.transfer(transfer).await);
+                }
+            }
+            Fault::Membership { key, change } => {
+                changes.push(reshaper.membership(key, change).await);
+            }
+            Fault::Partition { .. } | Fault::Kill { .. } | Fault::Pause { .. } => {}
         }
+        changes
     }
 
     async fn leader_or(&self, fallback: NodeId) -> NodeId {
@@ -244,7 +257,7 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
             fault,
             nodes,
             detail,
-            splits: Vec::new(),
+            changes: Vec::new(),
         });
     }
 

@@ -1,8 +1,12 @@
 //! The fault schedule: healthy windows and fault windows taking turns,
 //! drawn entirely from the run's seeded RNG before the run starts, so a seed
 //! replays the same faults on the same nodes at the same offsets, and the
-//! same splits at the same keys. Only "the leader" is decided when the fault
-//! starts (with a planned fallback if no leader is agreed then).
+//! same splits at the same keys. Only what depends on the cluster's state
+//! is decided when the fault starts: "the leader" (with a planned fallback
+//! if no leader is agreed then), and which region, voter and store a leader
+//! transfer or membership change takes (planned as a key and picks among
+//! the candidates found then, see [`PlannedTransfer`] and
+//! [`PlannedMembership`]).
 //!
 //! The kinds take turns (`Turns`): every kind asked for once per round,
 //! the first round in the order given, each later round in an order drawn
@@ -28,6 +32,8 @@ const FAULT_MS: std::ops::RangeInclusive<u64> = 5_000..=9_000;
 const FAULT_MIN_MS: u64 = 2_000;
 /// Splits one split window makes, one after another, at its start.
 const SPLITS_PER_WINDOW: std::ops::RangeInclusive<usize> = 1..=3;
+/// Leader transfers one transfer window makes, one after another.
+const TRANSFERS_PER_WINDOW: std::ops::RangeInclusive<usize> = 1..=3;
 
 /// One fault, from `start_ms` to `end_ms` after the workload starts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -54,6 +60,40 @@ pub enum Fault {
     Split {
         keys: Vec<String>,
     },
+    /// Hand leaderships to other voters, in turn.
+    Transfer {
+        transfers: Vec<PlannedTransfer>,
+    },
+    /// Change the membership of the region holding `key` (a key of the
+    /// workload's space, ASCII).
+    Membership {
+        key: String,
+        change: PlannedMembership,
+    },
+}
+
+/// A leader transfer of the region holding `key` (a key of the workload's
+/// space, ASCII). The new leader is the voter other than the current leader
+/// at `pick` modulo their number, in store order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedTransfer {
+    pub key: String,
+    pub pick: u32,
+}
+
+/// A membership change, resolved against the region's replicas when the
+/// fault starts: each pick chooses among candidates in store order, modulo
+/// their number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "kebab-case")]
+pub enum PlannedMembership {
+    /// Move the replica of a voter (`from_pick`, the leader included) to a
+    /// store holding no replica of the region (`to_pick`). When every store
+    /// holds one, `from_pick` picks a follower voter to re-add instead.
+    MoveReplica { from_pick: u32, to_pick: u32 },
+    /// Remove a follower voter (`pick`), add it back as a learner once its
+    /// replica is gone, and promote it once caught up.
+    ReAddVoter { pick: u32 },
 }
 
 impl Fault {
@@ -63,6 +103,8 @@ impl Fault {
             Fault::Kill { .. } => FaultKind::Kill,
             Fault::Pause { .. } => FaultKind::Pause,
             Fault::Split { .. } => FaultKind::Split,
+            Fault::Transfer { .. } => FaultKind::Transfer,
+            Fault::Membership { .. } => FaultKind::Membership,
         }
     }
 }
@@ -96,9 +138,11 @@ pub enum Target {
 }
 
 /// Plans faults of the given kinds over `time_limit` (none when `kinds` is
-/// empty), the kinds taking turns (`Turns`); splits at keys of `key_space`. A split is a shape change, not a
-/// state to undo, so its window is half as long as the others: the healthy
-/// window after it comes sooner.
+/// empty), the kinds taking turns (`Turns`); splits, transfers and membership
+/// changes at keys of `key_space`. A split or a leader transfer is a quick
+/// change of shape, not a state to undo, so its window is half as long as
+/// the others: the healthy window after it comes sooner. A membership
+/// change keeps a whole window: a learner has to catch up.
 pub fn plan(
     rng: &mut impl Rng,
     kinds: &[FaultKind],
@@ -116,7 +160,7 @@ pub fn plan(
     while at_ms + FAULT_MIN_MS <= limit_ms {
         let mut length_ms = rng.gen_range(FAULT_MS);
         let kind = turns.next(rng);
-        if kind == FaultKind::Split {
+        if matches!(kind, FaultKind::Split | FaultKind::Transfer) {
             length_ms /= 2;
         }
         let end_ms = (at_ms + length_ms).min(limit_ms);
@@ -172,16 +216,40 @@ fn fault(rng: &mut impl Rng, kind: FaultKind, nodes: &[NodeId], key_space: KeySp
                 _ => minority(rng, nodes),
             },
         },
-        // Bucket boundaries cut between keys in use (see `workload::keys`).
+        // Bucket boundaries cut between keys in use (see `workload::keys`);
+        // the first bucket's would cut off no key.
         FaultKind::Split => Fault::Split {
             keys: (0..rng.gen_range(SPLITS_PER_WINDOW))
-                .map(|_| {
-                    let key = key_space.bucket_boundary(rng.gen_range(1..SPREAD_BUCKETS));
-                    String::from_utf8_lossy(&key).into_owned()
+                .map(|_| bucket_key(rng, key_space, 1..SPREAD_BUCKETS))
+                .collect(),
+        },
+        FaultKind::Transfer => Fault::Transfer {
+            transfers: (0..rng.gen_range(TRANSFERS_PER_WINDOW))
+                .map(|_| PlannedTransfer {
+                    key: bucket_key(rng, key_space, 0..SPREAD_BUCKETS),
+                    pick: rng.gen(),
                 })
                 .collect(),
         },
+        FaultKind::Membership => Fault::Membership {
+            key: bucket_key(rng, key_space, 0..SPREAD_BUCKETS),
+            change: if rng.gen_bool(0.5) {
+                PlannedMembership::MoveReplica {
+                    from_pick: rng.gen(),
+                    to_pick: rng.gen(),
+                }
+            } else {
+                PlannedMembership::ReAddVoter { pick: rng.gen() }
+            },
+        },
     }
+}
+
+/// The first key of a bucket drawn from `buckets`, as text: the region
+/// holding it holds that bucket's keys (at least the first ones).
+fn bucket_key(rng: &mut impl Rng, key_space: KeySpace, buckets: std::ops::Range<u64>) -> String {
+    let key = key_space.bucket_boundary(rng.gen_range(buckets));
+    String::from_utf8_lossy(&key).into_owned()
 }
 
 /// Which kind of fault comes next: every kind once per round, the first
@@ -233,11 +301,13 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
-    const KINDS: [FaultKind; 4] = [
+    const KINDS: [FaultKind; 6] = [
         FaultKind::Partition,
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Split,
+        FaultKind::Transfer,
+        FaultKind::Membership,
     ];
     const SPACE: KeySpace = KeySpace::new("k/");
 
@@ -267,9 +337,19 @@ mod tests {
         for window in &windows {
             assert!(window.start_ms - healthy_from >= *HEALTHY_MS.start());
             assert!(window.end_ms >= window.start_ms + FAULT_MIN_MS && window.end_ms <= 60_000);
-            if let Fault::Split { keys } = &window.fault {
-                assert!(window.end_ms - window.start_ms <= FAULT_MS.end() / 2);
-                assert!(SPLITS_PER_WINDOW.contains(&keys.len()), "{keys:?}");
+            match &window.fault {
+                Fault::Split { keys } => {
+                    assert!(window.end_ms - window.start_ms <= FAULT_MS.end() / 2);
+                    assert!(SPLITS_PER_WINDOW.contains(&keys.len()), "{keys:?}");
+                }
+                Fault::Transfer { transfers } => {
+                    assert!(window.end_ms - window.start_ms <= FAULT_MS.end() / 2);
+                    assert!(
+                        TRANSFERS_PER_WINDOW.contains(&transfers.len()),
+                        "{transfers:?}"
+                    );
+                }
+                _ => {}
             }
             healthy_from = window.end_ms;
         }
@@ -323,7 +403,7 @@ mod tests {
 
     #[test]
     fn kinds_take_turns_the_first_round_in_the_order_given() {
-        let kinds = [FaultKind::Split, FaultKind::Kill, FaultKind::Pause];
+        let kinds = [FaultKind::Membership, FaultKind::Kill, FaultKind::Transfer];
         let mut turns = Turns::new(&kinds);
         let mut rng = StdRng::seed_from_u64(8);
         let drawn: Vec<FaultKind> = (0..12).map(|_| turns.next(&mut rng)).collect();
@@ -339,5 +419,35 @@ mod tests {
             drawn.chunks(3).skip(1).any(|round| round != kinds),
             "later rounds are shuffled: {drawn:?}"
         );
+    }
+
+    #[test]
+    fn transfers_and_membership_changes_target_keys_of_the_space() {
+        let windows = plan(
+            &mut StdRng::seed_from_u64(7),
+            &[FaultKind::Transfer, FaultKind::Membership],
+            &[1, 2, 3],
+            SPACE,
+            Duration::from_secs(120),
+        );
+        let (mut transfers, mut changes) = (0, 0);
+        for window in &windows {
+            let keys: Vec<&String> = match &window.fault {
+                Fault::Transfer { transfers: planned } => {
+                    transfers += planned.len();
+                    planned.iter().map(|transfer| &transfer.key).collect()
+                }
+                Fault::Membership { key, .. } => {
+                    changes += 1;
+                    vec![key]
+                }
+                other => panic!("not asked for: {other:?}"),
+            };
+            for key in keys {
+                let bucket = key.strip_prefix("k/").expect("in the key space");
+                assert!(bucket.len() == 2, "{key}");
+            }
+        }
+        assert!(transfers >= 2 && changes >= 2, "{windows:?}");
     }
 }

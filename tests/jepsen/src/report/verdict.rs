@@ -2,6 +2,7 @@
 //! result, as JSON and as text.
 
 use crate::check::{CheckResult, Validity};
+use crate::nemesis::events::ChangeCount;
 use crate::nemesis::FaultKind;
 use flotilla_tests::history::History;
 use serde::Serialize;
@@ -41,9 +42,9 @@ pub struct Verdict {
     pub history: HistoryStats,
     /// Faults started (the final crash of every node included).
     pub faults_injected: usize,
-    /// Splits the nemesis made, and those that failed.
-    pub splits_done: usize,
-    pub splits_failed: usize,
+    /// Changes of shape the nemesis made and those that failed, per kind
+    /// the run asked for (splits, leader transfers, membership changes).
+    pub shape_changes: Vec<ChangeCount>,
     /// Regions holding the workload's keys at the end, in the cluster's
     /// merged view (0 when no node answered).
     pub regions_at_end: usize,
@@ -87,10 +88,27 @@ impl Verdict {
             self.faults_injected,
             self.checker_ms
         );
+        let changes: Vec<String> = self
+            .shape_changes
+            .iter()
+            .map(|count| {
+                format!(
+                    "{} {} done ({} failed)",
+                    count.fault.name(),
+                    count.done,
+                    count.failed
+                )
+            })
+            .collect();
         let _ = writeln!(
             text,
-            "splits: {} by the nemesis ({} failed); regions holding the workload's keys at the end: {}",
-            self.splits_done, self.splits_failed, self.regions_at_end
+            "changes by the nemesis: {}; regions holding the workload's keys at the end: {}",
+            if changes.is_empty() {
+                "none".to_owned()
+            } else {
+                changes.join(", ")
+            },
+            self.regions_at_end
         );
         for check in &self.checks {
             let _ = writeln!(
