@@ -20,7 +20,10 @@
 //!   promote it and remove the old voter in one joint change), or, when
 //!   every store holds one (3 nodes) or the plan says so, a follower voter
 //!   removed, added back as a learner once its replica is gone, and
-//!   promoted when caught up.
+//!   promoted when caught up. Runs with it also start the servers with a
+//!   short `--region-heartbeat-interval`
+//!   ([`MEMBERSHIP_NEMESIS_SERVER_ARGS`]), so the placement driver soon
+//!   brings regions down to three replicas and frees stores to move to.
 //!
 //! Splits, transfers and membership changes (`reshape`) are changes of
 //! shape, made through the client's admin calls and never undone; each is
@@ -57,13 +60,23 @@ pub enum FaultKind {
 /// keys split regions on their own while the nemesis splits others.
 pub const SPLIT_NEMESIS_SERVER_ARGS: [&str; 2] = ["--region-split-keys", "200"];
 
+/// Server arguments of a run with the membership nemesis: the placement
+/// driver hears from region leaders every 5 s rather than every minute, so
+/// within seconds it brings a fresh cluster's regions (on every node, by
+/// static bootstrap) down to three replicas, and a cluster of more than
+/// three nodes has stores without a replica to move one to.
+pub const MEMBERSHIP_NEMESIS_SERVER_ARGS: [&str; 2] = ["--region-heartbeat-interval", "5s"];
+
 /// Server arguments a run with `faults` needs.
 pub fn server_args(faults: &[FaultKind]) -> Vec<String> {
+    let mut args = Vec::new();
     if faults.contains(&FaultKind::Split) {
-        SPLIT_NEMESIS_SERVER_ARGS.map(str::to_owned).to_vec()
-    } else {
-        Vec::new()
+        args.extend(SPLIT_NEMESIS_SERVER_ARGS.map(str::to_owned));
     }
+    if faults.contains(&FaultKind::Membership) {
+        args.extend(MEMBERSHIP_NEMESIS_SERVER_ARGS.map(str::to_owned));
+    }
+    args
 }
 
 impl FaultKind {
@@ -85,5 +98,23 @@ impl FaultKind {
             FaultKind::Partition | FaultKind::Kill | FaultKind::Pause => false,
             FaultKind::Split | FaultKind::Transfer | FaultKind::Membership => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_and_membership_changes_bring_their_server_arguments() {
+        assert!(server_args(&[FaultKind::Kill, FaultKind::Transfer]).is_empty());
+        assert_eq!(
+            server_args(&[FaultKind::Membership, FaultKind::Split]),
+            [
+                SPLIT_NEMESIS_SERVER_ARGS.as_slice(),
+                MEMBERSHIP_NEMESIS_SERVER_ARGS.as_slice()
+            ]
+            .concat()
+        );
     }
 }
