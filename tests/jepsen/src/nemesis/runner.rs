@@ -133,29 +133,24 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
 
     /// Undoes the fault in effect, if any.
     pub async fn stop(&mut self) -> Result<(), Error> {
-        let Some(active) = self.active.take() else {
+        let Some(Active { fault, nodes, undo }) = self.active.take() else {
             return Ok(());
         };
-        let detail = match &active.undo {
+        let detail = match undo {
             Undo::Nothing => "not undone: a change of shape stays",
             Undo::Heal => {
                 self.backend.heal_partition().await?;
                 "healed"
             }
-            Undo::Restart(nodes) => {
-                for &node in nodes {
-                    self.backend.restart(node).await?;
-                }
-                "restarted"
-            }
-            Undo::Resume(nodes) => {
-                for &node in nodes {
+            Undo::Restart(killed) => return self.restart_recorded(fault, nodes, &killed).await,
+            Undo::Resume(paused) => {
+                for node in paused {
                     self.backend.resume(node).await?;
                 }
                 "resumed"
             }
         };
-        self.record(Phase::End, active.fault, active.nodes, detail.to_owned());
+        self.record(Phase::End, fault, nodes, detail.to_owned());
         Ok(())
     }
 
@@ -175,11 +170,36 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
             nodes.clone(),
             "SIGKILL".into(),
         );
-        for &node in &nodes {
-            self.backend.restart(node).await?;
+        self.restart_recorded("crash-all", nodes.clone(), &nodes)
+            .await
+    }
+
+    /// Starts every one of `killed` again, even after one failed to come
+    /// back (so the others' state can still be seen), then records the end
+    /// of `fault` (on `nodes`) and returns the first failure.
+    async fn restart_recorded(
+        &mut self,
+        fault: &'static str,
+        nodes: Vec<NodeId>,
+        killed: &[NodeId],
+    ) -> Result<(), Error> {
+        let mut first_failure = None;
+        for &node in killed {
+            if let Err(err) = self.backend.restart(node).await {
+                tracing::error!(node, %err, "the node did not restart");
+                first_failure.get_or_insert(err);
+            }
         }
-        self.record(Phase::End, "crash-all", nodes, "restarted".into());
-        Ok(())
+        let detail = match &first_failure {
+            None => "restarted".to_owned(),
+            Some(err) => {
+                let message = err.to_string();
+                let first_line = message.lines().next().unwrap_or_default();
+                format!("not every node restarted: {first_line}")
+            }
+        };
+        self.record(Phase::End, fault, nodes, detail);
+        first_failure.map_or(Ok(()), Err)
     }
 
     /// Everything the nemesis did, in order.

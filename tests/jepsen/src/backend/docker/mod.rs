@@ -200,7 +200,8 @@ impl DockerBackend {
     /// the log tail, if its container stops.
     async fn wait_until_ready(&self, id: NodeId) -> Result<(), Error> {
         let node = self.node(id)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + READY_TIMEOUT;
         loop {
             if self.status_client.status(&endpoint(node.ip)).await.is_ok() {
                 return Ok(());
@@ -216,7 +217,11 @@ impl DockerBackend {
                 let tail = log_tail(&node.container, LOG_TAIL_LINES).await;
                 return Err(Error::NodeNotReady {
                     node: id,
-                    waited: READY_TIMEOUT,
+                    // To the millisecond: the container may have stopped
+                    // long before the deadline.
+                    waited: Duration::from_millis(
+                        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    ),
                     detail: format!("container running: {running}; log tail:\n{tail}"),
                 });
             }
