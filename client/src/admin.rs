@@ -1,6 +1,7 @@
 //! Admin operations on a region's Raft group: membership changes
-//! ([`Client::change_peers`]), leader transfer ([`Client::transfer_leader`])
-//! and moving a replica between stores ([`Client::move_replica`]). Each is
+//! ([`Client::change_peers`]), leader transfer ([`Client::transfer_leader`]),
+//! moving a replica between stores ([`Client::move_replica`]) and merging
+//! a region into its neighbour ([`Client::merge_regions`]). Each is
 //! routed to the region's leader by id, through the same retry loop as data
 //! requests; the server skips changes already in effect, so retries after
 //! an unknown outcome are harmless.
@@ -8,7 +9,7 @@
 use std::time::Duration;
 
 use flotilla_proto::kvpb::{
-    self, peer_change, ChangePeersRequest, Region, RegionStatus, RequestHeader,
+    self, peer_change, ChangePeersRequest, MergeRegionRequest, Region, RegionStatus, RequestHeader,
     TransferLeaderRequest,
 };
 use tokio::time::Instant;
@@ -93,6 +94,46 @@ impl Client {
                     })?;
                     routing.cache().insert(changed.clone(), None);
                     return Ok(changed);
+                }
+                Err(PartError::Stale) => continue,
+                Err(PartError::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    /// Merges region `source_id` into its neighbour `target_id` (on the
+    /// source's leader) and returns the merged region, which keeps the
+    /// target's id. Retried until the operation's deadline while the
+    /// source answers that it is busy merging; a retry that finds the
+    /// source gone and the target covering its range answers with the
+    /// target (the first attempt merged, its answer was lost). Refusals
+    /// (not neighbours, different replicas, too large) carry the server's
+    /// explanation.
+    pub async fn merge_regions(&self, source_id: u64, target_id: u64) -> Result<Region> {
+        let request = MergeRegionRequest {
+            header: Some(region_header(source_id)),
+            target_region_id: target_id,
+        };
+        let routing = self.routing();
+        let mut attempts = Attempts::new(self.config(), OpKind::Write);
+        let mut attempted = false;
+        loop {
+            let source = match self.region_by_id(source_id).await {
+                Ok(source) => source,
+                Err(_) if attempted => return self.region_by_id(target_id).await,
+                Err(error) => return Err(error),
+            };
+            attempted = true;
+            let call = |mut kv: KvStub, r| async move { kv.merge_region(r).await };
+            match send_part(routing, &mut attempts, Some(&source), &request, &call).await {
+                Ok(response) => {
+                    let merged = response.region.ok_or_else(|| ClientError::Server {
+                        code: tonic::Code::Internal,
+                        message: "the merge answer lacks the region".into(),
+                    })?;
+                    // Newer than the source: replaces it in the cache.
+                    routing.cache().insert(merged.clone(), None);
+                    return Ok(merged);
                 }
                 Err(PartError::Stale) => continue,
                 Err(PartError::Failed(error)) => return Err(error),

@@ -22,8 +22,8 @@ use crate::error::{ClientError, Result};
 use crate::routing::Routing;
 use flotilla_proto::kvpb::{
     BatchGetRequest, BatchPutRequest, ChangePeersRequest, CompareAndSwapRequest,
-    DeleteRangeRequest, DeleteRequest, GetRequest, PutRequest, Region, RequestHeader, ScanRequest,
-    SplitRegionRequest, TransferLeaderRequest,
+    DeleteRangeRequest, DeleteRequest, GetRequest, MergeRegionRequest, PutRequest, Region,
+    RequestHeader, ScanRequest, SplitRegionRequest, TransferLeaderRequest,
 };
 use std::future::Future;
 use std::time::Duration;
@@ -85,6 +85,7 @@ routed!(
     SplitRegionRequest,
     TransferLeaderRequest,
     ChangePeersRequest,
+    MergeRegionRequest,
 );
 
 /// One operation's retry budget and what its failed attempts have shown.

@@ -91,6 +91,7 @@ pub fn to_status(err: RaftstoreError, members: &Members) -> Status {
             Kind::Indeterminate(kvpb::Indeterminate {}),
         ),
         err @ RaftstoreError::NoSplitKey { .. } => Status::failed_precondition(err.to_string()),
+        err @ RaftstoreError::Merging { .. } => Status::unavailable(err.to_string()),
         RaftstoreError::Unavailable(msg) => Status::unavailable(msg),
         RaftstoreError::InvalidRequest(msg) => Status::invalid_argument(msg),
         RaftstoreError::Refused(msg) => Status::failed_precondition(msg),

@@ -3,7 +3,8 @@
 //! node-to-node Raft transport ([`service::raft`], [`peer_transport`],
 //! [`join`] for nodes joining a running cluster), the placement driver's
 //! service ([`service::placement`]) with its runtime ([`placement_driver`]:
-//! heartbeats, leadership, scheduling loop) — plus
+//! heartbeats, leadership, scheduling loop), the [`merge_coordinator`]
+//! that drives region merges between nodes — plus
 //! the HTTP status endpoint ([`status_server`]: JSON status and Prometheus
 //! [`metrics`]) and the command-line entry points in [`cli`]. Only this crate and `client`
 //! know gRPC; Raft logic lives in `raftstore`.
@@ -12,8 +13,10 @@ pub mod cli;
 pub mod error;
 pub mod error_status;
 pub mod join;
+pub mod kv_stubs;
 pub mod limits;
 pub mod members;
+pub mod merge_coordinator;
 pub mod metrics;
 pub mod node;
 pub mod peer_transport;

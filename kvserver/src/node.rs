@@ -23,6 +23,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::limits::RequestLimits;
 use crate::members::{MemberAddrs, Members};
+use crate::merge_coordinator::{MergeCoordinator, COMMIT_MERGE_MESSAGE_BYTES_MAX};
 use crate::peer_transport::{PeerTransport, SelfAddrs, PEER_MESSAGE_BYTES_MAX};
 use crate::placement_driver::dispatch::Dispatcher;
 use crate::placement_driver::heartbeat::{self, HeartbeatIdentity};
@@ -155,6 +156,8 @@ pub async fn run_node(
         members.clone(),
         driver.clone(),
     ));
+    let merges = Arc::new(MergeCoordinator::new(router.clone(), members.clone()));
+    let resume_merges = tokio::spawn(merges.clone().resume_frozen());
     let kv = KvService {
         node_id: cfg.node_id,
         client_addr: cfg.client_addr.clone(),
@@ -162,8 +165,10 @@ pub async fn run_node(
         store,
         members: members.clone(),
         limits: cfg.limits,
+        merges,
     };
-    let message_max = cfg.limits.value_bytes_max + cfg.limits.key_bytes_max + (64 << 10);
+    let message_max = (cfg.limits.value_bytes_max + cfg.limits.key_bytes_max + (64 << 10))
+        .max(COMMIT_MERGE_MESSAGE_BYTES_MAX);
     let kv = KvServer::new(kv)
         .max_decoding_message_size(message_max)
         .max_encoding_message_size(64 << 20);
@@ -238,7 +243,11 @@ pub async fn run_node(
     }
     // Both may be waiting on a shard that is gone (a failed WAL): cut them
     // off rather than wait. They keep nothing that needs a clean stop.
-    for (name, task) in [("placement driver", driver_loop), ("heartbeat", heartbeats)] {
+    for (name, task) in [
+        ("placement driver", driver_loop),
+        ("heartbeat", heartbeats),
+        ("merge resume", resume_merges),
+    ] {
         task.abort();
         match task.await {
             Err(err) if !err.is_cancelled() => tracing::warn!(%err, "{name} task failed"),

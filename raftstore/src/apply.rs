@@ -21,8 +21,8 @@ pub enum ApplyRejection {
     EpochNotMatch,
     /// A key of the command lies outside the region.
     KeyNotInRegion,
-    /// A split: it changes the region's shape, not its keys, and is applied
-    /// by the peer (`Peer::apply_split`), never here.
+    /// A split or merge command: it changes the region's shape, and is
+    /// applied by the peer (`Peer::apply_split`, `peer::merge`), never here.
     NotADataWrite,
 }
 
@@ -68,6 +68,20 @@ impl SessionTable {
 
     pub fn len(&self) -> usize {
         self.results.len()
+    }
+
+    /// Takes in the results `other` remembers and this table does not (a
+    /// merge: retries of writes the source applied must still be
+    /// recognised by the target). Deterministic: `other`'s log order.
+    pub fn absorb(&mut self, other: &SessionTable) {
+        for id in &other.order {
+            if self.results.contains_key(id) {
+                continue;
+            }
+            if let Some(result) = other.results.get(id) {
+                self.remember(*id, result.clone());
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -135,7 +149,10 @@ pub fn apply_write(
         WriteOp::DeleteRange { start, end } => WriteResult::DeletedRange {
             count: store.delete_range(start, end),
         },
-        WriteOp::Split { .. } => return Err(ApplyRejection::NotADataWrite),
+        WriteOp::Split { .. }
+        | WriteOp::PrepareMerge { .. }
+        | WriteOp::CommitMerge { .. }
+        | WriteOp::RollbackMerge => return Err(ApplyRejection::NotADataWrite),
         WriteOp::CompareAndSwap { key, expected, new } => {
             let previous = store.get(key);
             let succeeded = previous == *expected;
@@ -166,6 +183,8 @@ pub fn keys_in_region(region: &RegionMeta, op: &WriteOp) -> bool {
         WriteOp::BatchPut { pairs } => pairs.iter().all(|(k, _)| region.contains_key(k)),
         WriteOp::DeleteRange { start, end } => region.contains_range(start, end),
         WriteOp::Split { split_key, .. } => region.may_split_at(split_key),
+        // Checked when applied, against the region's state then.
+        WriteOp::PrepareMerge { .. } | WriteOp::CommitMerge { .. } | WriteOp::RollbackMerge => true,
     }
 }
 

@@ -101,6 +101,11 @@ impl<'a> Decoder<'a> {
         Ok(n as usize)
     }
 
+    /// Nothing is left to decode (an optional trailing field is absent).
+    pub fn is_at_end(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     pub fn finish(self) -> Result<(), CodecError> {
         if self.rest.is_empty() {
             Ok(())

@@ -2,6 +2,7 @@
 //! as encoded [`WriteCommand`]s, and reads, which are served on the leader
 //! after a ReadIndex round. Decoding a log entry never panics.
 
+use crate::apply::SessionTable;
 use crate::codec::{CodecError, Decoder, Encoder};
 use crate::region::{RegionEpoch, RegionMeta};
 
@@ -54,6 +55,23 @@ pub enum WriteOp {
         split_key: Vec<u8>,
         new_region_id: u64,
     },
+    /// Freezes this region (the merge source) for a merge into `target`
+    /// (as the source's leader saw it): it serves nothing more until the
+    /// merge commits or is rolled back. Applied by the peer, only with the
+    /// region's current epoch.
+    PrepareMerge {
+        target: RegionMeta,
+    },
+    /// Extends this region (the merge target) over the frozen `source`,
+    /// whose final `pairs` and `sessions` it carries. Applied by the peer,
+    /// only with the target's epoch the source was frozen against.
+    CommitMerge {
+        source: RegionMeta,
+        sessions: SessionTable,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Unfreezes this region: its merge target refused the merge.
+    RollbackMerge,
 }
 
 impl WriteOp {
@@ -72,7 +90,10 @@ impl WriteOp {
             WriteOp::CompareAndSwap { new: None, .. }
             | WriteOp::Delete { .. }
             | WriteOp::DeleteRange { .. }
-            | WriteOp::Split { .. } => (0, 0),
+            | WriteOp::Split { .. }
+            | WriteOp::PrepareMerge { .. }
+            | WriteOp::CommitMerge { .. }
+            | WriteOp::RollbackMerge => (0, 0),
         }
     }
 }
@@ -96,6 +117,9 @@ pub enum WriteResult {
         left: RegionMeta,
         right: RegionMeta,
     },
+    /// A merge command's region once applied: the frozen source, the
+    /// extended target, or the unfrozen source.
+    Region(RegionMeta),
 }
 
 /// A write as it sits in a Raft log entry.
@@ -153,6 +177,18 @@ fn decode_opt(dec: &mut Decoder<'_>) -> Result<Option<Vec<u8>>, CodecError> {
     }
 }
 
+/// Key-value pairs, in key order where it matters.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn decode_pairs(dec: &mut Decoder<'_>) -> Result<Pairs, CodecError> {
+    let n = dec.count(16)?;
+    let mut pairs = Vec::with_capacity(n);
+    for _ in 0..n {
+        pairs.push((dec.bytes()?, dec.bytes()?));
+    }
+    Ok(pairs)
+}
+
 impl WriteCommand {
     pub fn encode(&self) -> Vec<u8> {
         let mut enc = Encoder::new();
@@ -183,6 +219,26 @@ impl WriteCommand {
                 split_key,
                 new_region_id,
             } => enc.u8(6).bytes(split_key).u64(*new_region_id),
+            WriteOp::PrepareMerge { target } => {
+                enc.u8(7);
+                target.encode(&mut enc);
+                &mut enc
+            }
+            WriteOp::CommitMerge {
+                source,
+                sessions,
+                pairs,
+            } => {
+                enc.u8(8);
+                source.encode(&mut enc);
+                sessions.encode(&mut enc);
+                enc.u64(pairs.len() as u64);
+                for (k, v) in pairs {
+                    enc.bytes(k).bytes(v);
+                }
+                &mut enc
+            }
+            WriteOp::RollbackMerge => enc.u8(9),
         };
         enc.finish()
     }
@@ -219,14 +275,9 @@ impl WriteCommand {
                 key: dec.bytes()?,
                 value: dec.bytes()?,
             },
-            2 => {
-                let n = dec.count(16)?;
-                let mut pairs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    pairs.push((dec.bytes()?, dec.bytes()?));
-                }
-                WriteOp::BatchPut { pairs }
-            }
+            2 => WriteOp::BatchPut {
+                pairs: decode_pairs(&mut dec)?,
+            },
             3 => WriteOp::Delete { key: dec.bytes()? },
             4 => WriteOp::DeleteRange {
                 start: dec.bytes()?,
@@ -241,6 +292,15 @@ impl WriteCommand {
                 split_key: dec.bytes()?,
                 new_region_id: dec.u64()?,
             },
+            7 => WriteOp::PrepareMerge {
+                target: RegionMeta::decode(&mut dec)?,
+            },
+            8 => WriteOp::CommitMerge {
+                source: RegionMeta::decode(&mut dec)?,
+                sessions: SessionTable::decode(&mut dec)?,
+                pairs: decode_pairs(&mut dec)?,
+            },
+            9 => WriteOp::RollbackMerge,
             tag => {
                 return Err(CodecError {
                     what: "write command",
@@ -277,6 +337,11 @@ impl WriteResult {
                 right.encode(enc);
                 enc
             }
+            WriteResult::Region(region) => {
+                enc.u8(6);
+                region.encode(enc);
+                enc
+            }
         };
     }
 
@@ -295,6 +360,7 @@ impl WriteResult {
                 left: RegionMeta::decode(dec)?,
                 right: RegionMeta::decode(dec)?,
             },
+            6 => WriteResult::Region(RegionMeta::decode(dec)?),
             tag => {
                 return Err(CodecError {
                     what: "write result",
@@ -316,6 +382,7 @@ impl WriteResult {
                     + right.start_key.len()
                     + right.end_key.len()
             }
+            WriteResult::Region(region) => 32 + region.start_key.len() + region.end_key.len(),
             _ => 16,
         }
     }
@@ -353,6 +420,15 @@ mod tests {
                 split_key: b"m".to_vec(),
                 new_region_id: 12,
             },
+            WriteOp::PrepareMerge {
+                target: RegionMeta::whole_keyspace(4, &[1, 2, 3]),
+            },
+            WriteOp::CommitMerge {
+                source: RegionMeta::whole_keyspace(5, &[1, 2]),
+                sessions: merge_sessions(),
+                pairs: vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), vec![])],
+            },
+            WriteOp::RollbackMerge,
         ];
         ops.into_iter()
             .enumerate()
@@ -371,6 +447,27 @@ mod tests {
                 op,
             })
             .collect()
+    }
+
+    /// A session table remembering one write of client 9.
+    fn merge_sessions() -> SessionTable {
+        let mut sessions = SessionTable::default();
+        let cmd = WriteCommand {
+            header: RequestHeader::default(),
+            id: WriteId {
+                client_id: 9,
+                sequence: 1,
+            },
+            op: WriteOp::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+        };
+        let region = RegionMeta::whole_keyspace(5, &[1]);
+        let store = engine::store::KvStore::new();
+        crate::apply::apply_write(&store, &region, &mut sessions, &cmd).unwrap();
+        assert_eq!(sessions.len(), 1);
+        sessions
     }
 
     #[test]

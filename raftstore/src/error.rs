@@ -33,6 +33,11 @@ pub enum RaftstoreError {
     /// no key to split at (too few keys); nothing was executed.
     #[error("region {region_id}: no key to split at (the region holds too few keys)")]
     NoSplitKey { region_id: u64 },
+    /// The region is frozen for a merge into `target_id`: it serves
+    /// nothing until the merge commits (then `target_id` holds its keys) or
+    /// is rolled back. Nothing was executed; refresh the route and retry.
+    #[error("region {region_id} is merging into region {target_id}; refresh the route and retry")]
+    Merging { region_id: u64, target_id: u64 },
     /// Nothing was executed and the request may be retried.
     #[error("unavailable: {0}")]
     Unavailable(String),

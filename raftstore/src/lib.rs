@@ -6,8 +6,9 @@
 //!   are the core: region metadata and epoch checks, the replicated command
 //!   format, exactly-once apply, raft-rs storage, the per-region peer, and
 //!   start-up recovery. They do no network I/O and read no clock.
-//!   [`membership`] decides membership changes; [`tombstone`] remembers
-//!   the regions this store was removed from.
+//!   [`membership`] decides membership changes; [`merge`] whether two
+//!   regions may merge; [`tombstone`] remembers the regions this store was
+//!   removed from (or that merged away).
 //! - [`shard_core`] is a shard's logic without its runtime: the turn that
 //!   drives every region through one WAL batch, behind the [`shard_core::ShardIo`]
 //!   trait (disk and network) with time passed in, so the deterministic
@@ -31,6 +32,7 @@ pub mod liveness;
 pub mod log_codec;
 mod logger;
 pub mod membership;
+pub mod merge;
 pub mod metrics;
 pub mod peer;
 pub mod recovery;

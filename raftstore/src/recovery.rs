@@ -104,6 +104,7 @@ fn bootstrap_checkpoint(region: RegionMeta) -> RegionCheckpoint {
             ..Default::default()
         },
         sessions: Default::default(),
+        merging: None,
         pairs: Vec::new(),
     }
 }
@@ -180,6 +181,7 @@ mod tests {
             applied_term: 1,
             conf_state: ConfState::default(),
             sessions: SessionTable::default(),
+            merging: None,
             pairs: vec![],
         }
     }
@@ -227,6 +229,66 @@ mod tests {
 
     fn indexes_terms(log: &RecoveredLog) -> Vec<(u64, u64)> {
         log.entries.iter().map(|e| (e.index, e.term)).collect()
+    }
+
+    /// After a merge a store holds the merged target's checkpoint, and
+    /// perhaps the source's (a crash before its deletion) under a merge
+    /// tombstone: only the target loads. A frozen source without a
+    /// tombstone (the merge did not commit yet) loads frozen.
+    #[test]
+    fn a_merged_away_source_is_not_loaded_and_a_frozen_one_stays_frozen() {
+        let dir = std::env::temp_dir().join(format!(
+            "flotilla-recovery-merge-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let region = |id: u64, start: &[u8], end: &[u8]| RegionMeta {
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            ..RegionMeta::whole_keyspace(id, &[1, 2, 3])
+        };
+        let cp = |region: RegionMeta, key: &[u8], merging: Option<RegionMeta>| RegionCheckpoint {
+            region,
+            applied_index: 9,
+            applied_term: 2,
+            conf_state: ConfState::default(),
+            sessions: SessionTable::default(),
+            merging,
+            pairs: vec![(key.to_vec(), b"v".to_vec())],
+        };
+        let target = region(1, b"", b"m");
+        let source = crate::merge::frozen(&region(2, b"m", b""));
+        let merged = crate::merge::merged(&target, &source);
+        cp(merged, b"a", None).write(&dir).unwrap();
+        cp(source.clone(), b"stale", Some(target.clone()))
+            .write(&dir)
+            .unwrap();
+        let store = KvStore::new();
+        let err = load_checkpoints(&dir, &[], &store).unwrap_err();
+        assert!(err.to_string().contains("overlap"), "{err}");
+        Tombstones::load(&dir, |_| true)
+            .unwrap()
+            .record(2, u64::MAX)
+            .unwrap();
+        let store = KvStore::new();
+        let loaded = load_checkpoints(&dir, &[], &store).unwrap();
+        assert_eq!(loaded.iter().map(|c| c.region.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(store.get(b"stale"), None);
+        assert!(
+            !RegionCheckpoint::exists(&dir, 2),
+            "its destruction finished"
+        );
+
+        // A frozen source whose merge has not committed: loads frozen.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        cp(target.clone(), b"a", None).write(&dir).unwrap();
+        cp(source, b"n", Some(target)).write(&dir).unwrap();
+        let loaded = load_checkpoints(&dir, &[], &KvStore::new()).unwrap();
+        let frozen = loaded.iter().find(|c| c.region.id == 2).unwrap();
+        assert_eq!(frozen.merging.as_ref().map(|t| t.id), Some(1));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::command::{
 };
 use crate::error::RaftstoreError;
 use crate::membership::PeerChange;
-use crate::peer::RegionStatus;
+use crate::peer::{MergeSource, RegionStatus};
 use crate::region::RegionMeta;
 use crate::region_map::RegionMap;
 use crate::shard_core::ShardMsg;
@@ -159,6 +159,32 @@ impl StoreRouter {
         .await
     }
 
+    /// Freezes region `source_id` for a merge into its neighbour
+    /// `target_id` (on the source's leader) and answers with the frozen
+    /// source once that is applied; at once if it already is frozen for it.
+    pub async fn prepare_merge(
+        &self,
+        source_id: u64,
+        target_id: u64,
+    ) -> Result<WriteResult, RaftstoreError> {
+        self.call(source_id, |reply| ShardMsg::PrepareMerge {
+            source_id,
+            target_id,
+            reply,
+        })
+        .await
+    }
+
+    /// The final state of the frozen region `region_id`, as this store's
+    /// replica holds it.
+    pub async fn merge_source(&self, region_id: u64) -> Result<MergeSource, RaftstoreError> {
+        self.call(region_id, |reply| ShardMsg::MergeSource {
+            region_id,
+            reply,
+        })
+        .await
+    }
+
     /// Runs `attempt` with `op` on the region `header` names, or else on
     /// the region holding `key(op)`; a region that no longer holds the key
     /// (it split since it was looked up) refused it unexecuted, so it is
@@ -252,6 +278,8 @@ fn first_key(op: &WriteOp) -> &[u8] {
         WriteOp::BatchPut { pairs } => pairs.first().map_or(&[][..], |(k, _)| k.as_slice()),
         WriteOp::DeleteRange { start, .. } => start,
         WriteOp::Split { split_key, .. } => split_key,
+        // Merge commands always name their region.
+        WriteOp::PrepareMerge { .. } | WriteOp::CommitMerge { .. } | WriteOp::RollbackMerge => &[],
     }
 }
 

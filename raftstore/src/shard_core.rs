@@ -21,6 +21,16 @@
 //! [`crate::peer::removed_marker`]), is destroyed: its region leaves the
 //! shard, the [`RegionMap`], the checkpoint directory and the store, and a
 //! durable tombstone keeps old snapshots from bringing it back.
+//!
+//! Merge: `PrepareMerge` is proposed here after the checks of
+//! `crate::merge`, judged with both regions' replicas at hand (a merge
+//! needs both on one shard of every store). When a region applies a
+//! `CommitMerge`, the absorbed source's replica on this shard is destroyed
+//! before any other region of the shard applies anything, keeping its data
+//! (now the target's), with a tombstone no checkpoint or snapshot of the
+//! source passes. An initialized region whose snapshot covers the range of
+//! an older-version region of this store (a merge it missed) destroys that
+//! region before stepping the snapshot.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,8 +50,8 @@ use crate::liveness::{NodeLiveness, PING_REGION};
 use crate::log_codec::{decode_hard_state, encode_truncation, Truncation};
 use crate::membership::PeerChange;
 use crate::peer::{
-    parse_removed_marker, removed_marker, MembershipReply, NewRegion, Peer, PeerState, ReadReply,
-    RegionStatus, TurnOutput, WriteReply,
+    parse_removed_marker, removed_marker, MembershipReply, MergeSource, NewRegion, Peer, PeerState,
+    ReadReply, RegionStatus, TurnOutput, WriteReply,
 };
 use crate::recovery::recover_log;
 use crate::region::{RegionEpoch, RegionMeta};
@@ -100,8 +110,26 @@ pub enum ShardMsg {
     Status {
         reply: oneshot::Sender<Vec<RegionStatus>>,
     },
+    /// Freeze region `source_id` for a merge into its neighbour
+    /// `target_id` (served by the source's leader); answered with the
+    /// frozen source once applied, at once if it is already frozen for
+    /// that target.
+    PrepareMerge {
+        source_id: u64,
+        target_id: u64,
+        reply: WriteReply,
+    },
+    /// The final state of the frozen region `region_id`, for its target.
+    MergeSource {
+        region_id: u64,
+        reply: oneshot::Sender<Result<MergeSource, RaftstoreError>>,
+    },
     Shutdown,
 }
+
+/// The `conf_ver` a merged-away region's tombstone records: it covers every
+/// checkpoint and snapshot the region ever had (its id is never reused).
+const MERGED_TOMBSTONE_CONF_VER: u64 = u64::MAX;
 
 /// A background checkpoint's outcome: the region and the applied index the
 /// checkpoint file now durably holds.
@@ -479,6 +507,18 @@ impl ShardCore {
             ShardMsg::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            ShardMsg::PrepareMerge {
+                source_id,
+                target_id,
+                reply,
+            } => self.prepare_merge(source_id, target_id, reply, now),
+            ShardMsg::MergeSource { region_id, reply } => {
+                let source = match self.peers.get(&region_id) {
+                    Some(peer) => peer.merge_source(),
+                    None => Err(RaftstoreError::RegionNotFound { region_id }),
+                };
+                let _ = reply.send(source);
+            }
             ShardMsg::Shutdown => return true,
         }
         false
@@ -544,6 +584,11 @@ impl ShardCore {
             msg.get_msg_type(),
             T::MsgAppend | T::MsgHeartbeat | T::MsgSnapshot
         );
+        if msg.get_msg_type() == T::MsgSnapshot
+            && self.peers.get(&region_id).is_some_and(Peer::is_initialized)
+        {
+            self.destroy_merged_away(region_id, &msg);
+        }
         if let Some(peer) = self.peers.get(&region_id) {
             let leaders_message = from_leader || msg.get_msg_type() == T::MsgTimeoutNow;
             if peer.is_initialized() && !leaders_message && !peer.is_member(msg.from) {
@@ -567,6 +612,7 @@ impl ShardCore {
                 applied_term: 0,
                 conf_state: Default::default(),
                 sessions: Default::default(),
+                merging: None,
                 pairs: Vec::new(),
             };
             if let Err(err) = self.start_region(placeholder, Vec::new()) {
@@ -637,7 +683,7 @@ impl ShardCore {
             conf_ver = epoch.conf_ver,
             "this store is not in the region's current configuration; destroying the replica"
         );
-        if let Err(err) = self.destroy_region(region_id, epoch.conf_ver) {
+        if let Err(err) = self.destroy_region(region_id, epoch.conf_ver, false) {
             tracing::error!(region = region_id, %err, "could not destroy a removed replica; will retry on the next marker");
         }
     }
@@ -647,8 +693,14 @@ impl ShardCore {
     /// first, then the checkpoint is deleted, then the region leaves the
     /// shard, the region map and the store (its keys are its own: no other
     /// region of this store overlaps it); its log is discarded with the
-    /// next WAL batch. A crash in between is finished by recovery.
-    fn destroy_region(&mut self, region_id: u64, conf_ver: u64) -> Result<(), RaftstoreError> {
+    /// next WAL batch. A crash in between is finished by recovery. With
+    /// `keep_data` the keys stay in the store: a merge target owns them.
+    fn destroy_region(
+        &mut self,
+        region_id: u64,
+        conf_ver: u64,
+        keep_data: bool,
+    ) -> Result<(), RaftstoreError> {
         self.tombstones.record(region_id, conf_ver)?;
         let Some(peer) = self.peers.get(&region_id) else {
             return Ok(());
@@ -663,7 +715,11 @@ impl ShardCore {
         self.accepted_snapshots.remove(&region_id);
         if peer.is_initialized() {
             let region = peer.region();
-            let deleted = self.store.delete_range(&region.start_key, &region.end_key);
+            let deleted = if keep_data {
+                0
+            } else {
+                self.store.delete_range(&region.start_key, &region.end_key)
+            };
             self.region_map.remove(region_id);
             tracing::info!(region = region_id, conf_ver, deleted, "replica destroyed");
         }
@@ -673,6 +729,32 @@ impl ShardCore {
         }
         peer.fail_pending(|| RaftstoreError::RegionNotFound { region_id });
         Ok(())
+    }
+
+    /// Before the initialized replica `region_id` steps snapshot `msg`:
+    /// destroys the regions of this store the snapshot's range covers with
+    /// an older version. A region's range grows only by merges, so those
+    /// are sources the region absorbed in entries this store will never
+    /// apply; left alone, they would keep the keys the snapshot brings.
+    fn destroy_merged_away(&mut self, region_id: u64, msg: &Message) {
+        let Ok(cp) = RegionCheckpoint::decode(&msg.get_snapshot().data) else {
+            return; // judged again when installed
+        };
+        for stale in self.region_map.overlapping(&cp.region, region_id) {
+            // The region map is the store's: other shards' regions are theirs.
+            if stale.epoch.version >= cp.region.epoch.version || !self.peers.contains_key(&stale.id)
+            {
+                continue;
+            }
+            tracing::info!(
+                region = stale.id,
+                by = region_id,
+                "a snapshot shows the region merged away; destroying the replica"
+            );
+            if let Err(err) = self.destroy_region(stale.id, MERGED_TOMBSTONE_CONF_VER, true) {
+                tracing::error!(region = stale.id, %err, "could not destroy a merged-away replica");
+            }
+        }
     }
 
     /// Whether a snapshot for the uninitialized replica `region_id` may
@@ -734,14 +816,19 @@ impl ShardCore {
         }
         out.messages.append(&mut self.outbox);
         let mut readies = Vec::new();
-        for (id, peer) in self.peers.iter_mut() {
+        let ids: Vec<u64> = self.peers.keys().copied().collect();
+        for id in ids {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue; // absorbed by a merge earlier in this loop
+            };
             if peer.is_asleep() {
                 continue;
             }
             peer.flush_reads();
             if let Some(rd) = peer.collect_ready(&mut out)? {
-                readies.push((*id, rd));
+                readies.push((id, rd));
             }
+            self.destroy_absorbed(&mut out)?;
         }
         // Every accepted snapshot is now installed (or was refused by Raft).
         self.accepted_snapshots.clear();
@@ -762,6 +849,7 @@ impl ShardCore {
             if let Some(peer) = self.peers.get_mut(&id) {
                 peer.after_persist(rd, &mut out)?;
             }
+            self.destroy_absorbed(&mut out)?;
         }
         send_grouped(io, std::mem::take(&mut out.messages));
         self.staged_wal.extend(out.wal.records().iter().cloned());
@@ -775,7 +863,7 @@ impl ShardCore {
             .map(|p| (p.region().id, p.region().epoch.conf_ver))
             .collect();
         for (region_id, conf_ver) in removed {
-            self.destroy_region(region_id, conf_ver)?;
+            self.destroy_region(region_id, conf_ver, false)?;
         }
         // Commit-index updates learnt in phase two ride with the next batch.
         // An asleep region applied nothing since it last checked.
@@ -785,6 +873,120 @@ impl ShardCore {
             }
         }
         Ok(())
+    }
+
+    /// Destroys the replicas of merge sources a region just absorbed,
+    /// before any other region applies anything (see the module comment).
+    fn destroy_absorbed(&mut self, out: &mut TurnOutput) -> Result<(), RaftstoreError> {
+        for source_id in std::mem::take(&mut out.absorbed) {
+            if self.cfg.shard_of(source_id) != self.shard_index {
+                // Only when stores run different shard counts (the merge
+                // was checked on the source leader's store alone).
+                tracing::error!(
+                    region = source_id,
+                    "a merged-away region runs on another shard of this store; run every store with the same --shards"
+                );
+                continue;
+            }
+            self.destroy_region(source_id, MERGED_TOMBSTONE_CONF_VER, true)?;
+        }
+        Ok(())
+    }
+
+    /// Proposes `PrepareMerge` on `source_id`'s leader once the checks of
+    /// `crate::merge` pass with both regions' replicas of this store.
+    fn prepare_merge(&mut self, source_id: u64, target_id: u64, reply: WriteReply, now: Instant) {
+        match self.merge_proposal(source_id, target_id) {
+            Ok(Ok(cmd)) => {
+                if let Some(source) = self.peers.get_mut(&source_id) {
+                    source.propose_write(cmd, reply, now);
+                }
+            }
+            Ok(Err(frozen)) => {
+                let _ = reply.send(Ok(crate::command::WriteResult::Region(frozen)));
+            }
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+
+    /// The `PrepareMerge` command to propose, or (inner `Err`) the frozen
+    /// source if it is already frozen for this target.
+    fn merge_proposal(
+        &self,
+        source_id: u64,
+        target_id: u64,
+    ) -> Result<Result<WriteCommand, RegionMeta>, RaftstoreError> {
+        let me = self.cfg.node_id;
+        crate::merge::check_same_shard(source_id, target_id, |id| self.cfg.shard_of(id))?;
+        let source = self
+            .peers
+            .get(&source_id)
+            .filter(|p| p.is_initialized())
+            .ok_or(RaftstoreError::RegionNotFound {
+                region_id: source_id,
+            })?;
+        if source.leader_store() != Some(me) {
+            return Err(RaftstoreError::NotLeader {
+                region_id: source_id,
+                leader: source.leader_store(),
+            });
+        }
+        if let Some(target) = source.merging() {
+            if target.id == target_id {
+                return Ok(Err(source.region().clone()));
+            }
+            return Err(RaftstoreError::Refused(format!(
+                "region {source_id} is already merging into region {}",
+                target.id
+            )));
+        }
+        let target = self
+            .peers
+            .get(&target_id)
+            .filter(|p| p.is_initialized())
+            .ok_or_else(|| {
+                RaftstoreError::Refused(format!(
+                    "store {me} holds no replica of region {target_id}; move replicas so both regions have the same stores first"
+                ))
+            })?;
+        if target.merging().is_some() {
+            return Err(RaftstoreError::Refused(format!(
+                "region {target_id} is itself merging; retry once that merge completes"
+            )));
+        }
+        if source.has_pending_conf_change() || target.has_pending_conf_change() {
+            return Err(RaftstoreError::Unavailable(format!(
+                "a membership change of region {source_id} or {target_id} is in progress; retry once it completes"
+            )));
+        }
+        crate::merge::check_merge(
+            source.region(),
+            source.conf_state(),
+            target.region(),
+            target.conf_state(),
+        )?;
+        let region = source.region();
+        let size = self.store.range_size(&region.start_key, &region.end_key);
+        // Each pair costs two length prefixes in the command.
+        let carried = size.bytes as usize + 16 * size.keys as usize;
+        if carried > crate::merge::MERGE_SOURCE_BYTES_MAX {
+            return Err(RaftstoreError::Refused(format!(
+                "region {source_id} holds {carried} bytes; a merge carries at most {} bytes: merge smaller regions, or delete data first",
+                crate::merge::MERGE_SOURCE_BYTES_MAX
+            )));
+        }
+        Ok(Ok(WriteCommand {
+            header: RequestHeader {
+                region_id: source_id,
+                epoch: Some(region.epoch),
+            },
+            id: WriteId::default(),
+            op: WriteOp::PrepareMerge {
+                target: target.region().clone(),
+            },
+        }))
     }
 
     /// Proposes the splits requested since the last turn, each with a
@@ -918,6 +1120,7 @@ mod tests {
                 ..Default::default()
             },
             sessions: Default::default(),
+            merging: None,
             pairs: Vec::new(),
         };
         let mut snapshot = Snapshot::default();

@@ -62,6 +62,7 @@ fn region(i: u64) -> RegionCheckpoint {
         applied_index: 5,
         applied_term: 5,
         sessions: Default::default(),
+        merging: None,
         pairs: Vec::new(),
     }
 }

@@ -681,4 +681,18 @@ impl Kv for FakeNode {
     ) -> Result<Response<ChangePeersResponse>, Status> {
         Err(Status::unimplemented("the fake cluster has no membership"))
     }
+
+    async fn merge_region(
+        &self,
+        _request: Request<MergeRegionRequest>,
+    ) -> Result<Response<MergeRegionResponse>, Status> {
+        Err(Status::unimplemented("the fake cluster does not merge"))
+    }
+
+    async fn commit_merge(
+        &self,
+        _request: Request<CommitMergeRequest>,
+    ) -> Result<Response<CommitMergeResponse>, Status> {
+        Err(Status::unimplemented("the fake cluster does not merge"))
+    }
 }

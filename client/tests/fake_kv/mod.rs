@@ -276,4 +276,23 @@ impl Kv for FakeKv {
         )
         .await
     }
+
+    async fn merge_region(
+        &self,
+        request: Request<MergeRegionRequest>,
+    ) -> Result<Response<MergeRegionResponse>, Status> {
+        self.answer(
+            "merge_region",
+            request.into_inner().header,
+            MergeRegionResponse::default(),
+        )
+        .await
+    }
+
+    async fn commit_merge(
+        &self,
+        _request: Request<CommitMergeRequest>,
+    ) -> Result<Response<CommitMergeResponse>, Status> {
+        Err(Status::unimplemented("a client never calls it"))
+    }
 }

@@ -90,6 +90,14 @@ pub enum CtlCommand {
         /// The split key.
         key: String,
     },
+    /// Merge region SOURCE into its neighbour TARGET (same voters, no
+    /// learners); the merged region keeps TARGET's id.
+    Merge {
+        /// The region that goes away.
+        source: u64,
+        /// The neighbour that absorbs it.
+        target: u64,
+    },
     /// Print every region as the placement driver knows it: range, leader,
     /// peers, size, epoch.
     Regions,
@@ -204,6 +212,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let (left, right) = client.split_region(key).await?;
             println!("left:  {}", describe_region(&left));
             println!("right: {}", describe_region(&right));
+        }
+        CtlCommand::Merge { source, target } => {
+            let merged = client.merge_regions(source, target).await?;
+            println!("merged: {}", describe_region(&merged));
         }
         CtlCommand::Regions => {
             let regions = client

@@ -10,11 +10,8 @@
 //!   (several changes are one joint change). A change already in effect is
 //!   skipped by the leader, so a retried operator is harmless.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use flotilla_proto::kvpb::kv_client::KvClient;
 use flotilla_proto::kvpb::peer_change::Kind as ChangeKind;
 use flotilla_proto::kvpb::{
     ChangePeersRequest, PeerChange, RegionEpoch as WireEpoch, RequestHeader, SplitRegionRequest,
@@ -22,13 +19,13 @@ use flotilla_proto::kvpb::{
 };
 use placement::cluster::StoreRecord;
 use placement::schedule::Operator;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ServerError;
+use crate::kv_stubs::KvStubs;
 
 /// Sends operators to region leaders.
 pub struct Dispatcher {
-    stubs: Mutex<HashMap<String, KvClient<Channel>>>,
+    stubs: KvStubs,
     request_timeout: Duration,
 }
 
@@ -36,7 +33,8 @@ impl Dispatcher {
     /// A dispatcher whose calls time out after `request_timeout`.
     pub fn new(request_timeout: Duration) -> Dispatcher {
         Dispatcher {
-            stubs: Mutex::new(HashMap::new()),
+            // Operators are small messages.
+            stubs: KvStubs::new(request_timeout, 4 << 20),
             request_timeout,
         }
     }
@@ -52,7 +50,7 @@ impl Dispatcher {
             addr: leader.client_addr.clone(),
             message,
         };
-        let mut stub = self.stub(&leader.client_addr).map_err(rpc_error)?;
+        let mut stub = self.stubs.get(&leader.client_addr).map_err(rpc_error)?;
         let header = |region: u64, epoch: raftstore::region::RegionEpoch| {
             Some(RequestHeader {
                 region_id: region,
@@ -148,21 +146,5 @@ impl Dispatcher {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.request_timeout);
         request
-    }
-
-    /// A lazily connecting stub for `addr`, shared by later calls.
-    fn stub(&self, addr: &str) -> Result<KvClient<Channel>, String> {
-        let mut stubs = self.stubs.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(stub) = stubs.get(addr) {
-            return Ok(stub.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|err| format!("bad address: {err}"))?
-            .connect_timeout(self.request_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        let stub = KvClient::new(channel);
-        stubs.insert(addr.to_string(), stub.clone());
-        Ok(stub)
     }
 }

@@ -222,6 +222,7 @@ mod tests {
             pending_peers: vec![3],
             learners: Vec::new(),
             down_peers: Vec::new(),
+            merging_into: None,
         }
     }
 

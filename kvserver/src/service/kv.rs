@@ -2,22 +2,26 @@
 //! region's shard through the [`StoreRouter`], and maps the outcome to a
 //! response or an actionable status. Every key and range passes through
 //! [`RequestLimits`], which also keeps users out of the reserved system
-//! keyspace. The admin calls (split, leader transfer, membership changes)
-//! go to the region's leader like writes.
+//! keyspace. The admin calls (split, merge, leader transfer, membership
+//! changes) go to the region's leader like writes; `CommitMerge` is the
+//! merge coordinator's call between nodes.
 
 use std::sync::Arc;
 
 use engine::store::KvStore;
 use flotilla_proto::kvpb::{self, kv_server::Kv, peer_change};
-use raftstore::command::{ReadOp, ReadResult, RequestHeader, WriteId, WriteOp, WriteResult};
+use raftstore::command::{
+    ReadOp, ReadResult, RequestHeader, WriteCommand, WriteId, WriteOp, WriteResult,
+};
 use raftstore::membership::{PeerChange, PeerChangeKind};
 use raftstore::region::RegionEpoch;
-use raftstore::StoreRouter;
+use raftstore::{RaftstoreError, StoreRouter};
 use tonic::{Request, Response, Status};
 
 use crate::error_status::{region_to_proto, to_status};
 use crate::limits::RequestLimits;
 use crate::members::Members;
+use crate::merge_coordinator::MergeCoordinator;
 
 pub struct KvService {
     pub node_id: u64,
@@ -27,6 +31,7 @@ pub struct KvService {
     pub store: Arc<KvStore>,
     pub members: Members,
     pub limits: RequestLimits,
+    pub merges: Arc<MergeCoordinator>,
 }
 
 fn header(h: Option<kvpb::RequestHeader>) -> (RequestHeader, WriteId) {
@@ -360,6 +365,60 @@ impl Kv for KvService {
         crate::metrics::observe_request("transfer_leader", result.is_ok(), started);
         result.map_err(|e| to_status(e, &self.members))?;
         Ok(Response::new(kvpb::TransferLeaderResponse {}))
+    }
+
+    async fn merge_region(
+        &self,
+        req: Request<kvpb::MergeRegionRequest>,
+    ) -> Result<Response<kvpb::MergeRegionResponse>, Status> {
+        let req = req.into_inner();
+        let source = region_header(req.header, "merge")?.region_id;
+        let target = req.target_region_id;
+        if target == 0 {
+            return Err(Status::invalid_argument(
+                "a merge names its target region in target_region_id",
+            ));
+        }
+        let started = std::time::Instant::now();
+        let result = self.merges.merge(source, target).await;
+        crate::metrics::observe_request("merge", result.is_ok(), started);
+        let region = result.map_err(|e| to_status(e, &self.members))?;
+        Ok(Response::new(kvpb::MergeRegionResponse {
+            region: Some(region),
+        }))
+    }
+
+    async fn commit_merge(
+        &self,
+        req: Request<kvpb::CommitMergeRequest>,
+    ) -> Result<Response<kvpb::CommitMergeResponse>, Status> {
+        let cmd = WriteCommand::decode(&req.into_inner().command)
+            .map_err(|e| Status::invalid_argument(format!("commit merge: {e}")))?;
+        if !matches!(cmd.op, WriteOp::CommitMerge { .. }) || cmd.header.region_id == 0 {
+            return Err(Status::invalid_argument(
+                "commit merge carries a CommitMerge command naming its target",
+            ));
+        }
+        let refused = |why: String| {
+            Ok(Response::new(kvpb::CommitMergeResponse {
+                region: None,
+                refused: why,
+            }))
+        };
+        match self.router.write(cmd.header, cmd.id, cmd.op).await {
+            Ok(WriteResult::Region(region)) => Ok(Response::new(kvpb::CommitMergeResponse {
+                region: Some(region_to_proto(&region, &[])),
+                refused: String::new(),
+            })),
+            Ok(_) => unexpected("commit merge"),
+            // Final: every replica refuses it alike, now and later.
+            Err(
+                err @ (RaftstoreError::EpochNotMatch { .. }
+                | RaftstoreError::Refused(_)
+                | RaftstoreError::InvalidRequest(_)),
+            ) => refused(err.to_string()),
+            Err(err) => Err(to_status(err, &self.members)),
+        }
     }
 
     async fn change_peers(

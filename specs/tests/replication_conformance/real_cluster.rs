@@ -141,6 +141,7 @@ impl RealReplica {
             applied_term: self.applied_term,
             conf_state: conf_state(),
             sessions: Default::default(),
+            merging: None,
             pairs: self
                 .register
                 .iter()

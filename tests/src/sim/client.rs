@@ -408,7 +408,8 @@ fn write_response(result: WriteResult) -> Response {
         WriteResult::Done
         | WriteResult::Deleted { .. }
         | WriteResult::DeletedRange { .. }
-        | WriteResult::Split { .. } => Response::Written,
+        | WriteResult::Split { .. }
+        | WriteResult::Region(_) => Response::Written,
     }
 }
 

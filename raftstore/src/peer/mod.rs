@@ -19,7 +19,14 @@
 //!   (the shard destroys it);
 //! - a read is served only by a leader, after a ReadIndex round confirmed by
 //!   a quorum, once the applied index reached the read index;
-//! - the applied index never passes the commit index.
+//! - the applied index never passes the commit index;
+//! - a region frozen for a merge (`merge`) serves no read and applies no
+//!   write until the merge commits (the shard destroys it) or is rolled
+//!   back; the frozen state is part of its checkpoint.
+
+mod merge;
+
+pub use merge::MergeSource;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -61,6 +68,10 @@ pub struct TurnOutput {
     pub wal: WalBatch,
     /// Regions that splits made this turn; their checkpoints are durable.
     pub created: Vec<NewRegion>,
+    /// Merge sources a region of this shard absorbed: the shard destroys
+    /// their local replicas (keeping the data, which is now the target's)
+    /// before any other region applies anything.
+    pub absorbed: Vec<u64>,
 }
 
 /// A region a split created on this store: its durable starting state
@@ -175,6 +186,8 @@ pub struct RegionStatus {
     /// (their log position is below its first entry, or a snapshot is in
     /// flight). Empty on other replicas.
     pub pending_peers: Vec<u64>,
+    /// The region is frozen for a merge into this region.
+    pub merging_into: Option<u64>,
 }
 
 /// Cumulative counts of what a replica applied and served; they only grow.
@@ -256,6 +269,9 @@ pub struct Peer {
     /// destroys it after the turn.
     removed: bool,
     traffic: RegionTraffic,
+    /// Frozen for a merge into this region (as it was when the merge was
+    /// prepared): see `merge`.
+    merging: Option<RegionMeta>,
 }
 
 fn role_name(role: StateRole) -> &'static str {
@@ -286,6 +302,7 @@ impl Peer {
             region_map.upsert(&cp.region);
         }
         Peer {
+            merging: cp.merging,
             region: cp.region,
             raw: state.raw,
             store,
@@ -520,6 +537,10 @@ impl Peer {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
+        if self.merging.is_some() {
+            let _ = reply.send(Err(self.merging_error()));
+            return;
+        }
         let raft = &self.raw.raft;
         if self.pending_conf_change.is_some() || raft.has_pending_conf() || self.is_joint() {
             let _ = reply.send(Err(RaftstoreError::Unavailable(format!(
@@ -697,6 +718,9 @@ impl Peer {
     /// names a key outside it (a scan is clamped to the region instead).
     fn check_read(&self, header: &RequestHeader, op: &ReadOp) -> Result<(), RaftstoreError> {
         self.check_header(header)?;
+        if self.merging.is_some() {
+            return Err(self.merging_error());
+        }
         let inside = match op {
             ReadOp::Get { key } => self.region.contains_key(key),
             ReadOp::BatchGet { keys } => keys.iter().all(|k| self.region.contains_key(k)),
@@ -717,6 +741,10 @@ impl Peer {
         self.quiet_ticks = 0;
         if let Err(e) = self.check_header(&cmd.header) {
             let _ = reply.send(Err(e));
+            return;
+        }
+        if self.merging.is_some() && cmd.op != WriteOp::RollbackMerge {
+            let _ = reply.send(Err(self.merging_error()));
             return;
         }
         if !crate::apply::keys_in_region(&self.region, &cmd.op) {
@@ -850,7 +878,7 @@ impl Peer {
     /// it too large: measures the region and returns where it should split,
     /// if it passed `limits`.
     pub fn check_size(&mut self, limits: SplitThresholds) -> Option<Vec<u8>> {
-        if !self.is_leader() {
+        if !self.is_leader() || self.merging.is_some() {
             return None;
         }
         if let Some(written) = self.written_since_size_check {
@@ -1147,6 +1175,16 @@ impl Peer {
                     Ok(cmd) if matches!(cmd.op, WriteOp::Split { .. }) => {
                         self.apply_split(&cmd, entry.index, entry.term, out)?
                     }
+                    Ok(cmd) if matches!(cmd.op, WriteOp::PrepareMerge { .. }) => {
+                        self.apply_prepare_merge(&cmd)
+                    }
+                    Ok(cmd) if matches!(cmd.op, WriteOp::CommitMerge { .. }) => {
+                        self.apply_commit_merge(&cmd, out)
+                    }
+                    Ok(cmd) if cmd.op == WriteOp::RollbackMerge => self.apply_rollback_merge(&cmd),
+                    // Frozen for a merge: writes proposed before the freeze
+                    // and committed after it are refused, on every replica.
+                    Ok(_) if self.merging.is_some() => Err(self.merging_error()),
                     Ok(cmd) => {
                         self.note_written(&cmd.op);
                         apply_write(&self.store, &self.region, &mut self.sessions, &cmd)
@@ -1257,6 +1295,7 @@ impl Peer {
             applied_term: term,
             conf_state,
             sessions: self.sessions.clone(),
+            merging: self.merging.clone(),
             pairs: self
                 .store
                 .range_pairs(&self.region.start_key, &self.region.end_key),
@@ -1386,6 +1425,7 @@ impl Peer {
             // Retries of writes to the right half's keys must still be
             // recognised there.
             sessions: self.sessions.clone(),
+            merging: None,
             pairs: Vec::new(),
         };
         // Replayed after a crash, the split may find the new region already
@@ -1405,6 +1445,7 @@ impl Peer {
             applied_term: term,
             conf_state,
             sessions: self.sessions.clone(),
+            merging: self.merging.clone(),
             pairs: self.store.range_pairs(&left.start_key, &left.end_key),
         }
         .write(&self.checkpoint_dir)?;
@@ -1482,6 +1523,7 @@ impl Peer {
         self.region_map.upsert(&self.region);
         self.written_since_size_check = None;
         self.sessions = cp.sessions.clone();
+        self.merging = cp.merging.clone();
         let conf_state = cp.conf_state.clone();
         cp.write(&self.checkpoint_dir)?;
         self.raw
@@ -1518,6 +1560,7 @@ impl Peer {
             applied_term: self.applied_term,
             conf_state: self.raw.store().conf_state().clone(),
             sessions: self.sessions.clone(),
+            merging: self.merging.clone(),
             pairs: self
                 .store
                 .range_pairs(&self.region.start_key, &self.region.end_key),
@@ -1565,6 +1608,7 @@ impl Peer {
             hibernating: self.hibernating,
             traffic: self.traffic,
             pending_peers: self.pending_peers(),
+            merging_into: self.merging.as_ref().map(|t| t.id),
         }
     }
 
@@ -1632,6 +1676,7 @@ mod tests {
             applied_term: 5,
             conf_state: conf_state.clone(),
             sessions: Default::default(),
+            merging: None,
             pairs: Vec::new(),
         };
         let hard_state = HardState {

@@ -1,0 +1,251 @@
+//! Region merge on a real 3-node cluster: a region is merged into its
+//! neighbour through the admin client while a writer keeps writing to both;
+//! every acknowledged write survives, scans see every key once and in
+//! order, the source disappears from every store and from the placement
+//! driver, a merge of regions that are not neighbours is refused, and the
+//! merged shape and data survive a SIGKILL and restart.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::{Client, ClientError};
+use flotilla_tests::cluster::Cluster;
+use flotilla_tests::test_environment;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Region heartbeats every second, so placement sees the merge quickly.
+const SERVER_ARGS: [&str; 4] = [
+    "--store-heartbeat-interval",
+    "1s",
+    "--region-heartbeat-interval",
+    "1s",
+];
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(200);
+/// Keys written before the merge, in each of the two regions.
+const KEYS_PER_REGION: u32 = 100;
+/// Writes each writer makes after the merge answered.
+const WRITES_AFTER_MERGE: u32 = 20;
+/// Where the target (the first region) ends and the source starts.
+const SOURCE_START: &str = "m/";
+/// Where the source ends and a third region starts.
+const THIRD_START: &str = "t/";
+
+/// Polls `check` until it returns `Ok`, or panics at the deadline with the
+/// last thing `check` saw (its `Err`).
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let last = match check().await {
+            Ok(found) => return found,
+            Err(last) => last,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {SETTLE_TIMEOUT:?}; last seen: {last}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Puts `key` until it is acknowledged; a merge in progress answers
+/// "retry" for a moment, which the client waits out, and an outcome it
+/// could not learn is retried with the same write id by the client.
+async fn put_acknowledged(client: &Client, key: &str) {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        match client.put(key, format!("v-{key}")).await {
+            Ok(()) => return,
+            Err(err) if Instant::now() < deadline => {
+                tracing::debug!(%err, key, "put retried");
+                tokio::time::sleep(POLL).await;
+            }
+            Err(err) => panic!("put {key} never acknowledged: {err}"),
+        }
+    }
+}
+
+/// The ids of the regions node `node` reports.
+async fn region_ids_of(cluster: &Cluster, node: u64) -> Result<BTreeSet<u64>, String> {
+    let endpoint = cluster.endpoint(node).map_err(|e| e.to_string())?;
+    let status = cluster
+        .client()
+        .status(&endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(status
+        .regions
+        .iter()
+        .filter_map(|r| r.region.as_ref().map(|r| r.id))
+        .collect())
+}
+
+/// Every acknowledged key reads back, and a full scan returns exactly the
+/// written keys, each once, in order.
+async fn check_data(client: &Client, written: &BTreeSet<String>) {
+    for key in written {
+        let value = client
+            .get(key.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("get {key}: {e}"));
+        assert_eq!(value, Some(format!("v-{key}").into_bytes()), "{key}");
+    }
+    let scanned: Vec<String> = client
+        .scan("", "", 0, false)
+        .await
+        .expect("full scan")
+        .into_iter()
+        .map(|p| String::from_utf8(p.key).expect("utf-8 keys"))
+        .collect();
+    let expected: Vec<String> = written.iter().cloned().collect();
+    assert_eq!(
+        scanned, expected,
+        "a full scan misses, repeats or misorders keys"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_merges_into_its_neighbour_under_writes_and_across_a_restart() {
+    let args = SERVER_ARGS.map(String::from).to_vec();
+    let mut cluster = Cluster::start_with_args(test_environment!(), 3, args)
+        .await
+        .expect("start cluster");
+    cluster
+        .wait_for_leader(SETTLE_TIMEOUT)
+        .await
+        .expect("leader");
+    let client = cluster.client();
+    let (target, source) = client.split_region(SOURCE_START).await.expect("split");
+    let (_, third) = client.split_region(THIRD_START).await.expect("split");
+    let written = Arc::new(Mutex::new(BTreeSet::new()));
+    for i in 0..KEYS_PER_REGION {
+        for prefix in ["a/", SOURCE_START] {
+            let key = format!("{prefix}{i:06}");
+            put_acknowledged(&client, &key).await;
+            written.lock().await.insert(key);
+        }
+    }
+
+    // Not neighbours: refused, with a message saying so.
+    match client.merge_regions(third.id, target.id).await {
+        Err(ClientError::InvalidArgument(message)) => {
+            assert!(message.contains("not adjacent"), "{message}");
+        }
+        other => panic!("a merge of non-neighbours answered {other:?}"),
+    }
+
+    // One writer per region keeps writing while the source merges.
+    let merged_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = ["a/w", "m/w"]
+        .into_iter()
+        .map(|prefix| {
+            let client = cluster.client();
+            let written = written.clone();
+            let merged_flag = merged_flag.clone();
+            tokio::spawn(async move {
+                let mut after = 0;
+                for n in 0.. {
+                    let key = format!("{prefix}{n:06}");
+                    put_acknowledged(&client, &key).await;
+                    written.lock().await.insert(key);
+                    if merged_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                        after += 1;
+                        if after == WRITES_AFTER_MERGE {
+                            return n;
+                        }
+                    }
+                }
+                unreachable!("the writer stops after the merge")
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await; // writes before the merge
+    let started = Instant::now();
+    let merged = client
+        .merge_regions(source.id, target.id)
+        .await
+        .expect("merge");
+    let merge_latency = started.elapsed();
+    merged_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    eprintln!("merge of region {} took {merge_latency:?}", source.id);
+    for writer in writers {
+        let writes = writer.await.expect("writer");
+        assert!(writes >= WRITES_AFTER_MERGE, "{writes} writes");
+    }
+
+    assert_eq!(merged.id, target.id);
+    assert_eq!(merged.start_key, target.start_key);
+    assert_eq!(merged.end_key, THIRD_START.as_bytes());
+    let version = |r: &client::Region| r.epoch.map_or(0, |e| e.version);
+    assert!(version(&merged) > version(&target).max(version(&source)));
+    let written = written.lock().await.clone();
+    check_data(&client, &written).await;
+
+    for node in cluster.node_ids() {
+        wait_for("the source gone from every store", || async {
+            let ids = region_ids_of(&cluster, node).await?;
+            if ids.contains(&source.id) || !ids.contains(&target.id) {
+                return Err(format!("node {node} reports {ids:?}"));
+            }
+            Ok(())
+        })
+        .await;
+    }
+    let placement = client.placement();
+    wait_for("the placement driver drops the source", || async {
+        let regions = placement
+            .scan_regions("", "", 0)
+            .await
+            .map_err(|e| e.to_string())?;
+        let shapes: Vec<(u64, Vec<u8>)> = regions
+            .iter()
+            .filter_map(|i| i.region.as_ref())
+            .map(|r| (r.id, r.end_key.clone()))
+            .collect();
+        let merged_known = shapes
+            .iter()
+            .any(|(id, end)| *id == target.id && end == THIRD_START.as_bytes());
+        if shapes.iter().any(|(id, _)| *id == source.id) || !merged_known {
+            return Err(format!("{shapes:?}"));
+        }
+        Ok(())
+    })
+    .await;
+
+    // A follower's store is killed and restarted: it comes back with the
+    // merged region and without the source, and nothing is lost.
+    let leader = cluster.leader().await.expect("a leader");
+    let victim = *cluster
+        .node_ids()
+        .iter()
+        .find(|&&n| n != leader)
+        .expect("a follower");
+    cluster.kill(victim).expect("kill -9");
+    cluster.restart(victim).await.expect("restart");
+    cluster
+        .wait_for_catch_up(victim, SETTLE_TIMEOUT)
+        .await
+        .expect("catch up");
+    wait_for("the restarted store's regions", || async {
+        let ids = region_ids_of(&cluster, victim).await?;
+        if ids.contains(&source.id) || !ids.contains(&target.id) {
+            return Err(format!("{ids:?}"));
+        }
+        Ok(())
+    })
+    .await;
+    check_data(&client, &written).await;
+    // The restarted store can lead the merged region with all its data.
+    client
+        .transfer_leader(target.id, victim)
+        .await
+        .expect("leadership to the restarted store");
+    check_data(&client, &written).await;
+}
