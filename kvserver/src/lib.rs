@@ -6,12 +6,13 @@
 //! heartbeats, leadership, scheduling loop), the [`merge_coordinator`]
 //! that drives region merges between nodes — plus
 //! the HTTP status endpoint ([`status_server`]: JSON status and Prometheus
-//! [`metrics`]) and the command-line entry points in [`cli`]. Only this crate and `client`
+//! [`metrics`]; test builds add [`fail_points`] control) and the command-line entry points in [`cli`]. Only this crate and `client`
 //! know gRPC; Raft logic lives in `raftstore`.
 
 pub mod cli;
 pub mod error;
 pub mod error_status;
+pub mod fail_points;
 pub mod join;
 pub mod kv_stubs;
 pub mod limits;

@@ -117,6 +117,9 @@ impl MergeCoordinator {
                 )))
             }
         }
+        // Tests hold a merge here: the source is frozen, the target not yet
+        // asked.
+        crate::fail_points::hold("merge_after_prepare").await;
         let merged = self.finish(source_id).await;
         tracing::info!(
             source = source_id,

@@ -2,15 +2,18 @@
 //! - `GET /metrics`: every Prometheus metric of the process (text format);
 //! - `GET /status`: this node's id and its region replicas as JSON (range,
 //!   epoch, peers and learners, role, leader, term, commit and applied
-//!   index);
+//!   index, the region a frozen merge source merges into);
 //! - `GET /placement/stores`, `/placement/regions`, `/placement/operators`:
 //!   the placement leader's view as JSON (stores with state, liveness and
 //!   counts; regions as their leaders reported them; operators in flight and
 //!   whether they could be dispatched). Any other node answers 503 naming
 //!   the placement leader it knows.
 //!
-//! Read-only; it never touches Raft state except through the shards' own
-//! status replies.
+//! - test builds only (`failpoints` feature): `PUT`/`DELETE /fail/NAME`
+//!   turn fault-injection points on and off ([`crate::fail_points`]).
+//!
+//! Read-only otherwise; it never touches Raft state except through the
+//! shards' own status replies.
 
 use std::sync::Arc;
 
@@ -44,12 +47,14 @@ pub async fn serve(
         .route("/status", get(status))
         .route("/placement/stores", get(placement_stores))
         .route("/placement/regions", get(placement_regions))
-        .route("/placement/operators", get(placement_operators))
-        .with_state(StatusState {
-            node_id,
-            router,
-            driver,
-        });
+        .route("/placement/operators", get(placement_operators));
+    #[cfg(feature = "failpoints")]
+    let app = app.merge(crate::fail_points::routes());
+    let app = app.with_state(StatusState {
+        node_id,
+        router,
+        driver,
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -84,6 +89,7 @@ async fn status(State(state): State<StatusState>) -> Json<Value> {
                 "approximate_keys": s.size.keys,
                 "approximate_bytes": s.size.bytes,
                 "hibernating": s.hibernating,
+                "merging_into": s.merging_into,
             })
         })
         .collect();

@@ -4,6 +4,13 @@
 //! order, the source disappears from every store and from the placement
 //! driver, a merge of regions that are not neighbours is refused, and the
 //! merged shape and data survive a SIGKILL and restart.
+//!
+//! Held between PrepareMerge and CommitMerge (fail point
+//! `merge_after_prepare` on every node), a merge
+//! - whose target splits meanwhile is refused by the target and rolled
+//!   back: the source thaws, keeps its data and takes writes again;
+//! - whose coordinating node is SIGKILLed is finished by the source's next
+//!   leader, and the killed node comes back with the merged shape.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -33,6 +40,10 @@ const WRITES_AFTER_MERGE: u32 = 20;
 const SOURCE_START: &str = "m/";
 /// Where the source ends and a third region starts.
 const THIRD_START: &str = "t/";
+/// Where a target split while the merge is held.
+const TARGET_SPLIT: &str = "g/";
+/// The fail point between PrepareMerge and CommitMerge.
+const HOLD_POINT: &str = "merge_after_prepare";
 
 /// Polls `check` until it returns `Ok`, or panics at the deadline with the
 /// last thing `check` saw (its `Err`).
@@ -111,10 +122,12 @@ async fn check_data(client: &Client, written: &BTreeSet<String>) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_region_merges_into_its_neighbour_under_writes_and_across_a_restart() {
+/// A 3-node cluster split into a target `[.., m/)`, a source `[m/, t/)`
+/// and a third region `[t/, ..)`, with [`KEYS_PER_REGION`] keys written to
+/// each of the first two.
+async fn three_regions() -> (Cluster, [client::Region; 3], BTreeSet<String>) {
     let args = SERVER_ARGS.map(String::from).to_vec();
-    let mut cluster = Cluster::start_with_args(test_environment!(), 3, args)
+    let cluster = Cluster::start_with_args(test_environment!(), 3, args)
         .await
         .expect("start cluster");
     cluster
@@ -124,14 +137,82 @@ async fn a_region_merges_into_its_neighbour_under_writes_and_across_a_restart() 
     let client = cluster.client();
     let (target, source) = client.split_region(SOURCE_START).await.expect("split");
     let (_, third) = client.split_region(THIRD_START).await.expect("split");
-    let written = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut written = BTreeSet::new();
     for i in 0..KEYS_PER_REGION {
         for prefix in ["a/", SOURCE_START] {
             let key = format!("{prefix}{i:06}");
             put_acknowledged(&client, &key).await;
-            written.lock().await.insert(key);
+            written.insert(key);
         }
     }
+    (cluster, [target, source, third], written)
+}
+
+/// The statuses of `region` on every running node, by node.
+async fn replicas_of(
+    cluster: &Cluster,
+    region: u64,
+) -> Result<Vec<(u64, client::RegionStatus)>, String> {
+    let mut found = Vec::new();
+    for node in cluster.node_ids() {
+        let Ok(endpoint) = cluster.endpoint(node) else {
+            continue;
+        };
+        let Ok(status) = cluster.client().status(&endpoint).await else {
+            continue;
+        };
+        found.extend(
+            status
+                .regions
+                .into_iter()
+                .filter(|r| r.region.as_ref().is_some_and(|r| r.id == region))
+                .map(|r| (node, r)),
+        );
+    }
+    Ok(found)
+}
+
+/// Waits until the leader of `source` reports it frozen for a merge into
+/// `target`, and returns the leader's node.
+async fn wait_frozen(cluster: &Cluster, source: u64, target: u64) -> u64 {
+    wait_for("the source frozen by PrepareMerge", || async {
+        let replicas = replicas_of(cluster, source).await?;
+        replicas
+            .iter()
+            .find(|(_, r)| r.role == "leader" && r.merging_into == target)
+            .map(|(node, _)| *node)
+            .ok_or_else(|| format!("{replicas:?}"))
+    })
+    .await
+}
+
+/// Holds every node's merges between PrepareMerge and CommitMerge.
+async fn hold_merges(cluster: &Cluster) {
+    for node in cluster.node_ids() {
+        cluster
+            .set_fail_point(node, HOLD_POINT, "return")
+            .await
+            .expect("fail point on");
+    }
+}
+
+/// Lets every running node's held merges go on.
+async fn release_merges(cluster: &mut Cluster) {
+    for node in cluster.node_ids() {
+        if cluster.is_running(node).expect("a node of the cluster") {
+            cluster
+                .remove_fail_point(node, HOLD_POINT)
+                .await
+                .expect("fail point off");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_merges_into_its_neighbour_under_writes_and_across_a_restart() {
+    let (mut cluster, [target, source, third], written) = three_regions().await;
+    let client = cluster.client();
+    let written = Arc::new(Mutex::new(written));
 
     // Not neighbours: refused, with a message saying so.
     match client.merge_regions(third.id, target.id).await {
@@ -245,6 +326,109 @@ async fn a_region_merges_into_its_neighbour_under_writes_and_across_a_restart() 
     // The restarted store can lead the merged region with all its data.
     client
         .transfer_leader(target.id, victim)
+        .await
+        .expect("leadership to the restarted store");
+    check_data(&client, &written).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_refused_by_its_target_rolls_back_and_the_source_takes_writes_again() {
+    let (mut cluster, [target, source, _], mut written) = three_regions().await;
+    let client = cluster.client();
+    hold_merges(&cluster).await;
+    let merge = {
+        let client = cluster.client();
+        tokio::spawn(async move { client.merge_regions(source.id, target.id).await })
+    };
+    wait_frozen(&cluster, source.id, target.id).await;
+
+    // The target moves on while the source waits: its epoch no longer
+    // matches the one the merge was prepared against.
+    client
+        .split_region(TARGET_SPLIT)
+        .await
+        .expect("split the target");
+    release_merges(&mut cluster).await;
+    match merge.await.expect("merge task") {
+        Err(ClientError::Server {
+            code: tonic::Code::FailedPrecondition,
+            message,
+        }) if message.contains("rolled back") => {}
+        other => panic!("a merge whose target split answered {other:?}"),
+    }
+
+    wait_for("the source thawed on every store", || async {
+        let replicas = replicas_of(&cluster, source.id).await?;
+        let frozen = replicas.iter().filter(|(_, r)| r.merging_into != 0).count();
+        if replicas.len() != 3 || frozen != 0 {
+            return Err(format!("{replicas:?}"));
+        }
+        Ok(())
+    })
+    .await;
+    for i in 0..WRITES_AFTER_MERGE {
+        let key = format!("{SOURCE_START}after/{i:06}");
+        put_acknowledged(&client, &key).await;
+        written.insert(key);
+    }
+    check_data(&client, &written).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_whose_coordinator_is_killed_is_finished_by_the_next_leader() {
+    let (mut cluster, [target, source, _], written) = three_regions().await;
+    let client = cluster.client();
+    hold_merges(&cluster).await;
+    let merge = {
+        let client = cluster.client();
+        tokio::spawn(async move { client.merge_regions(source.id, target.id).await })
+    };
+    let coordinator = wait_frozen(&cluster, source.id, target.id).await;
+    cluster
+        .kill(coordinator)
+        .expect("kill -9 the coordinating node");
+    release_merges(&mut cluster).await;
+    // The call may be answered by the source's next leader or fail with
+    // the coordinator; either way the merge must finish.
+    let answer = tokio::time::timeout(SETTLE_TIMEOUT, merge)
+        .await
+        .expect("the merge call answers");
+    eprintln!("merge call across the kill answered {answer:?}");
+
+    wait_for("the merge finished by the surviving nodes", || async {
+        let sources = replicas_of(&cluster, source.id).await?;
+        let targets = replicas_of(&cluster, target.id).await?;
+        let merged = targets
+            .iter()
+            .filter(|(_, r)| {
+                r.region
+                    .as_ref()
+                    .is_some_and(|r| r.end_key == THIRD_START.as_bytes())
+            })
+            .count();
+        if !sources.is_empty() || merged != 2 {
+            return Err(format!("source {sources:?}, target {targets:?}"));
+        }
+        Ok(())
+    })
+    .await;
+    check_data(&client, &written).await;
+
+    cluster.restart(coordinator).await.expect("restart");
+    cluster
+        .wait_for_catch_up(coordinator, SETTLE_TIMEOUT)
+        .await
+        .expect("catch up");
+    wait_for("the restarted store's regions", || async {
+        let ids = region_ids_of(&cluster, coordinator).await?;
+        if ids.contains(&source.id) || !ids.contains(&target.id) {
+            return Err(format!("{ids:?}"));
+        }
+        Ok(())
+    })
+    .await;
+    client
+        .transfer_leader(target.id, coordinator)
         .await
         .expect("leadership to the restarted store");
     check_data(&client, &written).await;

@@ -333,6 +333,7 @@ impl Kv for KvService {
                 approximate_bytes: s.size.bytes,
                 hibernating: s.hibernating,
                 down_peers: s.down_peers,
+                merging_into: s.merging_into.unwrap_or(0),
             })
             .collect();
         let members = self

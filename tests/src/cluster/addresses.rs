@@ -1,7 +1,7 @@
 //! Collision-free loopback addresses for test clusters.
 //!
 //! Every node of every cluster gets its own loopback IP, `127.A.B.node`, and
-//! the default ports (client 20160, peer 2380). `A.B` is derived from the
+//! the default ports (client 20160, peer 2380, status 20180). `A.B` is derived from the
 //! process id and a per-process counter, so clusters of concurrent tests and
 //! of concurrently running test binaries stay apart. Before handing a subnet
 //! out, every address is test-bound; a subnet with a busy address is skipped.
@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub const CLIENT_PORT: u16 = 20160;
 /// Peer (Raft) port of every test node.
 pub const PEER_PORT: u16 = 2380;
+/// HTTP status port of every test node.
+pub const STATUS_PORT: u16 = 20180;
 
 /// Subnets tried before giving up.
 const SUBNET_ATTEMPTS_MAX: u32 = 64;
@@ -30,6 +32,25 @@ static NEXT_SUBNET: AtomicU32 = AtomicU32::new(0);
 pub struct NodeAddresses {
     pub client: SocketAddr,
     pub peer: SocketAddr,
+    pub status: SocketAddr,
+}
+
+impl NodeAddresses {
+    /// The default ports on `ip`.
+    fn on(ip: Ipv4Addr) -> NodeAddresses {
+        NodeAddresses {
+            client: SocketAddr::from((ip, CLIENT_PORT)),
+            peer: SocketAddr::from((ip, PEER_PORT)),
+            status: SocketAddr::from((ip, STATUS_PORT)),
+        }
+    }
+
+    /// Whether every address can be bound right now.
+    fn bindable(&self) -> bool {
+        [self.client, self.peer, self.status]
+            .iter()
+            .all(|addr| TcpListener::bind(addr).is_ok())
+    }
 }
 
 /// Addresses for nodes `1..=nodes`, all currently bindable.
@@ -41,18 +62,9 @@ pub fn allocate(nodes: usize) -> Result<Vec<NodeAddresses>, Error> {
             NEXT_SUBNET.fetch_add(1, Ordering::Relaxed),
         );
         let candidates: Vec<NodeAddresses> = (1..=nodes as u8)
-            .map(|node| {
-                let ip = Ipv4Addr::new(127, subnet.0, subnet.1, node);
-                NodeAddresses {
-                    client: SocketAddr::from((ip, CLIENT_PORT)),
-                    peer: SocketAddr::from((ip, PEER_PORT)),
-                }
-            })
+            .map(|node| NodeAddresses::on(Ipv4Addr::new(127, subnet.0, subnet.1, node)))
             .collect();
-        let all_free = candidates.iter().all(|node| {
-            TcpListener::bind(node.client).is_ok() && TcpListener::bind(node.peer).is_ok()
-        });
-        if all_free {
+        if candidates.iter().all(NodeAddresses::bindable) {
             return Ok(candidates);
         }
     }
@@ -68,14 +80,8 @@ pub fn sibling(first: &NodeAddresses, node: u8) -> Option<NodeAddresses> {
         return None;
     };
     let [a, b, c, _] = ip.octets();
-    let ip = Ipv4Addr::new(a, b, c, node);
-    let addresses = NodeAddresses {
-        client: SocketAddr::from((ip, CLIENT_PORT)),
-        peer: SocketAddr::from((ip, PEER_PORT)),
-    };
-    let free =
-        TcpListener::bind(addresses.client).is_ok() && TcpListener::bind(addresses.peer).is_ok();
-    free.then_some(addresses)
+    let addresses = NodeAddresses::on(Ipv4Addr::new(a, b, c, node));
+    addresses.bindable().then_some(addresses)
 }
 
 /// The `(A, B)` octets of a process's `counter`-th subnet.

@@ -15,11 +15,14 @@
 //! Waits are bounded by deadlines and poll conditions, never fixed sleeps.
 
 mod addresses;
+mod fail_points;
 pub mod leader;
 mod logs;
 mod process;
 
-pub use addresses::{allocate as allocate_addresses, NodeAddresses, CLIENT_PORT, PEER_PORT};
+pub use addresses::{
+    allocate as allocate_addresses, NodeAddresses, CLIENT_PORT, PEER_PORT, STATUS_PORT,
+};
 
 use addresses::sibling;
 
@@ -388,6 +391,7 @@ impl Cluster {
             node: id,
             initial_cluster: &initial_cluster,
             client_addr: node.addresses.client.to_string(),
+            status_addr: node.addresses.status.to_string(),
             data_dir: &node.data_dir,
             log_path: &node.log_path,
             ready_timeout: READY_TIMEOUT,

@@ -29,6 +29,7 @@ pub(super) struct Launch<'a> {
     pub node: u64,
     pub initial_cluster: &'a str,
     pub client_addr: String,
+    pub status_addr: String,
     pub data_dir: &'a Path,
     pub log_path: &'a Path,
     pub ready_timeout: Duration,
@@ -62,6 +63,8 @@ impl NodeProcess {
             .arg(launch.initial_cluster)
             .arg("--client-addr")
             .arg(&launch.client_addr)
+            .arg("--status-addr")
+            .arg(&launch.status_addr)
             .arg("--data-dir")
             .arg(launch.data_dir)
             // Several nodes share this machine's cores: one unpinned shard
