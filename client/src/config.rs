@@ -15,7 +15,10 @@ pub struct ClientConfig {
     pub endpoints: Vec<String>,
     /// Time budget of one attempt (one RPC to one node).
     pub request_timeout: Duration,
-    /// Time budget of a whole operation, all retries and backoff included.
+    /// Time budget of a whole operation, all retries and backoff included:
+    /// no attempt starts after it. The attempt in flight then still gets
+    /// its `request_timeout`, so an operation ends within
+    /// `operation_timeout + request_timeout`.
     pub operation_timeout: Duration,
     /// Time budget for opening a TCP connection to a node.
     pub connect_timeout: Duration,

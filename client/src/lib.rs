@@ -5,7 +5,8 @@
 //! other endpoints when a node is down or knows no leader, and retries with
 //! capped, jittered exponential backoff until the operation's deadline
 //! ([`ClientConfig::operation_timeout`]). Each attempt has its own timeout
-//! ([`ClientConfig::request_timeout`]). A `Client` is cheap to clone and may be
+//! ([`ClientConfig::request_timeout`]), which the deadline does not cut
+//! short. A `Client` is cheap to clone and may be
 //! used from many tasks at once; clones share connections and the route
 //! cache.
 //!

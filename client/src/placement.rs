@@ -124,14 +124,15 @@ impl PlacementDriverClient {
         let mut redirects = 0;
         let mut last_failure = String::from("no attempt completed");
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+            // As for KV calls: no attempt starts after the deadline, and one
+            // started before it gets its whole timeout.
+            if Instant::now() >= deadline {
                 return Err(ClientError::Unavailable(format!(
                     "no placement leader answered within {:?}; last failure: {last_failure}",
                     self.config.operation_timeout
                 )));
             }
-            let attempt_timeout = remaining.min(self.config.request_timeout);
+            let attempt_timeout = self.config.request_timeout;
             let (index, addr, stub) = {
                 let endpoints = self.lock();
                 let (addr, stub) = &endpoints.known[endpoints.preferred];

@@ -1,8 +1,8 @@
 //! The retry loop every request runs through: [`send_part`] sends one
 //! request, bound for one region, to that region's cached leader (or, when
 //! the cache names none, to the router's preferred endpoint), one attempt at
-//! a time, each bounded by the per-attempt timeout, the whole operation
-//! bounded by its deadline ([`Attempts`]). Leader hints and unreachable
+//! a time, each bounded by the per-attempt timeout; no attempt starts after
+//! the operation's deadline ([`Attempts`]). Leader hints and unreachable
 //! nodes are handled inside the loop; a refused route (the region split, or
 //! is not where the cache says) ends it with [`PartError::Stale`] after the
 //! cache was updated, so the caller can plan the request again.
@@ -120,13 +120,14 @@ impl Attempts {
     }
 
     /// The timeout of the next attempt, or the error to give up with once
-    /// the deadline passed.
+    /// the deadline passed. An attempt started before the deadline gets its
+    /// whole timeout: cutting it short at the deadline would turn a refusal
+    /// the node was about to send into an unknown outcome.
     fn next_attempt_timeout(&self) -> Result<Duration> {
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
+        if Instant::now() >= self.deadline {
             return Err(self.history.give_up(self.kind, self.operation_timeout));
         }
-        Ok(remaining.min(self.request_timeout))
+        Ok(self.request_timeout)
     }
 
     /// Whether another redirect may go without a backoff.
