@@ -28,6 +28,9 @@ use crate::transport::MessageSink;
 
 /// How many inbox messages one turn takes before it processes Readies.
 const INBOX_BATCH_MAX: usize = 4096;
+/// A turn this long holds up every region of the shard (elections time out
+/// after about a second): it is logged as a warning.
+const TURN_SLOW: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub(crate) struct Shard {
     core: ShardCore,
@@ -209,7 +212,15 @@ impl Shard {
                 tracing::error!(%err, "shard turn failed; stopping the shard");
                 return Err(err);
             }
-            metrics::SHARD_TURN_SECONDS.observe(started.elapsed().as_secs_f64());
+            let turn = started.elapsed();
+            metrics::SHARD_TURN_SECONDS.observe(turn.as_secs_f64());
+            if turn >= TURN_SLOW {
+                tracing::warn!(
+                    turn_ms = turn.as_millis() as u64,
+                    messages = taken,
+                    "slow shard turn: every region of this shard waited"
+                );
+            }
             metrics::SHARD_INBOX_BATCH.observe(taken as f64);
             if shutdown {
                 break;

@@ -23,6 +23,10 @@ use crate::limits::RequestLimits;
 use crate::members::Members;
 use crate::merge_coordinator::MergeCoordinator;
 
+/// How long a status request waits for the shards before it reports one
+/// stalled: a healthy shard answers within one turn (milliseconds).
+const SHARD_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct KvService {
     pub node_id: u64,
     pub client_addr: String,
@@ -317,10 +321,19 @@ impl Kv for KvService {
         &self,
         _req: Request<kvpb::StatusRequest>,
     ) -> Result<Response<kvpb::StatusResponse>, Status> {
-        let regions = self
-            .router
-            .status()
+        // A shard that does not answer is stalled (its turn never ends):
+        // say so instead of hanging, so the caller and the log both show it.
+        let regions = tokio::time::timeout(SHARD_STATUS_TIMEOUT, self.router.status())
             .await
+            .map_err(|_| {
+                tracing::error!(
+                    timeout_ms = SHARD_STATUS_TIMEOUT.as_millis() as u64,
+                    "a shard did not answer a status request; it is stalled"
+                );
+                Status::unavailable(format!(
+                    "this node's shards did not answer within {SHARD_STATUS_TIMEOUT:?}: a shard is stalled; see the node's log"
+                ))
+            })?
             .into_iter()
             .map(|s| kvpb::RegionStatus {
                 region: Some(region_to_proto(&s.region, &s.learners)),
