@@ -24,6 +24,16 @@ use crate::region::{RegionEpoch, RegionMeta};
 /// record, all of which take it with room to spare.
 pub const MERGE_SOURCE_BYTES_MAX: usize = 4 << 20;
 
+/// What each carried pair costs in a `CommitMerge` beyond its key and
+/// value: two length prefixes.
+const CARRIED_BYTES_PER_KEY: u64 = 16;
+
+/// The bytes a `CommitMerge` carries for a source holding `keys` keys of
+/// `bytes` bytes (keys plus values): what [`MERGE_SOURCE_BYTES_MAX`] bounds.
+pub const fn carried_bytes(keys: u64, bytes: u64) -> u64 {
+    bytes.saturating_add(keys.saturating_mul(CARRIED_BYTES_PER_KEY))
+}
+
 /// Whether `source` and `target` are neighbours: one ends where the other
 /// starts.
 pub fn adjacent(source: &RegionMeta, target: &RegionMeta) -> bool {
@@ -109,11 +119,18 @@ pub fn check_same_shard(
 /// refused).
 pub fn frozen(source: &RegionMeta) -> RegionMeta {
     RegionMeta {
-        epoch: RegionEpoch {
-            conf_ver: source.epoch.conf_ver + 1,
-            version: source.epoch.version + 1,
-        },
+        epoch: frozen_epoch(source.epoch),
         ..source.clone()
+    }
+}
+
+/// The epoch `PrepareMerge` gives a source whose epoch was `epoch`: both
+/// numbers one up, which neither a split (version only) nor a membership
+/// change (conf_ver only) produces, so it tells a frozen source apart.
+pub fn frozen_epoch(epoch: RegionEpoch) -> RegionEpoch {
+    RegionEpoch {
+        conf_ver: epoch.conf_ver + 1,
+        version: epoch.version + 1,
     }
 }
 

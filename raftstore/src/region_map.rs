@@ -6,15 +6,32 @@
 //! replicas have applied, so it may lag the cluster: a request routed by a
 //! stale entry is refused by the region itself (epoch and range checks at
 //! propose and apply time), never served.
+//!
+//! It also remembers which regions were reshaped (appeared here, or their
+//! epoch version moved: a split, a merge) since someone last asked
+//! ([`RegionMap::take_reshaped`]), so the node can report them to the
+//! placement driver at once rather than at its next heartbeat. The set
+//! holds only regions still here, so it stays bounded when nobody asks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use crate::region::RegionMeta;
 
-#[derive(Default)]
 pub struct RegionMap {
     inner: RwLock<Regions>,
+    /// Rung when `Regions::reshaped` gains a region; holds at most one
+    /// ring, so ringing never blocks a shard.
+    doorbell: (flume::Sender<()>, flume::Receiver<()>),
+}
+
+impl Default for RegionMap {
+    fn default() -> RegionMap {
+        RegionMap {
+            inner: RwLock::default(),
+            doorbell: flume::bounded(1),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -25,6 +42,9 @@ struct Regions {
     /// store id -> how many peers of the regions in `by_id` it holds (no
     /// zero counts): answers `peer_stores` without walking every region.
     peers_per_store: BTreeMap<u64, usize>,
+    /// Regions in `by_id` that appeared or whose epoch version moved since
+    /// `take_reshaped` last drained this.
+    reshaped: BTreeSet<u64>,
 }
 
 impl Regions {
@@ -62,11 +82,21 @@ impl RegionMap {
     /// Records `region`'s current shape, replacing what was known of it.
     pub fn upsert(&self, region: &RegionMeta) {
         let mut regions = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = regions.by_id.insert(region.id, region.clone()) {
+        let old = regions.by_id.insert(region.id, region.clone());
+        let reshaped = old
+            .as_ref()
+            .is_none_or(|old| old.epoch.version != region.epoch.version);
+        if let Some(old) = old {
             regions.forget(&old);
         }
         regions.by_start.insert(region.start_key.clone(), region.id);
         regions.count_peers(region);
+        if reshaped {
+            regions.reshaped.insert(region.id);
+            drop(regions);
+            // Full: a ring is already waiting, which covers this one.
+            let _ = self.doorbell.0.try_send(());
+        }
     }
 
     /// Forgets region `region_id` (its replica here was destroyed).
@@ -74,6 +104,24 @@ impl RegionMap {
         let mut regions = self.inner.write().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = regions.by_id.remove(&region_id) {
             regions.forget(&old);
+        }
+        regions.reshaped.remove(&region_id);
+    }
+
+    /// Waits until some region was reshaped since the last call and returns
+    /// their ids (at least one), forgetting them. Meant for one caller at a
+    /// time: concurrent callers share the regions between them.
+    pub async fn take_reshaped(&self) -> Vec<u64> {
+        loop {
+            if self.doorbell.1.recv_async().await.is_err() {
+                // Cannot happen: the map holds the sender. Never wake.
+                std::future::pending::<()>().await;
+            }
+            let mut regions = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            let reshaped: Vec<u64> = std::mem::take(&mut regions.reshaped).into_iter().collect();
+            if !reshaped.is_empty() {
+                return reshaped;
+            }
         }
     }
 
@@ -168,6 +216,34 @@ mod tests {
         assert_eq!(stores(&map), [1, 2, 4]);
         map.remove(2);
         assert!(stores(&map).is_empty());
+    }
+
+    #[test]
+    fn splits_and_new_regions_ring_but_membership_changes_do_not() {
+        let map = RegionMap::new();
+        let take = |map: &RegionMap| futures::executor::block_on(map.take_reshaped());
+        map.upsert(&region(1, b"", b""));
+        assert_eq!(take(&map), [1], "a new region");
+        let mut left = region(1, b"", b"m");
+        left.epoch.version += 1;
+        let mut right = region(2, b"m", b"");
+        right.epoch.version += 1;
+        map.upsert(&left);
+        map.upsert(&right);
+        assert_eq!(take(&map), [1, 2], "both halves of a split, one ring");
+        // A membership change moves conf_ver only.
+        let mut moved = left.clone();
+        moved.epoch.conf_ver += 1;
+        map.upsert(&moved);
+        // A region destroyed before anyone asked is not reported.
+        let mut merged = right.clone();
+        merged.epoch.version += 1;
+        map.upsert(&merged);
+        map.remove(2);
+        let mut again = moved.clone();
+        again.epoch.version += 1;
+        map.upsert(&again);
+        assert_eq!(take(&map), [1]);
     }
 
     #[test]

@@ -53,6 +53,13 @@ impl StoreRouter {
         self.inner.regions.region_for_key(key)
     }
 
+    /// Waits until regions on this node were reshaped (created, split,
+    /// merged) and returns their ids; see [`RegionMap::take_reshaped`].
+    /// For one caller: the node's placement heartbeat.
+    pub async fn reshaped_regions(&self) -> Vec<u64> {
+        self.inner.regions.take_reshaped().await
+    }
+
     fn resolve(&self, header: &RequestHeader, key: &[u8]) -> Result<u64, RaftstoreError> {
         if header.region_id != 0 {
             return Ok(header.region_id);

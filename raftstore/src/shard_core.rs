@@ -969,9 +969,8 @@ impl ShardCore {
         )?;
         let region = source.region();
         let size = self.store.range_size(&region.start_key, &region.end_key);
-        // Each pair costs two length prefixes in the command.
-        let carried = size.bytes as usize + 16 * size.keys as usize;
-        if carried > crate::merge::MERGE_SOURCE_BYTES_MAX {
+        let carried = crate::merge::carried_bytes(size.keys, size.bytes);
+        if carried > crate::merge::MERGE_SOURCE_BYTES_MAX as u64 {
             return Err(RaftstoreError::Refused(format!(
                 "region {source_id} holds {carried} bytes; a merge carries at most {} bytes: merge smaller regions, or delete data first",
                 crate::merge::MERGE_SOURCE_BYTES_MAX
