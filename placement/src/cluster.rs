@@ -13,6 +13,13 @@
 //! - A region heartbeat with an older epoch (either number) than the one
 //!   known for that region, or the same epoch from an older Raft term, is
 //!   ignored.
+//! - Each region's last split is when this model learnt of it: when the
+//!   region first appeared here (a split's new half, or any region first
+//!   reported after this placement leader took over, whose history it does
+//!   not know) or its range shrank (the half that kept the id). Merges grow
+//!   ranges and do not count. The merge checker leaves a region recently
+//!   split alone, so a new leader merges nothing for a split-merge interval,
+//!   as PD does after it starts.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -149,6 +156,9 @@ pub struct ClusterState {
     regions: BTreeMap<u64, RegionInfo>,
     /// Region ids by start key; the ranges never overlap.
     by_start: BTreeMap<Vec<u8>, u64>,
+    /// `now_ms` of each region's last split, as this model learnt of it
+    /// (see the module's guarantees); every region in `regions` has one.
+    split_ms: BTreeMap<u64, u64>,
     /// `now_ms` when this model started (its placement leader took over):
     /// stores are judged silent from then if they never reported.
     tracking_since_ms: u64,
@@ -161,6 +171,7 @@ impl ClusterState {
             stores: BTreeMap::new(),
             regions: BTreeMap::new(),
             by_start: BTreeMap::new(),
+            split_ms: BTreeMap::new(),
             tracking_since_ms: now_ms,
         }
     }
@@ -249,9 +260,11 @@ impl ClusterState {
         now_ms.saturating_sub(since)
     }
 
-    /// Applies a region heartbeat (see the module's guarantees).
-    pub fn region_heartbeat(&mut self, region: RegionInfo) -> RegionUpdate {
-        if let Some(known) = self.regions.get(&region.id) {
+    /// Applies a region heartbeat received at `now_ms` (see the module's
+    /// guarantees).
+    pub fn region_heartbeat(&mut self, region: RegionInfo, now_ms: u64) -> RegionUpdate {
+        let known = self.regions.get(&region.id);
+        if let Some(known) = known {
             let older = region.epoch.version < known.epoch.version
                 || region.epoch.conf_ver < known.epoch.conf_ver;
             let same_epoch_older_term = region.epoch == known.epoch && region.term < known.term;
@@ -259,6 +272,12 @@ impl ClusterState {
                 return RegionUpdate::Stale;
             }
         }
+        let split_ms = match known {
+            Some(known) if !shrank(known, &region) => {
+                self.split_ms.get(&region.id).copied().unwrap_or(now_ms)
+            }
+            _ => now_ms,
+        };
         let overlapping: Vec<u64> = self
             .overlapping(&region.start_key, &region.end_key)
             .filter(|r| r.id != region.id)
@@ -276,6 +295,7 @@ impl ClusterState {
         }
         self.remove_region(region.id);
         self.by_start.insert(region.start_key.clone(), region.id);
+        self.split_ms.insert(region.id, split_ms);
         self.regions.insert(region.id, region);
         debug_assert!(self.tiles_without_overlap(), "regions never overlap");
         RegionUpdate::Applied {
@@ -284,6 +304,7 @@ impl ClusterState {
     }
 
     fn remove_region(&mut self, id: u64) {
+        self.split_ms.remove(&id);
         if let Some(old) = self.regions.remove(&id) {
             if self.by_start.get(&old.start_key) == Some(&id) {
                 self.by_start.remove(&old.start_key);
@@ -344,7 +365,7 @@ impl ClusterState {
 
     /// An immutable copy for the schedulers.
     pub fn snapshot(&self, now_ms: u64) -> ClusterSnapshot {
-        ClusterSnapshot::new(
+        let mut snapshot = ClusterSnapshot::new(
             self.stores
                 .values()
                 .map(|store| StoreView {
@@ -354,7 +375,11 @@ impl ClusterState {
                 })
                 .collect(),
             self.regions.values().cloned().collect(),
-        )
+        );
+        for (&id, &split_ms) in &self.split_ms {
+            snapshot.set_ms_since_split(id, now_ms.saturating_sub(split_ms));
+        }
+        snapshot
     }
 
     fn tiles_without_overlap(&self) -> bool {
@@ -368,6 +393,18 @@ impl ClusterState {
                 !pair[0].end_key.is_empty() && pair[0].end_key.as_slice() <= &pair[1].start_key[..]
             })
     }
+}
+
+/// Whether `new` covers less than `old`, a shape of the same region: it
+/// split (only splits shrink a range).
+fn shrank(old: &RegionInfo, new: &RegionInfo) -> bool {
+    let starts_later = new.start_key > old.start_key;
+    let ends_earlier = match (old.end_key.is_empty(), new.end_key.is_empty()) {
+        (_, true) => false,
+        (true, false) => true,
+        (false, false) => new.end_key < old.end_key,
+    };
+    starts_later || ends_earlier
 }
 
 /// A store as the schedulers see it.
@@ -386,6 +423,9 @@ pub struct StoreView {
 pub struct ClusterSnapshot {
     stores: BTreeMap<u64, StoreView>,
     regions: BTreeMap<u64, RegionInfo>,
+    /// Time since each region's last split (filled by
+    /// `ClusterState::snapshot`).
+    ms_since_split: BTreeMap<u64, u64>,
     replica_counts: BTreeMap<u64, u64>,
     leader_counts: BTreeMap<u64, u64>,
 }
@@ -395,6 +435,7 @@ impl ClusterSnapshot {
         let mut snapshot = ClusterSnapshot {
             stores: stores.into_iter().map(|s| (s.record.id, s)).collect(),
             regions: regions.into_iter().map(|r| (r.id, r)).collect(),
+            ms_since_split: BTreeMap::new(),
             replica_counts: BTreeMap::new(),
             leader_counts: BTreeMap::new(),
         };
@@ -428,6 +469,33 @@ impl ClusterSnapshot {
 
     pub fn region(&self, id: u64) -> Option<&RegionInfo> {
         self.regions.get(&id)
+    }
+
+    /// Every region in key order.
+    pub fn regions_by_key(&self) -> Vec<&RegionInfo> {
+        let mut regions: Vec<&RegionInfo> = self.regions.values().collect();
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        regions
+    }
+
+    /// How long ago region `id` last split, if known (see
+    /// [`ClusterState`]'s guarantees): `None` for a snapshot built without
+    /// that history, which the merge checker counts as lately.
+    pub fn ms_since_split(&self, id: u64) -> Option<u64> {
+        self.ms_since_split.get(&id).copied()
+    }
+
+    /// Records how long ago region `id` last split.
+    pub fn set_ms_since_split(&mut self, id: u64, ms: u64) {
+        self.ms_since_split.insert(id, ms);
+    }
+
+    /// Drops region `id`, keeping the counts current: how tests play a
+    /// merge's effect on its source.
+    pub fn remove_region(&mut self, id: u64) {
+        self.regions.remove(&id);
+        self.ms_since_split.remove(&id);
+        self.count();
     }
 
     /// Replicas (voters and learners) on `store_id`.
@@ -499,7 +567,7 @@ pub(crate) mod tests {
             region(3, "p", "", 2, &[1, 2, 3]),
         ] {
             assert!(matches!(
-                state.region_heartbeat(r),
+                state.region_heartbeat(r, 0),
                 RegionUpdate::Applied { .. }
             ));
         }
@@ -520,7 +588,7 @@ pub(crate) mod tests {
     #[test]
     fn gaps_answer_nothing() {
         let mut state = ClusterState::new(0);
-        state.region_heartbeat(region(2, "g", "p", 2, &[1]));
+        state.region_heartbeat(region(2, "g", "p", 2, &[1]), 0);
         assert_eq!(state.region_by_key(b"a"), None);
         assert_eq!(state.region_by_key(b"q"), None);
         assert_eq!(ids(&state.scan_regions(b"a", b"z", 10)), [2]);
@@ -529,23 +597,23 @@ pub(crate) mod tests {
     #[test]
     fn an_older_epoch_or_term_is_ignored_and_a_newer_one_replaces() {
         let mut state = ClusterState::new(0);
-        state.region_heartbeat(region(1, "", "", 3, &[1, 2, 3]));
+        state.region_heartbeat(region(1, "", "", 3, &[1, 2, 3]), 0);
         assert_eq!(
-            state.region_heartbeat(region(1, "", "", 2, &[1, 2, 3])),
+            state.region_heartbeat(region(1, "", "", 2, &[1, 2, 3]), 0),
             RegionUpdate::Stale
         );
         let mut older_conf = region(1, "", "", 3, &[1, 2]);
         older_conf.epoch.conf_ver = 0;
-        assert_eq!(state.region_heartbeat(older_conf), RegionUpdate::Stale);
+        assert_eq!(state.region_heartbeat(older_conf, 0), RegionUpdate::Stale);
         let mut old_leader = region(1, "", "", 3, &[2, 1, 3]);
         old_leader.term = 0;
-        assert_eq!(state.region_heartbeat(old_leader), RegionUpdate::Stale);
+        assert_eq!(state.region_heartbeat(old_leader, 0), RegionUpdate::Stale);
         assert_eq!(state.region(1).map(|r| r.leader_store), Some(1));
 
         let mut new_leader = region(1, "", "", 3, &[2, 1, 3]);
         new_leader.term = 2;
         assert!(matches!(
-            state.region_heartbeat(new_leader),
+            state.region_heartbeat(new_leader, 0),
             RegionUpdate::Applied { .. }
         ));
         assert_eq!(state.region(1).map(|r| r.leader_store), Some(2));
@@ -554,10 +622,10 @@ pub(crate) mod tests {
     #[test]
     fn a_split_replaces_the_parent_and_the_late_parent_is_stale() {
         let mut state = ClusterState::new(0);
-        state.region_heartbeat(region(1, "", "", 1, &[1, 2, 3]));
+        state.region_heartbeat(region(1, "", "", 1, &[1, 2, 3]), 0);
         // The right half reports first: the parent's whole range goes.
         assert_eq!(
-            state.region_heartbeat(region(9, "m", "", 2, &[1, 2, 3])),
+            state.region_heartbeat(region(9, "m", "", 2, &[1, 2, 3]), 0),
             RegionUpdate::Applied { replaced: vec![1] }
         );
         assert_eq!(
@@ -567,11 +635,11 @@ pub(crate) mod tests {
         );
         // The parent's old shape, reported late by a slow leader.
         assert_eq!(
-            state.region_heartbeat(region(1, "", "", 1, &[1, 2, 3])),
+            state.region_heartbeat(region(1, "", "", 1, &[1, 2, 3]), 0),
             RegionUpdate::Stale
         );
         assert!(matches!(
-            state.region_heartbeat(region(1, "", "m", 2, &[1, 2, 3])),
+            state.region_heartbeat(region(1, "", "m", 2, &[1, 2, 3]), 0),
             RegionUpdate::Applied { .. }
         ));
         assert_eq!(ids(&state.scan_regions(b"", b"", 10)), [1, 9]);
@@ -581,16 +649,41 @@ pub(crate) mod tests {
     #[test]
     fn a_region_that_grew_back_over_several_replaces_them_all() {
         let mut state = ClusterState::new(0);
-        state.region_heartbeat(region(1, "", "d", 2, &[1]));
-        state.region_heartbeat(region(2, "d", "k", 2, &[1]));
-        state.region_heartbeat(region(3, "k", "", 2, &[1]));
+        state.region_heartbeat(region(1, "", "d", 2, &[1]), 0);
+        state.region_heartbeat(region(2, "d", "k", 2, &[1]), 0);
+        state.region_heartbeat(region(3, "k", "", 2, &[1]), 0);
         assert_eq!(
-            state.region_heartbeat(region(4, "c", "m", 3, &[1])),
+            state.region_heartbeat(region(4, "c", "m", 3, &[1]), 0),
             RegionUpdate::Applied {
                 replaced: vec![1, 2, 3]
             }
         );
         assert_eq!(ids(&state.scan_regions(b"", b"", 10)), [4]);
+    }
+
+    #[test]
+    fn splits_are_dated_when_learnt_and_merges_keep_the_date() {
+        let mut state = ClusterState::new(0);
+        state.region_heartbeat(region(1, "", "", 1, &[1, 2, 3]), 100);
+        let since = |state: &ClusterState, now, id| state.snapshot(now).ms_since_split(id);
+        assert_eq!(since(&state, 1_000, 1), Some(900), "first seen at 100");
+        // A leader change or a new term: no split.
+        let mut new_term = region(1, "", "", 1, &[2, 1, 3]);
+        new_term.term = 2;
+        state.region_heartbeat(new_term, 500);
+        assert_eq!(since(&state, 1_000, 1), Some(900));
+        // Region 1 splits at "m": the left half shrank, the right is new.
+        state.region_heartbeat(region(1, "", "m", 2, &[1, 2, 3]), 2_000);
+        state.region_heartbeat(region(7, "m", "", 2, &[1, 2, 3]), 2_500);
+        assert_eq!(since(&state, 3_000, 1), Some(1_000));
+        assert_eq!(since(&state, 3_000, 7), Some(500));
+        // Region 1 absorbs region 7: its range grows, its date stays, and
+        // region 7 is gone.
+        state.region_heartbeat(region(1, "", "", 3, &[1, 2, 3]), 4_000);
+        let snapshot = state.snapshot(5_000);
+        assert_eq!(snapshot.ms_since_split(1), Some(3_000));
+        assert_eq!(snapshot.ms_since_split(7), None);
+        assert_eq!(snapshot.region(7), None);
     }
 
     #[test]
@@ -633,8 +726,8 @@ pub(crate) mod tests {
     #[test]
     fn snapshots_count_replicas_and_leaders_from_the_regions() {
         let mut state = ClusterState::new(0);
-        state.region_heartbeat(region(1, "", "m", 2, &[1, 2, 3]));
-        state.region_heartbeat(region(2, "m", "", 2, &[2, 3, 4]));
+        state.region_heartbeat(region(1, "", "m", 2, &[1, 2, 3]), 0);
+        state.region_heartbeat(region(2, "m", "", 2, &[2, 3, 4]), 0);
         let snapshot = state.snapshot(0);
         assert_eq!(
             [1, 2, 3, 4].map(|s| snapshot.replica_count(s)),

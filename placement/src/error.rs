@@ -25,6 +25,15 @@ pub enum PlacementError {
     /// No store with this id ever registered.
     #[error("store {store_id} is not registered with the placement driver")]
     UnknownStore { store_id: u64 },
+    /// The merge checker's size limits admit a source that a merge cannot
+    /// carry (`raftstore::merge::MERGE_SOURCE_BYTES_MAX`).
+    #[error("merging regions of up to {keys} keys and {bytes} bytes would carry {carried} bytes; a merge carries at most {max}: lower --max-merge-region-size or --max-merge-region-keys")]
+    MergeSizeTooLarge {
+        keys: u64,
+        bytes: u64,
+        carried: u64,
+        max: u64,
+    },
     /// A state change an operator may not ask for (a tombstone never comes
     /// back; only the driver buries a store, once it holds no replica).
     #[error("store {store_id} cannot go from {from:?} to {to:?}")]

@@ -59,7 +59,10 @@ pub struct PlaygroundArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub shards: Option<u16>,
     /// Passed to every `flotilla server`, after `--`: e.g.
-    /// `playground -- --region-split-keys 10000`.
+    /// `playground -- --region-split-keys 10000`, or the placement
+    /// driver's schedule flags (`--max-store-down-time 5m`,
+    /// `--split-merge-interval 1m`, `--merge-schedule-limit 0`,
+    /// `--no-schedule`, ...).
     #[arg(last = true)]
     pub server_args: Vec<String>,
 }

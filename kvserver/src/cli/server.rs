@@ -79,8 +79,27 @@ pub struct ServerArgs {
     /// interval).
     #[arg(long, default_value_t = 32 << 20)]
     pub hot_region_written_bytes_per_sec: u64,
+    /// The placement driver merges a region into a neighbour when it holds
+    /// at most this many bytes (keys plus values) and at most
+    /// `--max-merge-region-keys` keys (PD's 20 MiB is more than a merge
+    /// carries here: at most 4 MiB with the keys' framing).
+    #[arg(long, default_value_t = placement::schedule::MAX_MERGE_REGION_BYTES_DEFAULT)]
+    pub max_merge_region_size: u64,
+    /// See `--max-merge-region-size`.
+    #[arg(long, default_value_t = placement::schedule::MAX_MERGE_REGION_KEYS_DEFAULT)]
+    pub max_merge_region_keys: u64,
+    /// A region that split less than this long ago is neither merged nor
+    /// merged into (PD's default); a new placement leader merges nothing
+    /// for this long, since it does not know when regions last split.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub split_merge_interval: Duration,
+    /// Merges the placement driver keeps in flight at most; 0 turns
+    /// merging off (PD's default).
+    #[arg(long, default_value_t = 8)]
+    pub merge_schedule_limit: usize,
     /// The placement driver answers lookups and serves timestamps but
-    /// schedules nothing: replicas and leaders move only by `flotilla ctl`.
+    /// schedules nothing (no repair, balance, split or merge): replicas and
+    /// leaders move only by `flotilla ctl`.
     #[arg(long)]
     pub no_schedule: bool,
 }
@@ -172,6 +191,23 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     if args.max_replicas == 0 {
         bail!("--max-replicas must be at least 1");
     }
+    let split = SplitThresholds {
+        keys: args.region_split_keys.max(1),
+        bytes: args.region_split_bytes.max(1),
+    };
+    let schedule = ScheduleConfig {
+        max_replicas: args.max_replicas,
+        max_store_down_ms: millis(args.max_store_down_time),
+        hot_region_written_bytes_per_sec: args.hot_region_written_bytes_per_sec,
+        max_merge_region_bytes: args.max_merge_region_size,
+        max_merge_region_keys: args.max_merge_region_keys,
+        split_merge_interval_ms: millis(args.split_merge_interval),
+        merge_schedule_limit: args.merge_schedule_limit,
+        region_split_keys: split.keys,
+        region_split_bytes: split.bytes,
+        ..ScheduleConfig::default()
+    };
+    schedule.validate()?;
     let cfg = NodeConfig {
         node_id: args.id,
         initial_cluster,
@@ -182,10 +218,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         shards: args.shards,
         pin_cores: !args.no_pin,
         checkpoint_every_entries: args.checkpoint_every_entries,
-        split: SplitThresholds {
-            keys: args.region_split_keys.max(1),
-            bytes: args.region_split_bytes.max(1),
-        },
+        split,
         limits: RequestLimits {
             key_bytes_max: args.max_key_bytes,
             value_bytes_max: args.max_value_bytes,
@@ -196,12 +229,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             ..PlacementDriverConfig::new(
                 args.store_heartbeat_interval,
                 args.region_heartbeat_interval,
-                ScheduleConfig {
-                    max_replicas: args.max_replicas,
-                    max_store_down_ms: millis(args.max_store_down_time),
-                    hot_region_written_bytes_per_sec: args.hot_region_written_bytes_per_sec,
-                    ..ScheduleConfig::default()
-                },
+                schedule,
             )
         },
     };

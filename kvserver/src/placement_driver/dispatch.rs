@@ -9,13 +9,24 @@
 //!   through `Kv.ChangePeers`, which answers once the change is applied
 //!   (several changes are one joint change). A change already in effect is
 //!   skipped by the leader, so a retried operator is harmless.
+//! - `Merge` goes to the source's leader through `Kv.MergeRegion`, which
+//!   answers once the target absorbed the source (or the merge went on in
+//!   the background). That call checks both regions as they are, not the
+//!   epochs the operator was computed for; a retry of a merge under way or
+//!   done is harmless.
+//!
+//! Answers that refuse the call for good (`InvalidArgument`, or
+//! `FailedPrecondition` without an error detail: the checks of
+//! `raftstore::merge` and `raftstore::membership`) come back as
+//! [`ServerError::Refused`]; anything else (no leader there, a stale epoch,
+//! a timeout) as [`ServerError::Rpc`], worth another try.
 
 use std::time::Duration;
 
 use flotilla_proto::kvpb::peer_change::Kind as ChangeKind;
 use flotilla_proto::kvpb::{
-    ChangePeersRequest, PeerChange, RegionEpoch as WireEpoch, RequestHeader, SplitRegionRequest,
-    TransferLeaderRequest,
+    ChangePeersRequest, MergeRegionRequest, PeerChange, RegionEpoch as WireEpoch, RequestHeader,
+    SplitRegionRequest, TransferLeaderRequest,
 };
 use placement::cluster::StoreRecord;
 use placement::schedule::Operator;
@@ -130,10 +141,27 @@ impl Dispatcher {
                         change_peers(region, epoch, vec![change(ChangeKind::Remove, store)]);
                     stub.change_peers(self.request(request)).await.map(drop)
                 }
+                Operator::Merge {
+                    source,
+                    source_epoch,
+                    target,
+                    ..
+                } => {
+                    let request = MergeRegionRequest {
+                        header: header(source, source_epoch),
+                        target_region_id: target,
+                    };
+                    stub.merge_region(self.request(request)).await.map(drop)
+                }
             }
         };
         match tokio::time::timeout(self.request_timeout, call).await {
             Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) if is_refusal(&status) => Err(ServerError::Refused {
+                store_id: leader.id,
+                addr: leader.client_addr.clone(),
+                message: status.message().to_string(),
+            }),
             Ok(Err(status)) => Err(rpc_error(status.message().to_string())),
             Err(_) => Err(rpc_error(format!(
                 "no answer within {:?}",
@@ -146,5 +174,52 @@ impl Dispatcher {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.request_timeout);
         request
+    }
+}
+
+/// Whether `status` refuses the call for good (see the module comment):
+/// `FailedPrecondition` with a detail says where to go instead
+/// (`NotLeader`, `EpochNotMatch`, `RegionNotFound`) and is worth a retry.
+fn is_refusal(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::InvalidArgument => true,
+        tonic::Code::FailedPrecondition => status.details().is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raftstore::RaftstoreError;
+
+    use crate::error_status::to_status;
+    use crate::members::Members;
+
+    #[test]
+    fn only_final_answers_are_refusals() {
+        let members = Members::default();
+        let status = |err| to_status(err, &members);
+        for refused in [
+            RaftstoreError::Refused("different shards".into()),
+            RaftstoreError::InvalidRequest("not adjacent".into()),
+        ] {
+            assert!(is_refusal(&status(refused)));
+        }
+        for transient in [
+            RaftstoreError::Unavailable("a merge is under way".into()),
+            RaftstoreError::NotLeader {
+                region_id: 3,
+                leader: Some(2),
+            },
+            RaftstoreError::EpochNotMatch {
+                region_id: 3,
+                current: Vec::new(),
+            },
+            RaftstoreError::RegionNotFound { region_id: 3 },
+        ] {
+            assert!(!is_refusal(&status(transient)));
+        }
+        assert!(!is_refusal(&tonic::Status::deadline_exceeded("slow")));
     }
 }

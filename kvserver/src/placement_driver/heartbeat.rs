@@ -5,6 +5,16 @@
 //! size, pending peers, and read and write rates from the counters' growth
 //! since the previous batch).
 //!
+//! Prompt reports: a region reshaped on this node (a split's two halves, a
+//! merge's target: `StoreRouter::reshaped_regions`) is reported at once if
+//! this node leads it, as TiKV does, rather than up to a region interval
+//! later, so the placement driver's model (and the merge checker's split
+//! dates) follow splits and merges closely. The report waits
+//! [`PROMPT_SETTLE`] first, so that a split's new half has elected its
+//! leader and the leaders measured their new sizes; a reshaped region
+//! without a leader yet is looked at again every [`PROMPT_RECHECK`] for up
+//! to [`PROMPT_WINDOW`], and one led elsewhere is that node's to report.
+//!
 //! The leader is found like the timestamp client finds it: any node that is
 //! not the leader answers `NotLeader` naming it; the client tries this
 //! node's own address first, then every member's it has learnt.
@@ -12,7 +22,7 @@
 //! Guarantee: a beat that cannot be delivered within its interval is
 //! dropped, never queued behind the next one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -24,6 +34,15 @@ use raftstore::StoreRouter;
 
 use crate::members::Members;
 use crate::placement_driver::convert::region_to_proto;
+
+/// How long a prompt report waits after a reshape (two Raft ticks: the
+/// leaders' size checks ran, a split's new half had time to elect).
+pub const PROMPT_SETTLE: Duration = Duration::from_millis(250);
+/// How often a reshaped region without a known leader is looked at again.
+pub const PROMPT_RECHECK: Duration = Duration::from_millis(100);
+/// How long a reshaped region may take to elect a leader before it is left
+/// to the periodic report (a few election timeouts).
+pub const PROMPT_WINDOW: Duration = Duration::from_secs(3);
 
 /// Who this node is, for its heartbeats.
 pub struct HeartbeatIdentity {
@@ -66,10 +85,17 @@ pub async fn run(
     store_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     region_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rates = RateTracker::default();
+    let mut prompt = PromptReports::default();
     loop {
-        let store_beat = tokio::select! {
-            _ = store_ticks.tick() => true,
-            _ = region_ticks.tick() => false,
+        let beat = tokio::select! {
+            _ = store_ticks.tick() => Beat::Store,
+            _ = region_ticks.tick() => Beat::Regions,
+            reshaped = router.reshaped_regions() => {
+                prompt.add(reshaped, Instant::now() + PROMPT_WINDOW);
+                tokio::time::sleep(PROMPT_SETTLE).await;
+                Beat::Prompt
+            }
+            _ = tokio::time::sleep(PROMPT_RECHECK), if !prompt.is_empty() => Beat::Prompt,
         };
         for (_, member) in members.all() {
             if !member.client_addr.is_empty() {
@@ -79,12 +105,23 @@ pub async fn run(
             }
         }
         let statuses = router.status().await;
-        let outcome = if store_beat {
+        let outcome = if beat == Beat::Store {
             pd.store_heartbeat(store_heartbeat(&identity, &statuses))
                 .await
                 .map(|response| tracing::debug!(state = ?response.state(), "store heartbeat delivered"))
         } else {
-            let regions = rates.leader_reports(identity.store_id, &statuses, Instant::now());
+            let only = match beat {
+                Beat::Prompt => match prompt.take_due(&statuses, Instant::now()) {
+                    due if due.is_empty() => continue,
+                    due => Some(due),
+                },
+                _ => None,
+            };
+            if let Some(due) = &only {
+                tracing::debug!(regions = ?due, "reporting reshaped regions at once");
+            }
+            let regions =
+                rates.leader_reports(identity.store_id, &statuses, Instant::now(), only.as_ref());
             pd.region_heartbeat(pb::RegionHeartbeatRequest {
                 store_id: identity.store_id,
                 regions,
@@ -100,8 +137,54 @@ pub async fn run(
             })
         };
         if let Err(err) = outcome {
-            tracing::debug!(%err, store_beat, "heartbeat not delivered");
+            tracing::debug!(%err, ?beat, "heartbeat not delivered");
         }
+    }
+}
+
+/// What woke the heartbeat loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Beat {
+    Store,
+    Regions,
+    /// Reshaped regions may be due for a prompt report.
+    Prompt,
+}
+
+/// Regions reshaped on this node and not reported yet, each with the
+/// instant after which it is left to the periodic report.
+#[derive(Default)]
+struct PromptReports {
+    pending: BTreeMap<u64, Instant>,
+}
+
+impl PromptReports {
+    fn add(&mut self, regions: Vec<u64>, until: Instant) {
+        for id in regions {
+            self.pending.insert(id, until);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The pending regions this node leads now, which it reports and
+    /// forgets; also forgets those led elsewhere, gone from this node, or
+    /// past their window. The rest (no leader yet) stay pending.
+    fn take_due(&mut self, statuses: &[RegionStatus], now: Instant) -> BTreeSet<u64> {
+        let mut due = BTreeSet::new();
+        self.pending.retain(|&id, until| {
+            let Some(status) = statuses.iter().find(|s| s.region.id == id) else {
+                return false;
+            };
+            if status.role == "leader" {
+                due.insert(id);
+                return false;
+            }
+            status.leader_id == 0 && now < *until
+        });
+        due
     }
 }
 
@@ -136,19 +219,21 @@ struct RateTracker {
 }
 
 impl RateTracker {
-    /// The reports for the regions this store leads, with rates over the
-    /// time since each was last reported from here (zero the first time,
-    /// and after the counters restarted).
+    /// The reports for the regions this store leads (of those in `only`,
+    /// if given), with rates over the time since each was last reported
+    /// from here (zero the first time, and after the counters restarted).
     fn leader_reports(
         &mut self,
         store_id: u64,
         statuses: &[RegionStatus],
         now: Instant,
+        only: Option<&BTreeSet<u64>>,
     ) -> Vec<pb::RegionInfo> {
         let mut next = HashMap::new();
         let reports = statuses
             .iter()
             .filter(|s| s.role == "leader" && s.region.is_known())
+            .filter(|s| only.is_none_or(|ids| ids.contains(&s.region.id)))
             .map(|s| {
                 let traffic = s.traffic;
                 let rate = |current: u64, before: u64, elapsed: Duration| -> u64 {
@@ -197,7 +282,12 @@ impl RateTracker {
                 })
             })
             .collect();
-        self.previous = next;
+        if only.is_some() {
+            self.previous.extend(next);
+        } else {
+            // A full report: regions no longer led here are forgotten.
+            self.previous = next;
+        }
         reports
     }
 }
@@ -237,6 +327,7 @@ mod tests {
                 status(2, "follower", RegionTraffic::default()),
             ],
             start,
+            None,
         );
         assert_eq!(first.len(), 1, "only led regions are reported");
         assert_eq!(
@@ -261,6 +352,7 @@ mod tests {
             1,
             &[status(1, "leader", grown)],
             start + Duration::from_secs(2),
+            None,
         );
         assert_eq!(
             (
@@ -275,8 +367,79 @@ mod tests {
             1,
             &[status(1, "leader", RegionTraffic::default())],
             start + Duration::from_secs(3),
+            None,
         );
         assert_eq!(restarted[0].written_bytes_per_sec, 0);
+    }
+
+    #[test]
+    fn prompt_reports_cover_only_the_named_regions_and_keep_the_others_rates() {
+        let mut tracker = RateTracker::default();
+        let start = Instant::now();
+        let grown = RegionTraffic {
+            written_keys: 10,
+            written_bytes: 1_000,
+            read_keys: 0,
+        };
+        tracker.leader_reports(
+            1,
+            &[
+                status(1, "leader", RegionTraffic::default()),
+                status(2, "leader", RegionTraffic::default()),
+            ],
+            start,
+            None,
+        );
+        let prompt = tracker.leader_reports(
+            1,
+            &[status(1, "leader", grown), status(2, "leader", grown)],
+            start + Duration::from_secs(1),
+            Some(&BTreeSet::from([2])),
+        );
+        assert_eq!(prompt.len(), 1);
+        assert_eq!(prompt[0].region.as_ref().map(|r| r.id), Some(2));
+        // Region 1's baseline is still the first full report.
+        let full = tracker.leader_reports(
+            1,
+            &[status(1, "leader", grown), status(2, "leader", grown)],
+            start + Duration::from_secs(2),
+            None,
+        );
+        let rates: Vec<u64> = full.iter().map(|r| r.written_bytes_per_sec).collect();
+        assert_eq!(rates, [500, 0]);
+    }
+
+    #[test]
+    fn reshaped_regions_are_due_once_led_here_and_dropped_otherwise() {
+        let start = Instant::now();
+        let mut prompt = PromptReports::default();
+        prompt.add(vec![1, 2, 3, 4, 5], start + PROMPT_WINDOW);
+        let mut leaderless = status(2, "candidate", RegionTraffic::default());
+        leaderless.leader_id = 0;
+        let mut led_elsewhere = status(3, "follower", RegionTraffic::default());
+        led_elsewhere.leader_id = 2;
+        let mut late = status(5, "follower", RegionTraffic::default());
+        late.leader_id = 0;
+        let statuses = [
+            status(1, "leader", RegionTraffic::default()),
+            leaderless.clone(),
+            led_elsewhere,
+            late.clone(),
+        ];
+        // Region 4 is not on this node any more.
+        assert_eq!(prompt.take_due(&statuses, start), BTreeSet::from([1]));
+        assert_eq!(
+            prompt.pending.keys().copied().collect::<Vec<_>>(),
+            [2, 5],
+            "the leaderless wait"
+        );
+        prompt.add(vec![5], start);
+        let elected = [status(2, "leader", RegionTraffic::default()), late];
+        assert_eq!(
+            prompt.take_due(&elected, start + Duration::from_millis(1)),
+            BTreeSet::from([2])
+        );
+        assert!(prompt.is_empty(), "region 5's window passed");
     }
 
     #[test]

@@ -21,7 +21,12 @@
 //!   nothing until it has led for a full region-heartbeat interval, by which
 //!   time every region's leader has reported;
 //! - at most one operator per region is in flight; one whose region's
-//!   epoch moved, or that outlived the operator timeout, is dropped.
+//!   epoch moved, or that outlived the operator timeout, is dropped;
+//! - a merge its source's leader refused (the driver cannot know, say, that
+//!   two regions run on different shards of their stores) is dropped at
+//!   once and its pair of regions left alone for
+//!   `schedule::MERGE_REFUSAL_BACKOFF_MS`, so a refusal never turns into a
+//!   retry loop; other failed dispatches are retried every round.
 
 pub mod convert;
 pub mod dispatch;
@@ -32,7 +37,9 @@ use std::time::{Duration, Instant};
 
 use flotilla_proto::placementpb as pb;
 use placement::cluster::{ClusterState, RegionUpdate, StoreRecord, StoreState, StoreStats};
-use placement::schedule::{self, decommission, DispatchState, OperatorQueue, ScheduleConfig};
+use placement::schedule::{
+    self, decommission, DispatchState, Operator, OperatorQueue, ScheduleConfig,
+};
 use placement::store_registry;
 use placement::PlacementError;
 use raftstore::command::{ReadResult, RequestHeader, WriteId, WriteResult};
@@ -344,6 +351,12 @@ impl PlacementDriver {
                 Ok(()) => DispatchState::Sent {
                     at_ms: self.now_ms(),
                 },
+                Err(err @ crate::error::ServerError::Refused { .. })
+                    if matches!(operator, Operator::Merge { .. }) =>
+                {
+                    self.merge_refused(&operator, &err);
+                    continue;
+                }
                 Err(err) => {
                     tracing::warn!(?operator, %err, "operator dispatch failed; retrying next round");
                     DispatchState::Failed {
@@ -360,6 +373,32 @@ impl PlacementDriver {
             {
                 pending.dispatch = dispatch;
             }
+        }
+    }
+
+    /// Drops the refused merge `operator` and backs off its pair.
+    fn merge_refused(&self, operator: &Operator, err: &crate::error::ServerError) {
+        let Operator::Merge { source, target, .. } = *operator else {
+            return;
+        };
+        tracing::info!(
+            source,
+            target,
+            %err,
+            backoff_ms = schedule::MERGE_REFUSAL_BACKOFF_MS,
+            "merge refused; the pair is left alone for a while"
+        );
+        let now_ms = self.now_ms();
+        let mut state = self.lock();
+        if let Some(leading) = state.leading.as_mut() {
+            if leading
+                .operators
+                .get_mut(source)
+                .is_some_and(|p| p.operator == *operator)
+            {
+                leading.operators.remove(source);
+            }
+            leading.operators.refuse_merge(source, target, now_ms);
         }
     }
 
@@ -460,10 +499,11 @@ impl PlacementDriver {
                 request.store_id, region.id, region.leader_store
             )));
         }
+        let now_ms = self.now_ms();
         self.leading(|l| {
             let stale = regions
                 .into_iter()
-                .map(|region| l.cluster.region_heartbeat(region))
+                .map(|region| l.cluster.region_heartbeat(region, now_ms))
                 .filter(|update| *update == RegionUpdate::Stale)
                 .count();
             pb::RegionHeartbeatResponse {
@@ -646,6 +686,7 @@ impl PlacementDriver {
                         };
                         json!({
                             "region": p.operator.region(),
+                            "regions": p.operator.regions(),
                             "kind": p.operator.kind(),
                             "operator": format!("{:?}", p.operator),
                             "age_ms": now_ms.saturating_sub(p.created_ms),

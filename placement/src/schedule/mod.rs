@@ -8,7 +8,9 @@
 //!    stores (repair) and on stores being decommissioned, add missing
 //!    replicas, drop surplus ones, promote caught-up learners;
 //! 2. [`hot`]: split regions written faster than a threshold;
-//! 3. [`balance`]: move leaders, then replicas, from the stores with the
+//! 3. [`merge`]: merge small, healthy, quiet regions into a neighbour with
+//!    the same voters (PD's merge checker);
+//! 4. [`balance`]: move leaders, then replicas, from the stores with the
 //!    most to those with the fewest.
 //!
 //! [`decommission`] says when an offline store is empty and may be made a
@@ -16,9 +18,10 @@
 //!
 //! Guarantees of every round:
 //! - at most one operator per region, none for a region that has one in
-//!   flight;
+//!   flight (a merge holds both its regions);
 //! - no store takes part in more than `store_operators_max` operators in
-//!   flight (splits excepted);
+//!   flight (splits and merges excepted), and no more than
+//!   `merge_schedule_limit` merges are in flight;
 //! - replicas are added only on Up stores that are heard from and hold no
 //!   replica of the region, so a region's peers stay on distinct stores;
 //! - no step leaves a region without a quorum of voters on live stores, and
@@ -28,13 +31,33 @@
 pub mod balance;
 pub mod decommission;
 pub mod hot;
+pub mod merge;
 pub mod operator;
 pub mod replica;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use raftstore::merge::{carried_bytes, MERGE_SOURCE_BYTES_MAX};
+
 use crate::cluster::{ClusterSnapshot, RegionInfo, StoreState};
-pub use operator::{DispatchState, Operator, OperatorQueue, PendingOperator, Retired};
+use crate::error::PlacementError;
+pub use operator::{
+    DispatchState, Operator, OperatorQueue, PendingOperator, Retired, MERGE_REFUSAL_BACKOFF_MS,
+};
+
+/// Default `max_merge_region_bytes`: PD's 20 MiB is more than a merge may
+/// carry here, so the limit is what fits, with its keys' framing.
+pub const MAX_MERGE_REGION_BYTES_DEFAULT: u64 = 3 << 20;
+/// Default `max_merge_region_keys`: PD's ratio of keys to bytes (200,000
+/// keys to 20 MiB) at `MAX_MERGE_REGION_BYTES_DEFAULT`.
+pub const MAX_MERGE_REGION_KEYS_DEFAULT: u64 = 30_000;
+const _: () = assert!(
+    carried_bytes(
+        MAX_MERGE_REGION_KEYS_DEFAULT,
+        MAX_MERGE_REGION_BYTES_DEFAULT
+    ) <= MERGE_SOURCE_BYTES_MAX as u64,
+    "a region small enough to merge must be small enough for a merge to carry"
+);
 
 /// What the schedulers aim for and how fast they may go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +82,27 @@ pub struct ScheduleConfig {
     pub balance_operators_per_round_max: usize,
     /// A region written faster than this (bytes per second) is split.
     pub hot_region_written_bytes_per_sec: u64,
+    /// A region is small enough to merge into a neighbour when it holds at
+    /// most this many bytes (keys plus values)...
+    pub max_merge_region_bytes: u64,
+    /// ... and at most this many keys (PD's `max-merge-region-keys`).
+    pub max_merge_region_keys: u64,
+    /// A region that split less than this long ago is not merged, nor
+    /// merged into, so that a split is not undone at once (PD's
+    /// `split-merge-interval`).
+    pub split_merge_interval_ms: u64,
+    /// Merges in flight at most; 0: no merging (PD's
+    /// `merge-schedule-limit`).
+    pub merge_schedule_limit: usize,
+    /// A region written faster than this (bytes per second) is hot: it is
+    /// neither merged nor merged into.
+    pub merge_written_bytes_per_sec_max: u64,
+    /// The stores' split thresholds (`--region-split-keys`,
+    /// `--region-split-bytes`): a merge whose result would hold more than
+    /// half of either is not scheduled, so merges and splits do not undo
+    /// each other.
+    pub region_split_keys: u64,
+    pub region_split_bytes: u64,
 }
 
 impl Default for ScheduleConfig {
@@ -72,7 +116,32 @@ impl Default for ScheduleConfig {
             store_operators_max: 4,
             balance_operators_per_round_max: 4,
             hot_region_written_bytes_per_sec: 32 << 20,
+            max_merge_region_bytes: MAX_MERGE_REGION_BYTES_DEFAULT,
+            max_merge_region_keys: MAX_MERGE_REGION_KEYS_DEFAULT,
+            split_merge_interval_ms: 60 * 60 * 1_000,
+            merge_schedule_limit: 8,
+            merge_written_bytes_per_sec_max: 1 << 20,
+            region_split_keys: 960_000,
+            region_split_bytes: 96 << 20,
         }
+    }
+}
+
+impl ScheduleConfig {
+    /// Refuses merge limits that admit a source too large for a merge to
+    /// carry (which its leader would refuse, every time).
+    pub fn validate(&self) -> Result<(), PlacementError> {
+        let carried = carried_bytes(self.max_merge_region_keys, self.max_merge_region_bytes);
+        let max = MERGE_SOURCE_BYTES_MAX as u64;
+        if carried > max {
+            return Err(PlacementError::MergeSizeTooLarge {
+                keys: self.max_merge_region_keys,
+                bytes: self.max_merge_region_bytes,
+                carried,
+                max,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -130,6 +199,9 @@ pub(crate) struct Round<'a> {
     store_load: BTreeMap<u64, usize>,
     replica_counts: BTreeMap<u64, i64>,
     leader_counts: BTreeMap<u64, i64>,
+    /// Merges in flight and added.
+    merges: usize,
+    in_flight: &'a OperatorQueue,
     added: Vec<Operator>,
 }
 
@@ -137,7 +209,7 @@ impl<'a> Round<'a> {
     fn new(
         snapshot: &'a ClusterSnapshot,
         config: &'a ScheduleConfig,
-        in_flight: &OperatorQueue,
+        in_flight: &'a OperatorQueue,
     ) -> Round<'a> {
         let replica_counts = snapshot
             .stores()
@@ -150,10 +222,15 @@ impl<'a> Round<'a> {
         let mut round = Round {
             snapshot,
             config,
-            busy_regions: in_flight.iter().map(|p| p.operator.region()).collect(),
+            busy_regions: in_flight
+                .iter()
+                .flat_map(|p| p.operator.regions())
+                .collect(),
             store_load: in_flight.in_flight_by_store(),
             replica_counts,
             leader_counts,
+            merges: in_flight.merges(),
+            in_flight,
             added: Vec::new(),
         };
         // Operators in flight (retired ones are gone: these are not done)
@@ -171,6 +248,16 @@ impl<'a> Round<'a> {
 
     pub fn is_busy(&self, region: u64) -> bool {
         self.busy_regions.contains(&region)
+    }
+
+    /// Merges in flight, this round's included.
+    pub fn merges(&self) -> usize {
+        self.merges
+    }
+
+    /// Whether a merge of regions `a` and `b` was refused lately.
+    pub fn is_merge_refused(&self, a: u64, b: u64) -> bool {
+        self.in_flight.is_merge_refused(a, b)
     }
 
     /// Whether `store_id` may take part in one more operator.
@@ -205,26 +292,29 @@ impl<'a> Round<'a> {
             .count()
     }
 
-    /// Adds `operator` if its region is free and its stores have room.
+    /// Adds `operator` if its regions are free and its stores have room.
     pub fn admit(&mut self, operator: Operator) -> bool {
-        let region = operator.region();
-        if self.is_busy(region) || !operator.stores().iter().all(|&s| self.has_room(s)) {
+        let regions = operator.regions();
+        if regions.iter().any(|&r| self.is_busy(r))
+            || !operator.stores().iter().all(|&s| self.has_room(s))
+        {
             return false;
         }
         for store in operator.stores() {
             *self.store_load.entry(store).or_default() += 1;
         }
+        if matches!(operator, Operator::Merge { .. }) {
+            self.merges += 1;
+        }
         self.count_effect(&operator);
-        self.busy_regions.insert(region);
+        self.busy_regions.extend(regions);
         self.added.push(operator);
         true
     }
 
     fn count_effect(&mut self, operator: &Operator) {
-        let leader = self
-            .snapshot
-            .region(operator.region())
-            .map(|r| r.leader_store);
+        let region = self.snapshot.region(operator.region());
+        let leader = region.map(|r| r.leader_store);
         match *operator {
             Operator::TransferLeader { to_store, .. } => {
                 if let Some(from) = leader {
@@ -241,6 +331,15 @@ impl<'a> Round<'a> {
             Operator::RemovePeer { store, .. } => {
                 *self.replica_counts.entry(store).or_default() -= 1
             }
+            Operator::Merge { .. } => {
+                // The source's replicas and leadership go away.
+                for peer in region.map_or(&[][..], |r| &r.peers[..]) {
+                    *self.replica_counts.entry(peer.store_id).or_default() -= 1;
+                }
+                if let Some(from) = leader {
+                    *self.leader_counts.entry(from).or_default() -= 1;
+                }
+            }
             Operator::PromoteLearner { .. } | Operator::Split { .. } => {}
         }
     }
@@ -256,12 +355,14 @@ pub fn schedule(
     let mut round = Round::new(snapshot, config, in_flight);
     replica::check_all(&mut round);
     hot::split_hot_regions(&mut round);
+    merge::merge_small_regions(&mut round);
     balance::balance_leaders(&mut round);
     balance::balance_regions(&mut round);
     debug_assert!(
         {
-            let regions: BTreeSet<u64> = round.added.iter().map(Operator::region).collect();
-            regions.len() == round.added.len()
+            let touched: Vec<u64> = round.added.iter().flat_map(Operator::regions).collect();
+            let regions: BTreeSet<u64> = touched.iter().copied().collect();
+            regions.len() == touched.len()
         },
         "at most one operator per region"
     );
@@ -291,6 +392,9 @@ pub(crate) mod tests {
 
     /// Plays `operator` on `snapshot` as a leader would carry it out.
     pub(crate) fn apply(snapshot: &mut ClusterSnapshot, operator: &Operator) {
+        if let Operator::Merge { .. } = operator {
+            return apply_merge(snapshot, operator);
+        }
         let Some(mut region) = snapshot.region(operator.region()).cloned() else {
             panic!("an operator for an unknown region: {operator:?}");
         };
@@ -336,8 +440,47 @@ pub(crate) mod tests {
                 region.epoch.conf_ver += 1;
             }
             Operator::Split { .. } => panic!("splits are not simulated"),
+            Operator::Merge { .. } => unreachable!("merges are played by apply_merge"),
         }
         snapshot.put_region(region);
+    }
+
+    /// Plays a merge: the target grows over the source, which is gone.
+    fn apply_merge(snapshot: &mut ClusterSnapshot, operator: &Operator) {
+        let Operator::Merge {
+            source,
+            source_epoch,
+            target,
+            target_epoch,
+        } = *operator
+        else {
+            panic!("not a merge: {operator:?}");
+        };
+        let (Some(source), Some(mut target)) = (
+            snapshot.region(source).cloned(),
+            snapshot.region(target).cloned(),
+        ) else {
+            panic!("a merge of unknown regions: {operator:?}");
+        };
+        assert_eq!(source.epoch, source_epoch, "merges apply at their epochs");
+        assert_eq!(target.epoch, target_epoch, "merges apply at their epochs");
+        let voters = |r: &RegionInfo| {
+            let mut v: Vec<u64> = r.voters().map(|p| p.store_id).collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(voters(&source), voters(&target), "the same voters");
+        if source.end_key == target.start_key {
+            target.start_key = source.start_key.clone();
+        } else {
+            assert_eq!(target.end_key, source.start_key, "neighbours");
+            target.end_key = source.end_key.clone();
+        }
+        target.epoch.version = target.epoch.version.max(source.epoch.version) + 1;
+        target.approximate_keys += source.approximate_keys;
+        target.approximate_bytes += source.approximate_bytes;
+        snapshot.remove_region(source.id);
+        snapshot.put_region(target);
     }
 
     fn promote(region: &mut RegionInfo, store: u64) {
