@@ -394,7 +394,17 @@ impl Kv for KvService {
             ));
         }
         let started = std::time::Instant::now();
-        let result = self.merges.merge(source, target).await;
+        // Its own task: a caller that gives up (a timeout) must not cancel
+        // a merge half-way, which would leave the source frozen until the
+        // coordinator's resume pass.
+        let merges = self.merges.clone();
+        let result = tokio::spawn(async move { merges.merge(source, target).await })
+            .await
+            .unwrap_or_else(|err| {
+                Err(raftstore::RaftstoreError::Internal(format!(
+                    "the merge task failed: {err}"
+                )))
+            });
         crate::metrics::observe_request("merge", result.is_ok(), started);
         let region = result.map_err(|e| to_status(e, &self.members))?;
         Ok(Response::new(kvpb::MergeRegionResponse {

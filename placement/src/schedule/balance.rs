@@ -4,7 +4,11 @@
 //! - Leaders: while the serving stores with most and fewest leaders differ
 //!   by more than `leader_balance_tolerance`, transfer the leadership of a
 //!   region from the first to a voter on the second (only ever to a voter
-//!   that is caught up).
+//!   that is caught up). The system region's leadership is not moved: its
+//!   leader is the placement leader, and a move costs a placement
+//!   failover (a new model, a scheduling pause, merges held back for a
+//!   split-merge interval). The replica checker still moves it off a store
+//!   that must be vacated.
 //! - Replicas: while the serving stores with most and fewest replicas
 //!   differ by more than `region_balance_tolerance`, add a learner on the
 //!   emptiest store for a healthy region of the fullest one; the replica
@@ -17,6 +21,7 @@
 
 use crate::cluster::RegionInfo;
 use crate::schedule::{Operator, Round, StoreHealth};
+use crate::system_keys::SYSTEM_KEY_PREFIX;
 
 /// Moves leaders from the stores with most to those with fewest.
 pub(crate) fn balance_leaders(round: &mut Round<'_>) {
@@ -45,6 +50,7 @@ fn next_leader_move(round: &Round<'_>) -> Option<Operator> {
             }
             let movable = round.snapshot.regions().find(|r| {
                 r.leader_store == source
+                    && !r.start_key.starts_with(&SYSTEM_KEY_PREFIX)
                     && !round.is_busy(r.id)
                     && r.peer_on(target).is_some_and(|p| !p.is_learner)
                     && !r.pending_stores.contains(&target)
@@ -248,6 +254,30 @@ mod tests {
         }
         // Nothing moved yet: the next round must not move more.
         assert!(schedule(&snapshot, &config, &in_flight).is_empty());
+    }
+
+    #[test]
+    fn the_system_regions_leadership_stays_where_it_is() {
+        let config = ScheduleConfig::default();
+        // Store 1 leads all three; the system region has the lowest id, so
+        // it would be the first to move.
+        let system_start = crate::system_keys::SYSTEM_KEY_PREFIX.to_vec();
+        let mut system = region(1, "", "", 2, &[1, 2, 3]);
+        system.start_key = system_start.clone();
+        let mut last_user = region(3, "k", "", 2, &[1, 2, 3]);
+        last_user.end_key = system_start;
+        let snapshot = ClusterSnapshot::new(
+            (1..=3).map(|id| store(id, StoreState::Up, 0)).collect(),
+            vec![system, region(2, "", "k", 2, &[1, 2, 3]), last_user],
+        );
+        let moved: Vec<u64> = schedule(&snapshot, &config, &OperatorQueue::new(u64::MAX))
+            .iter()
+            .filter_map(|op| match op {
+                Operator::TransferLeader { region, .. } => Some(*region),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(moved, [2, 3]);
     }
 
     #[test]
