@@ -11,7 +11,8 @@
 //!    change) is retried: a repeated `CommitMerge` is a no-op once S is
 //!    absorbed.
 //!
-//! Guarantees: at most one coordinator per source runs on a node; a frozen
+//! Guarantees: a region holding system keys is never merged nor merged
+//! into; at most one coordinator per source runs on a node; a frozen
 //! source this node leads without a coordinator (after a restart or a
 //! leader change) is picked up by [`MergeCoordinator::resume_frozen`], so
 //! no range stays frozen for longer than a resume interval past a crash.
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use flotilla_proto::kvpb::{self, CommitMergeRequest};
+use placement::system_keys::SYSTEM_KEY_PREFIX;
 use raftstore::command::{RequestHeader, WriteCommand, WriteId, WriteOp, WriteResult};
 use raftstore::merge::MERGE_SOURCE_BYTES_MAX;
 use raftstore::peer::MergeSource;
@@ -108,6 +110,7 @@ impl MergeCoordinator {
                 "a merge of region {source_id} is already under way; retry to learn its outcome"
             )));
         };
+        self.refuse_system_region(source_id, target_id).await?;
         let started = std::time::Instant::now();
         match self.router.prepare_merge(source_id, target_id).await? {
             WriteResult::Region(_) => {}
@@ -129,6 +132,28 @@ impl MergeCoordinator {
             "merge finished"
         );
         merged
+    }
+
+    /// Refuses a merge that involves a region holding system keys (the
+    /// placement driver's state lives there, in regions of its own).
+    async fn refuse_system_region(
+        &self,
+        source_id: u64,
+        target_id: u64,
+    ) -> Result<(), RaftstoreError> {
+        let statuses = self.router.status().await;
+        for id in [source_id, target_id] {
+            let Some(status) = statuses.iter().find(|s| s.region.id == id) else {
+                continue; // Not on this node: the merge's own checks refuse it.
+            };
+            let end = &status.region.end_key;
+            if end.is_empty() || end.as_slice() > &SYSTEM_KEY_PREFIX[..] {
+                return Err(RaftstoreError::InvalidRequest(format!(
+                    "region {id} holds system keys (the placement driver's state); it is never merged, nor merged into"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Steps 2 and 3 for the frozen source `source_id`.

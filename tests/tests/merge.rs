@@ -2,8 +2,9 @@
 //! neighbour through the admin client while a writer keeps writing to both;
 //! every acknowledged write survives, scans see every key once and in
 //! order, the source disappears from every store and from the placement
-//! driver, a merge of regions that are not neighbours is refused, and the
-//! merged shape and data survive a SIGKILL and restart.
+//! driver, a merge of regions that are not neighbours or of the system
+//! region is refused, and the merged shape and data survive a SIGKILL and
+//! restart.
 //!
 //! Held between PrepareMerge and CommitMerge (fail point
 //! `merge_after_prepare` on every node), a merge
@@ -220,6 +221,28 @@ async fn a_region_merges_into_its_neighbour_under_writes_and_across_a_restart() 
             assert!(message.contains("not adjacent"), "{message}");
         }
         other => panic!("a merge of non-neighbours answered {other:?}"),
+    }
+
+    // The system region (the placement driver's state, the last region)
+    // neither absorbs its user neighbour nor is absorbed.
+    let status = client
+        .status(&cluster.endpoint(1).expect("node 1"))
+        .await
+        .expect("status");
+    let system = status
+        .regions
+        .iter()
+        .filter_map(|r| r.region.as_ref())
+        .find(|r| r.end_key.is_empty())
+        .expect("the system region")
+        .id;
+    for (source, target) in [(third.id, system), (system, third.id)] {
+        match client.merge_regions(source, target).await {
+            Err(ClientError::InvalidArgument(message)) => {
+                assert!(message.contains("system keys"), "{message}");
+            }
+            other => panic!("a merge of {source} into {target} answered {other:?}"),
+        }
     }
 
     // One writer per region keeps writing while the source merges.
