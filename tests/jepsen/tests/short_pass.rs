@@ -4,9 +4,11 @@
 //! order listed, so each run starts with a change of shape made on a
 //! healthy cluster under load, which must succeed: the register run with a
 //! membership change (a voter removed and added back: 3 nodes leave no
-//! spare store), the set run with leader transfers. The set run also
-//! splits regions (the split nemesis, and servers that split regions by
-//! size), so its final scan crosses region boundaries. Docker is used when
+//! spare store), the set run with splits. The set run then merges regions,
+//! which must succeed too: its servers also split regions by size, so the
+//! merges find neighbours to join, and the clients' requests to the merged
+//! regions must be routed anew. Its final scan crosses region boundaries.
+//! Docker is used when
 //! its daemon answers and this process may enter network namespaces (root,
 //! `nsenter` and `iptables` present); otherwise the nodes are local
 //! processes. The test prints which.
@@ -78,7 +80,7 @@ fn backend() -> (BackendKind, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_register_and_set_runs_are_valid() {
-    use FaultKind::{Kill, Membership, Partition, Pause, Split, Transfer};
+    use FaultKind::{Kill, Membership, Merge, Partition, Pause, Split, Transfer};
     let seed = seed();
     println!("seed = {seed} (replay with FLOTILLA_JEPSEN_SEED={seed})");
     let (backend, why) = backend();
@@ -89,7 +91,10 @@ async fn short_register_and_set_runs_are_valid() {
     // Twenty seconds hold two or three fault windows, so only the kinds
     // listed first run. The register run kills a node after a membership
     // change: with the final crash, that node restarts twice on a WAL that
-    // holds the change's truncation records.
+    // holds the change's truncation records. The set run splits, then
+    // merges (split and merge windows are short, so a third window, a
+    // kill, sometimes fits); the final crash restarts every node on a WAL
+    // that holds the merges.
     for (workload, mut faults) in [
         (
             WorkloadKind::Register,
@@ -97,13 +102,18 @@ async fn short_register_and_set_runs_are_valid() {
         ),
         (
             WorkloadKind::Set,
-            vec![Transfer, Kill, Split, Pause, Partition],
+            vec![Split, Merge, Kill, Transfer, Pause, Partition],
         ),
     ] {
         if backend != BackendKind::Docker {
             faults.retain(|&fault| fault != Partition);
         }
-        let first_change = faults[0];
+        // The first window's change, on a healthy cluster, must succeed,
+        // and so must a merge after the splits.
+        let mut required = vec![faults[0]];
+        if faults.contains(&Merge) {
+            required.push(Merge);
+        }
         let splits = faults.contains(&Split);
         let options = RunOptions {
             workload,
@@ -140,17 +150,19 @@ async fn short_register_and_set_runs_are_valid() {
             "the nemesis acted: {} faults",
             outcome.verdict.faults_injected
         );
-        let changes = outcome
-            .verdict
-            .shape_changes
-            .iter()
-            .find(|count| count.fault == first_change);
-        assert!(
-            changes.is_some_and(|count| count.done >= 1),
-            "seed {seed}: the first window's {} on a healthy cluster succeeded: {changes:?}; see {}",
-            first_change.name(),
-            outcome.report_dir.display()
-        );
+        for fault in required {
+            let changes = outcome
+                .verdict
+                .shape_changes
+                .iter()
+                .find(|count| count.fault == fault);
+            assert!(
+                changes.is_some_and(|count| count.done >= 1),
+                "seed {seed}: a {} succeeded: {changes:?}; see {}",
+                fault.name(),
+                outcome.report_dir.display()
+            );
+        }
         // Over a thousand adds pass the servers' small split threshold.
         assert!(
             !splits || outcome.verdict.regions_at_end >= 2,

@@ -71,6 +71,7 @@ impl ClusterBackend for LocalBackend {
             FaultKind::Kill
             | FaultKind::Pause
             | FaultKind::Split
+            | FaultKind::Merge
             | FaultKind::Transfer
             | FaultKind::Membership => None,
         }

@@ -5,8 +5,8 @@ use super::FaultKind;
 use crate::backend::NodeId;
 use serde::Serialize;
 
-/// One change of shape the nemesis asked for (a split, a leader transfer,
-/// a membership change), and what came of it.
+/// One change of shape the nemesis asked for (a split, a merge, a leader
+/// transfer, a membership change), and what came of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ShapeChange {
     /// When the change was asked for, on the history's clock.
@@ -17,7 +17,8 @@ pub struct ShapeChange {
     /// key, or a key of the region to change.
     pub key: String,
     /// What was asked of the cluster; absent when no region, leader or
-    /// candidate was found to act on (the outcome says why).
+    /// candidate was found to act on, or there was nothing to do (the
+    /// outcome says why).
     #[serde(flatten)]
     pub request: Option<ChangeRequest>,
     #[serde(flatten)]
@@ -30,6 +31,8 @@ pub struct ShapeChange {
 pub enum ChangeRequest {
     /// Split the region holding the key at it.
     Split,
+    /// Merge region `source` (holding the key) into its neighbour `target`.
+    Merge { source: u64, target: u64 },
     /// Hand `region`'s leadership from `from` to `to`.
     TransferLeader {
         region: u64,
@@ -51,7 +54,7 @@ impl ChangeRequest {
     /// The stores the change involves.
     pub fn stores(&self) -> Vec<NodeId> {
         match *self {
-            ChangeRequest::Split => Vec::new(),
+            ChangeRequest::Split | ChangeRequest::Merge { .. } => Vec::new(),
             ChangeRequest::TransferLeader { from, to, .. }
             | ChangeRequest::MoveReplica { from, to, .. } => vec![from, to],
             ChangeRequest::ReAddVoter { store, .. } => vec![store],
@@ -63,6 +66,9 @@ impl std::fmt::Display for ChangeRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ChangeRequest::Split => write!(f, "split"),
+            ChangeRequest::Merge { source, target } => {
+                write!(f, "region {source} into region {target}")
+            }
             ChangeRequest::TransferLeader { region, from, to } => {
                 write!(f, "region {region}: leader {from} -> {to}")
             }
@@ -81,12 +87,16 @@ impl std::fmt::Display for ChangeRequest {
 pub enum ChangeOutcome {
     /// The change was made. `regions`: those it left, as the cluster
     /// answered (a split: the two meeting at the key, also when an earlier
-    /// split had already cut there, learners not marked; a transfer: the
-    /// region, unchanged but for its leader; a membership change: the
-    /// region with its new members).
+    /// split had already cut there, learners not marked; a merge: the
+    /// target, grown over the source's range; a transfer: the region,
+    /// unchanged but for its leader; a membership change: the region with
+    /// its new members).
     Done { regions: Vec<RegionShape> },
     /// The change was not made, or its outcome is unknown.
     Error { message: String },
+    /// There was nothing to change (a merge when one region holds the whole
+    /// user key space); `reason` says what was found.
+    Nothing { reason: String },
 }
 
 impl ShapeChange {
@@ -99,6 +109,7 @@ impl ShapeChange {
         let outcome = match &self.outcome {
             ChangeOutcome::Done { .. } => "done",
             ChangeOutcome::Error { message } => message,
+            ChangeOutcome::Nothing { reason } => reason,
         };
         format!("at {}{request}: {outcome}", self.key)
     }
@@ -156,23 +167,63 @@ pub struct NemesisEvent {
     /// Nanoseconds on the history's clock.
     pub time_ns: u64,
     pub phase: Phase,
-    /// `partition`, `kill`, `pause`, `split`, `transfer`, `membership` or
-    /// `crash-all`.
+    /// `partition`, `kill`, `pause`, `split`, `merge`, `transfer`,
+    /// `membership` or `crash-all`.
     pub fault: &'static str,
     pub nodes: Vec<NodeId>,
     pub detail: String,
-    /// The changes a `split`, `transfer` or `membership` start made, in
-    /// order.
+    /// The changes a `split`, `merge`, `transfer` or `membership` start
+    /// made, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<ShapeChange>,
 }
 
-/// How many changes of one kind the nemesis made, and how many failed.
+/// How many changes of one kind the nemesis made, how many failed, and how
+/// many had nothing to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ChangeCount {
     pub fault: FaultKind,
     pub done: usize,
     pub failed: usize,
+    pub nothing_to_do: usize,
+}
+
+impl ChangeCount {
+    /// Counts `changes` by outcome.
+    pub fn of<'c>(fault: FaultKind, changes: impl IntoIterator<Item = &'c ShapeChange>) -> Self {
+        let mut count = ChangeCount {
+            fault,
+            done: 0,
+            failed: 0,
+            nothing_to_do: 0,
+        };
+        for change in changes {
+            match change.outcome {
+                ChangeOutcome::Done { .. } => count.done += 1,
+                ChangeOutcome::Error { .. } => count.failed += 1,
+                ChangeOutcome::Nothing { .. } => count.nothing_to_do += 1,
+            }
+        }
+        count
+    }
+}
+
+impl std::fmt::Display for ChangeCount {
+    /// `merge 3 done (1 failed, 2 with nothing to do)`; the last part only
+    /// when there were such changes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} done ({} failed",
+            self.fault.name(),
+            self.done,
+            self.failed
+        )?;
+        if self.nothing_to_do > 0 {
+            write!(f, ", {} with nothing to do", self.nothing_to_do)?;
+        }
+        write!(f, ")")
+    }
 }
 
 /// The changes `events` record, per kind of `faults` that changes shape
@@ -191,15 +242,7 @@ pub fn change_counts(events: &[NemesisEvent], faults: &[FaultKind]) -> Vec<Chang
                 .iter()
                 .filter(|event| event.fault == fault.name())
                 .flat_map(|event| &event.changes);
-            let failed = changes
-                .clone()
-                .filter(|change| matches!(change.outcome, ChangeOutcome::Error { .. }))
-                .count();
-            ChangeCount {
-                fault,
-                done: changes.count() - failed,
-                failed,
-            }
+            ChangeCount::of(fault, changes)
         })
         .collect()
 }
@@ -307,25 +350,62 @@ mod tests {
                 message: "no known leader".into(),
             },
         };
+        let merge = ShapeChange {
+            time_ns: 40,
+            completed_ns: 40_500,
+            key: "k/20".into(),
+            request: Some(ChangeRequest::Merge {
+                source: 7,
+                target: 1,
+            }),
+            outcome: ChangeOutcome::Done {
+                regions: vec![shape(1, "", "")],
+            },
+        };
+        let idle_merge = ShapeChange {
+            time_ns: 41,
+            completed_ns: 41_000,
+            key: "k/30".into(),
+            request: None,
+            outcome: ChangeOutcome::Nothing {
+                reason: "one region".into(),
+            },
+        };
         let mut splits = event(10, Phase::Start);
         splits.fault = "split";
         splits.changes = vec![split.clone(), failed_split];
         let mut transfers = event(30, Phase::Start);
         transfers.fault = "transfer";
         transfers.changes = vec![unresolved_transfer.clone()];
-        let events = [splits, event(20, Phase::End), transfers];
-        let faults = [FaultKind::Kill, FaultKind::Transfer, FaultKind::Split];
-        let count = |fault, done, failed| ChangeCount {
+        let mut merges = event(40, Phase::Start);
+        merges.fault = "merge";
+        merges.changes = vec![merge.clone(), idle_merge.clone()];
+        let events = [splits, event(20, Phase::End), transfers, merges];
+        let faults = [
+            FaultKind::Kill,
+            FaultKind::Transfer,
+            FaultKind::Split,
+            FaultKind::Merge,
+        ];
+        let count = |fault, done, failed, nothing_to_do| ChangeCount {
             fault,
             done,
             failed,
+            nothing_to_do,
         };
+        let counts = change_counts(&events, &faults);
         assert_eq!(
-            change_counts(&events, &faults),
+            counts,
             [
-                count(FaultKind::Transfer, 0, 1),
-                count(FaultKind::Split, 1, 1)
+                count(FaultKind::Transfer, 0, 1, 0),
+                count(FaultKind::Split, 1, 1, 0),
+                count(FaultKind::Merge, 1, 0, 1),
             ]
+        );
+        assert_eq!(counts[1].to_string(), "split 1 done (1 failed)");
+        assert_eq!(
+            counts[2].to_string(),
+            "merge 1 done (0 failed, 1 with nothing to do)"
         );
 
         let json = serde_json::to_value(&split).expect("serialisable");
@@ -335,6 +415,15 @@ mod tests {
         let json = serde_json::to_value(&unresolved_transfer).expect("serialisable");
         assert!(json.get("change").is_none(), "{json}");
         assert_eq!(json["message"], "no known leader");
+        let json = serde_json::to_value(&merge).expect("serialisable");
+        assert_eq!(json["change"], "merge");
+        assert_eq!(
+            (json["source"].as_u64(), json["target"].as_u64()),
+            (Some(7), Some(1))
+        );
+        let json = serde_json::to_value(&idle_merge).expect("serialisable");
+        assert_eq!(json["outcome"], "nothing");
+        assert_eq!(json["reason"], "one region");
         let moved = ChangeRequest::MoveReplica {
             region: 1,
             from: 2,

@@ -12,6 +12,13 @@
 //!   (bucket boundaries, which cut between keys in use). Runs with it
 //!   also start the servers with a small `--region-split-keys`
 //!   ([`SPLIT_NEMESIS_SERVER_ARGS`]), so regions split by size under load too.
+//! - `merge`: one to three region merges, each of the region holding a key
+//!   of the workload's space into its neighbour on a side the seed picks
+//!   (the other side when that one has none; a neighbour with the same
+//!   voters first). Runs with it also get the split nemesis's server
+//!   arguments, so the set workload's keys split regions by size for the
+//!   merges to join again; list `split` before `merge` for a register run,
+//!   whose few keys hold one region until the nemesis splits it.
 //! - `transfer`: one to three leader transfers, each of the region holding a
 //!   key of the workload's space, to another of its voters.
 //! - `membership`: one membership change of the region holding a key of the
@@ -25,10 +32,11 @@
 //!   ([`MEMBERSHIP_NEMESIS_SERVER_ARGS`]), so the placement driver soon
 //!   brings regions down to three replicas and frees stores to move to.
 //!
-//! Splits, transfers and membership changes (`reshape`) are changes of
-//! shape, made through the client's admin calls and never undone; each is
-//! logged with the regions it left or the error (failures are expected
-//! after other faults, and do not stop the run).
+//! Splits, merges, transfers and membership changes (`reshape`) are changes
+//! of shape, made through the client's admin calls and never undone; each
+//! is logged with the regions it left or the error (failures are expected
+//! after other faults, and do not stop the run), or, for a merge in a key
+//! space of one region, as having had nothing to do.
 //!
 //! One fault is in effect at a time; healthy windows separate them, and the
 //! kinds take turns ([`schedule`]).
@@ -51,13 +59,15 @@ pub enum FaultKind {
     Kill,
     Pause,
     Split,
+    Merge,
     Transfer,
     Membership,
 }
 
-/// Server arguments of a run with the split nemesis: a region splits by
-/// size once it holds this many keys, so the set workload's thousands of
-/// keys split regions on their own while the nemesis splits others.
+/// Server arguments of a run with the split or the merge nemesis: a region
+/// splits by size once it holds this many keys, so the set workload's
+/// thousands of keys split regions on their own while the nemesis splits
+/// and merges others.
 pub const SPLIT_NEMESIS_SERVER_ARGS: [&str; 2] = ["--region-split-keys", "200"];
 
 /// Server arguments of a run with the membership nemesis: the placement
@@ -70,7 +80,7 @@ pub const MEMBERSHIP_NEMESIS_SERVER_ARGS: [&str; 2] = ["--region-heartbeat-inter
 /// Server arguments a run with `faults` needs.
 pub fn server_args(faults: &[FaultKind]) -> Vec<String> {
     let mut args = Vec::new();
-    if faults.contains(&FaultKind::Split) {
+    if faults.contains(&FaultKind::Split) || faults.contains(&FaultKind::Merge) {
         args.extend(SPLIT_NEMESIS_SERVER_ARGS.map(str::to_owned));
     }
     if faults.contains(&FaultKind::Membership) {
@@ -86,6 +96,7 @@ impl FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Split => "split",
+            FaultKind::Merge => "merge",
             FaultKind::Transfer => "transfer",
             FaultKind::Membership => "membership",
         }
@@ -96,7 +107,9 @@ impl FaultKind {
     pub fn changes_shape(self) -> bool {
         match self {
             FaultKind::Partition | FaultKind::Kill | FaultKind::Pause => false,
-            FaultKind::Split | FaultKind::Transfer | FaultKind::Membership => true,
+            FaultKind::Split | FaultKind::Merge | FaultKind::Transfer | FaultKind::Membership => {
+                true
+            }
         }
     }
 }
@@ -106,8 +119,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splits_and_membership_changes_bring_their_server_arguments() {
+    fn splits_merges_and_membership_changes_bring_their_server_arguments() {
         assert!(server_args(&[FaultKind::Kill, FaultKind::Transfer]).is_empty());
+        assert_eq!(server_args(&[FaultKind::Merge]), SPLIT_NEMESIS_SERVER_ARGS);
+        assert_eq!(
+            server_args(&[FaultKind::Split, FaultKind::Merge]),
+            SPLIT_NEMESIS_SERVER_ARGS
+        );
         assert_eq!(
             server_args(&[FaultKind::Membership, FaultKind::Split]),
             [

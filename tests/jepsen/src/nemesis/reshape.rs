@@ -1,19 +1,23 @@
-//! Faults that change the cluster's shape for good — region splits, leader
-//! transfers, membership changes — made through the client's admin calls
-//! (`split_region`, `transfer_leader`, `move_replica`, `change_peers`).
+//! Faults that change the cluster's shape for good — region splits and
+//! merges, leader transfers, membership changes — made through the client's
+//! admin calls (`split_region`, `merge_regions`, `transfer_leader`,
+//! `move_replica`, `change_peers`).
 //!
 //! A planned change names a key of the workload's space and picks; it is
 //! resolved against the cluster's merged view when it starts (which region
-//! holds the key, who leads it, which stores hold its replicas), then made.
-//! Every change ends as a [`ShapeChange`]: the regions it left, or the error
-//! — prefixed by the step that failed — when the change could not be
-//! resolved, was refused, or gave no answer. Failures are expected while
-//! the cluster recovers from other faults; they are recorded, never fatal.
+//! holds the key, its neighbours, who leads it, which stores hold its
+//! replicas), then made. Every change ends as a [`ShapeChange`]: the regions
+//! it left, or the error — prefixed by the step that failed — when the
+//! change could not be resolved, was refused, or gave no answer, or, for a
+//! merge when one region holds the whole user key space, nothing done.
+//! Failures are expected while the cluster recovers from other faults; they
+//! are recorded, never fatal. Merges never touch the system region: the
+//! placement driver's keys stay in a region of their own.
 
 use super::events::{ChangeOutcome, ChangeRequest, RegionShape, ShapeChange};
-use super::schedule::{PlannedMembership, PlannedTransfer};
+use super::schedule::{PlannedMembership, PlannedMerge, PlannedTransfer, Side};
 use crate::backend::NodeId;
-use client::{Client, ClusterView, PeerChange, Region, RegionView};
+use client::{Client, ClusterView, PeerChange, Region, RegionView, SYSTEM_KEY_PREFIX};
 use flotilla_tests::history::HistoryRecorder;
 use std::future::Future;
 use std::time::Duration;
@@ -56,11 +60,23 @@ impl<'a> Reshaper<'a> {
         self.change(key, |_| Ok(ChangeRequest::Split)).await
     }
 
+    /// Merges the region holding the planned key into the neighbour the
+    /// plan picks.
+    pub(super) async fn merge(&self, planned: &PlannedMerge) -> ShapeChange {
+        self.change(&planned.key, |view| {
+            let source = region_holding(view, &planned.key).map_err(error)?;
+            resolve_merge(view, source, planned.toward)
+        })
+        .await
+    }
+
     /// Hands the leadership of the region holding the planned key to the
     /// voter the plan picks.
     pub(super) async fn transfer(&self, planned: &PlannedTransfer) -> ShapeChange {
         self.change(&planned.key, |view| {
-            resolve_transfer(region_holding(view, &planned.key)?, planned.pick)
+            region_holding(view, &planned.key)
+                .and_then(|region| resolve_transfer(region, planned.pick))
+                .map_err(error)
         })
         .await
     }
@@ -68,21 +84,24 @@ impl<'a> Reshaper<'a> {
     /// Changes the membership of the region holding `key` as `planned`.
     pub(super) async fn membership(&self, key: &str, planned: &PlannedMembership) -> ShapeChange {
         self.change(key, |view| {
-            resolve_membership(region_holding(view, key)?, &self.stores, planned)
+            region_holding(view, key)
+                .and_then(|region| resolve_membership(region, &self.stores, planned))
+                .map_err(error)
         })
         .await
     }
 
-    /// Resolves a change against the cluster's view and makes it.
+    /// Resolves a change against the cluster's view and makes it. A change
+    /// that does not resolve ends with the outcome `resolve` gives instead.
     async fn change(
         &self,
         key: &str,
-        resolve: impl FnOnce(&ClusterView) -> Result<ChangeRequest, String>,
+        resolve: impl FnOnce(&ClusterView) -> Result<ChangeRequest, ChangeOutcome>,
     ) -> ShapeChange {
         let time_ns = self.clock.now_ns();
         let resolved = resolve(&self.admin.cluster_view().await);
         let (request, outcome) = match resolved {
-            Err(message) => (None, ChangeOutcome::Error { message }),
+            Err(outcome) => (None, outcome),
             Ok(request) => {
                 let outcome = match self.make(key, &request).await {
                     Ok(regions) => ChangeOutcome::Done {
@@ -109,6 +128,10 @@ impl<'a> Reshaper<'a> {
             ChangeRequest::Split => {
                 let (left, right) = step("splitting", admin.split_region(key.as_bytes())).await?;
                 Ok(vec![left, right])
+            }
+            ChangeRequest::Merge { source, target } => {
+                let merged = step("merging", admin.merge_regions(source, target)).await?;
+                Ok(vec![merged])
             }
             ChangeRequest::TransferLeader { region, to, .. } => {
                 step("transferring", admin.transfer_leader(region, to)).await?;
@@ -185,6 +208,11 @@ async fn step<T>(what: &str, call: impl Future<Output = client::Result<T>>) -> R
         Ok(Err(err)) => Err(format!("{what}: {err}")),
         Err(_) => Err(format!("{what}: no outcome within {STEP_TIMEOUT:?}")),
     }
+}
+
+/// The outcome of a change that could not be resolved.
+fn error(message: String) -> ChangeOutcome {
+    ChangeOutcome::Error { message }
 }
 
 /// The region of `view` whose range holds `key`.
@@ -267,6 +295,62 @@ fn resolve_transfer(region: &RegionView, pick_at: u32) -> Result<ChangeRequest, 
     })
 }
 
+/// Whether `region` holds user keys (it starts below the system keys).
+fn in_user_key_space(region: &Region) -> bool {
+    region.start_key.as_slice() < SYSTEM_KEY_PREFIX.as_slice()
+}
+
+/// The region of the user key space next to `region` on `side` in `view`,
+/// if one is reported.
+fn neighbour<'v>(view: &'v ClusterView, region: &Region, side: Side) -> Option<&'v RegionView> {
+    let touches = |other: &Region| match side {
+        Side::Left => !region.start_key.is_empty() && other.end_key == region.start_key,
+        Side::Right => !region.end_key.is_empty() && other.start_key == region.end_key,
+    };
+    view.regions
+        .iter()
+        .find(|other| touches(&other.region) && in_user_key_space(&other.region))
+}
+
+/// The merge of `source` (a region of the user key space) into its
+/// neighbour `toward`, or the other one when no region of the user key
+/// space lies on that side; of two neighbours, one with the same voters is
+/// taken first (others are refused). Nothing to do when `source` holds the
+/// whole user key space.
+fn resolve_merge(
+    view: &ClusterView,
+    source: &RegionView,
+    toward: Side,
+) -> Result<ChangeRequest, ChangeOutcome> {
+    let id = source.region.id;
+    let at_left_end = source.region.start_key.is_empty();
+    let at_right_end = source.region.end_key.is_empty()
+        || source.region.end_key.as_slice() >= SYSTEM_KEY_PREFIX.as_slice();
+    if at_left_end && at_right_end {
+        return Err(ChangeOutcome::Nothing {
+            reason: format!("region {id} holds the whole user key space: nothing to merge"),
+        });
+    }
+    let other_side = match toward {
+        Side::Left => Side::Right,
+        Side::Right => Side::Left,
+    };
+    let neighbours: Vec<&RegionView> = [toward, other_side]
+        .into_iter()
+        .filter_map(|side| neighbour(view, &source.region, side))
+        .collect();
+    let same_voters = neighbours
+        .iter()
+        .find(|target| voters(target) == voters(source));
+    let target = same_voters
+        .or(neighbours.first())
+        .ok_or_else(|| error(format!("no node reported a neighbour of region {id}")))?;
+    Ok(ChangeRequest::Merge {
+        source: id,
+        target: target.region.id,
+    })
+}
+
 /// The membership change `planned` means for `region` on a cluster of
 /// `stores`: a move when a store holds no replica of it, else a re-add of a
 /// follower voter.
@@ -341,6 +425,79 @@ mod tests {
             approximate_keys: 0,
             approximate_bytes: 0,
         }
+    }
+
+    /// Region `id` over `[start, end)` with voters on `voters`, led by the
+    /// first.
+    fn ranged(id: u64, start: &[u8], end: &[u8], voters: &[NodeId]) -> RegionView {
+        let mut view = region(voters, &[], voters.first().copied());
+        view.region.id = id;
+        view.region.start_key = start.to_vec();
+        view.region.end_key = end.to_vec();
+        view
+    }
+
+    /// A cluster view of these regions, in key order, followed by the
+    /// system region.
+    fn view_of(user_regions: Vec<RegionView>) -> ClusterView {
+        let mut regions = user_regions;
+        regions.push(ranged(2, &SYSTEM_KEY_PREFIX, b"", &[1, 2, 3]));
+        ClusterView {
+            regions,
+            stores: Vec::new(),
+            answers: Vec::new(),
+        }
+    }
+
+    fn merge_of(view: &ClusterView, source_at: usize, toward: Side) -> Result<(u64, u64), String> {
+        match resolve_merge(view, &view.regions[source_at], toward) {
+            Ok(ChangeRequest::Merge { source, target }) => Ok((source, target)),
+            Ok(other) => panic!("not a merge: {other:?}"),
+            Err(outcome) => Err(format!("{outcome:?}")),
+        }
+    }
+
+    #[test]
+    fn a_merge_joins_the_neighbour_on_the_planned_side_never_the_system_region() {
+        let view = view_of(vec![
+            ranged(1, b"", b"k/30", &[1, 2, 3]),
+            ranged(7, b"k/30", b"k/60", &[1, 2, 3]),
+            ranged(9, b"k/60", &SYSTEM_KEY_PREFIX, &[1, 2, 3]),
+        ]);
+        assert_eq!(merge_of(&view, 1, Side::Left), Ok((7, 1)));
+        assert_eq!(merge_of(&view, 1, Side::Right), Ok((7, 9)));
+        // At either end of the user key space, the one neighbour there is.
+        assert_eq!(merge_of(&view, 0, Side::Left), Ok((1, 7)));
+        assert_eq!(merge_of(&view, 2, Side::Right), Ok((9, 7)));
+    }
+
+    #[test]
+    fn a_merge_prefers_a_neighbour_with_the_same_voters() {
+        let view = view_of(vec![
+            ranged(1, b"", b"k/30", &[1, 2, 4]),
+            ranged(7, b"k/30", b"k/60", &[1, 2, 3]),
+            ranged(9, b"k/60", &SYSTEM_KEY_PREFIX, &[1, 2, 3]),
+        ]);
+        assert_eq!(merge_of(&view, 1, Side::Left), Ok((7, 9)));
+        // With no such neighbour it asks anyway: the refusal is recorded.
+        assert_eq!(merge_of(&view, 0, Side::Right), Ok((1, 7)));
+    }
+
+    #[test]
+    fn a_merge_in_a_user_key_space_of_one_region_has_nothing_to_do() {
+        let view = view_of(vec![ranged(1, b"", &SYSTEM_KEY_PREFIX, &[1, 2, 3])]);
+        let outcome = resolve_merge(&view, &view.regions[0], Side::Right);
+        assert!(
+            matches!(&outcome, Err(ChangeOutcome::Nothing { reason }) if reason.contains("nothing to merge")),
+            "{outcome:?}"
+        );
+        // A neighbour nobody reported (a view taken mid-split) is an error.
+        let gap = view_of(vec![ranged(7, b"k/30", &SYSTEM_KEY_PREFIX, &[1, 2, 3])]);
+        let outcome = resolve_merge(&gap, &gap.regions[0], Side::Left);
+        assert!(
+            matches!(&outcome, Err(ChangeOutcome::Error { message }) if message.contains("no node reported")),
+            "{outcome:?}"
+        );
     }
 
     const MOVE: PlannedMembership = PlannedMembership::MoveReplica {

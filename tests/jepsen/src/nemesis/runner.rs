@@ -1,10 +1,10 @@
 //! Applies planned faults to a backend and undoes them, one at a time,
 //! logging each action on the history's clock. Changes of shape (splits,
-//! leader transfers, membership changes) go through the harness's admin
+//! merges, leader transfers, membership changes) go through the harness's admin
 //! client ([`Reshaper`]) and are logged with the regions they left (or the
 //! error); there is nothing to undo after them.
 
-use super::events::{ChangeOutcome, NemesisEvent, Phase, ShapeChange};
+use super::events::{ChangeCount, NemesisEvent, Phase, ShapeChange};
 use super::partition;
 use super::reshape::Reshaper;
 use super::schedule::{Fault, Shape, Target};
@@ -93,16 +93,15 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
                     Undo::Resume(nodes),
                 )
             }
-            Fault::Split { .. } | Fault::Transfer { .. } | Fault::Membership { .. } => {
+            Fault::Split { .. }
+            | Fault::Merge { .. }
+            | Fault::Transfer { .. }
+            | Fault::Membership { .. } => {
                 changes = self.reshape(fault).await;
-                let failed = changes
-                    .iter()
-                    .filter(|change| matches!(change.outcome, ChangeOutcome::Error { .. }))
-                    .count();
                 let summaries: Vec<String> = changes.iter().map(ShapeChange::summary).collect();
                 let detail = format!(
-                    "{} done, {failed} failed: {}",
-                    changes.len() - failed,
+                    "{}: {}",
+                    ChangeCount::of(fault.kind(), &changes),
                     summaries.join("; ")
                 );
                 let mut nodes: Vec<NodeId> = changes
@@ -240,6 +239,11 @@ impl<'a, B: ClusterBackend> Nemesis<'a, B> {
             Fault::Split { keys } => {
                 for key in keys {
                     changes.push(reshaper.split(key).await);
+                }
+            }
+            Fault::Merge { merges } => {
+                for merge in merges {
+                    changes.push(reshaper.merge(merge).await);
                 }
             }
             Fault::Transfer { transfers } => {

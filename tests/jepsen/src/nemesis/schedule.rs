@@ -3,9 +3,10 @@
 //! replays the same faults on the same nodes at the same offsets, and the
 //! same splits at the same keys. Only what depends on the cluster's state
 //! is decided when the fault starts: "the leader" (with a planned fallback
-//! if no leader is agreed then), and which region, voter and store a leader
-//! transfer or membership change takes (planned as a key and picks among
-//! the candidates found then, see [`PlannedTransfer`] and
+//! if no leader is agreed then), which regions a merge joins (planned as a
+//! key and a side, see [`PlannedMerge`]), and which region, voter and store
+//! a leader transfer or membership change takes (planned as a key and picks
+//! among the candidates found then, see [`PlannedTransfer`] and
 //! [`PlannedMembership`]).
 //!
 //! The kinds take turns (`Turns`): every kind asked for once per round,
@@ -32,6 +33,9 @@ const FAULT_MS: std::ops::RangeInclusive<u64> = 5_000..=9_000;
 const FAULT_MIN_MS: u64 = 2_000;
 /// Splits one split window makes, one after another, at its start.
 const SPLITS_PER_WINDOW: std::ops::RangeInclusive<usize> = 1..=3;
+/// Merges one merge window makes, one after another: as many as a split
+/// window makes splits, so splits and merges keep each other in balance.
+const MERGES_PER_WINDOW: std::ops::RangeInclusive<usize> = SPLITS_PER_WINDOW;
 /// Leader transfers one transfer window makes, one after another.
 const TRANSFERS_PER_WINDOW: std::ops::RangeInclusive<usize> = 1..=3;
 
@@ -60,6 +64,10 @@ pub enum Fault {
     Split {
         keys: Vec<String>,
     },
+    /// Merge the regions holding these keys into a neighbour each, in turn.
+    Merge {
+        merges: Vec<PlannedMerge>,
+    },
     /// Hand leaderships to other voters, in turn.
     Transfer {
         transfers: Vec<PlannedTransfer>,
@@ -79,6 +87,27 @@ pub enum Fault {
 pub struct PlannedTransfer {
     pub key: String,
     pub pick: u32,
+}
+
+/// A merge of the region holding `key` (a key of the workload's space,
+/// ASCII) into its neighbour on side `toward`, or on the other side when
+/// there is none on that one (the first or last region of the user key
+/// space). Of two neighbours, one with the same voters is taken first:
+/// only such regions merge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedMerge {
+    pub key: String,
+    pub toward: Side,
+}
+
+/// A side in key order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// Towards smaller keys: the neighbour ending where the region starts.
+    Left,
+    /// Towards larger keys: the neighbour starting where the region ends.
+    Right,
 }
 
 /// A membership change, resolved against the region's replicas when the
@@ -103,6 +132,7 @@ impl Fault {
             Fault::Kill { .. } => FaultKind::Kill,
             Fault::Pause { .. } => FaultKind::Pause,
             Fault::Split { .. } => FaultKind::Split,
+            Fault::Merge { .. } => FaultKind::Merge,
             Fault::Transfer { .. } => FaultKind::Transfer,
             Fault::Membership { .. } => FaultKind::Membership,
         }
@@ -138,10 +168,10 @@ pub enum Target {
 }
 
 /// Plans faults of the given kinds over `time_limit` (none when `kinds` is
-/// empty), the kinds taking turns (`Turns`); splits, transfers and membership
-/// changes at keys of `key_space`. A split or a leader transfer is a quick
-/// change of shape, not a state to undo, so its window is half as long as
-/// the others: the healthy window after it comes sooner. A membership
+/// empty), the kinds taking turns (`Turns`); splits, merges, transfers and
+/// membership changes at keys of `key_space`. A split, a merge or a leader
+/// transfer is a quick change of shape, not a state to undo, so its window
+/// is half as long as the others: the healthy window after it comes sooner. A membership
 /// change keeps a whole window: a learner has to catch up.
 pub fn plan(
     rng: &mut impl Rng,
@@ -160,7 +190,10 @@ pub fn plan(
     while at_ms + FAULT_MIN_MS <= limit_ms {
         let mut length_ms = rng.gen_range(FAULT_MS);
         let kind = turns.next(rng);
-        if matches!(kind, FaultKind::Split | FaultKind::Transfer) {
+        if matches!(
+            kind,
+            FaultKind::Split | FaultKind::Merge | FaultKind::Transfer
+        ) {
             length_ms /= 2;
         }
         let end_ms = (at_ms + length_ms).min(limit_ms);
@@ -221,6 +254,18 @@ fn fault(rng: &mut impl Rng, kind: FaultKind, nodes: &[NodeId], key_space: KeySp
         FaultKind::Split => Fault::Split {
             keys: (0..rng.gen_range(SPLITS_PER_WINDOW))
                 .map(|_| bucket_key(rng, key_space, 1..SPREAD_BUCKETS))
+                .collect(),
+        },
+        FaultKind::Merge => Fault::Merge {
+            merges: (0..rng.gen_range(MERGES_PER_WINDOW))
+                .map(|_| PlannedMerge {
+                    key: bucket_key(rng, key_space, 0..SPREAD_BUCKETS),
+                    toward: if rng.gen_bool(0.5) {
+                        Side::Left
+                    } else {
+                        Side::Right
+                    },
+                })
                 .collect(),
         },
         FaultKind::Transfer => Fault::Transfer {
@@ -301,11 +346,12 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
-    const KINDS: [FaultKind; 6] = [
+    const KINDS: [FaultKind; 7] = [
         FaultKind::Partition,
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Split,
+        FaultKind::Merge,
         FaultKind::Transfer,
         FaultKind::Membership,
     ];
@@ -341,6 +387,10 @@ mod tests {
                 Fault::Split { keys } => {
                     assert!(window.end_ms - window.start_ms <= FAULT_MS.end() / 2);
                     assert!(SPLITS_PER_WINDOW.contains(&keys.len()), "{keys:?}");
+                }
+                Fault::Merge { merges } => {
+                    assert!(window.end_ms - window.start_ms <= FAULT_MS.end() / 2);
+                    assert!(MERGES_PER_WINDOW.contains(&merges.len()), "{merges:?}");
                 }
                 Fault::Transfer { transfers } => {
                     assert!(window.end_ms - window.start_ms <= FAULT_MS.end() / 2);
@@ -422,17 +472,23 @@ mod tests {
     }
 
     #[test]
-    fn transfers_and_membership_changes_target_keys_of_the_space() {
+    fn merges_transfers_and_membership_changes_target_keys_of_the_space() {
         let windows = plan(
             &mut StdRng::seed_from_u64(7),
-            &[FaultKind::Transfer, FaultKind::Membership],
+            &[FaultKind::Merge, FaultKind::Transfer, FaultKind::Membership],
             &[1, 2, 3],
             SPACE,
-            Duration::from_secs(120),
+            Duration::from_secs(180),
         );
-        let (mut transfers, mut changes) = (0, 0);
+        let (mut merges, mut transfers, mut changes) = (0, 0, 0);
+        let mut sides = Vec::new();
         for window in &windows {
             let keys: Vec<&String> = match &window.fault {
+                Fault::Merge { merges: planned } => {
+                    merges += planned.len();
+                    sides.extend(planned.iter().map(|merge| merge.toward));
+                    planned.iter().map(|merge| &merge.key).collect()
+                }
                 Fault::Transfer { transfers: planned } => {
                     transfers += planned.len();
                     planned.iter().map(|transfer| &transfer.key).collect()
@@ -448,6 +504,10 @@ mod tests {
                 assert!(bucket.len() == 2, "{key}");
             }
         }
-        assert!(transfers >= 2 && changes >= 2, "{windows:?}");
+        assert!(merges >= 2 && transfers >= 2 && changes >= 2, "{windows:?}");
+        assert!(
+            sides.contains(&Side::Left) && sides.contains(&Side::Right),
+            "merges go both ways: {sides:?}"
+        );
     }
 }

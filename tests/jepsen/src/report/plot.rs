@@ -22,11 +22,12 @@ const OK_COLOR: RGBColor = RGBColor(46, 139, 87);
 const FAIL_COLOR: RGBColor = RGBColor(200, 40, 40);
 const INFO_COLOR: RGBColor = RGBColor(230, 150, 0);
 /// Fault kinds and their shading.
-const FAULT_COLORS: [(&str, RGBColor); 7] = [
+const FAULT_COLORS: [(&str, RGBColor); 8] = [
     ("partition", RGBColor(220, 60, 60)),
     ("kill", RGBColor(120, 60, 160)),
     ("pause", RGBColor(50, 110, 220)),
     ("split", RGBColor(20, 160, 150)),
+    ("merge", RGBColor(90, 170, 60)),
     ("transfer", RGBColor(200, 170, 0)),
     ("membership", RGBColor(160, 90, 40)),
     ("crash-all", RGBColor(90, 90, 90)),

@@ -42,8 +42,9 @@ pub struct Verdict {
     pub history: HistoryStats,
     /// Faults started (the final crash of every node included).
     pub faults_injected: usize,
-    /// Changes of shape the nemesis made and those that failed, per kind
-    /// the run asked for (splits, leader transfers, membership changes).
+    /// Changes of shape the nemesis made, those that failed and those that
+    /// had nothing to do, per kind the run asked for (splits, merges, leader
+    /// transfers, membership changes).
     pub shape_changes: Vec<ChangeCount>,
     /// Regions holding the workload's keys at the end, in the cluster's
     /// merged view (0 when no node answered).
@@ -88,18 +89,7 @@ impl Verdict {
             self.faults_injected,
             self.checker_ms
         );
-        let changes: Vec<String> = self
-            .shape_changes
-            .iter()
-            .map(|count| {
-                format!(
-                    "{} {} done ({} failed)",
-                    count.fault.name(),
-                    count.done,
-                    count.failed
-                )
-            })
-            .collect();
+        let changes: Vec<String> = self.shape_changes.iter().map(ToString::to_string).collect();
         let _ = writeln!(
             text,
             "changes by the nemesis: {}; regions holding the workload's keys at the end: {}",
