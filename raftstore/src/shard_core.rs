@@ -566,7 +566,7 @@ impl ShardCore {
     /// its keys — the parent must have split first, or it would later
     /// overwrite the new region's keys with its older log. A snapshot of a
     /// configuration this store was removed from (see `tombstone`) is
-    /// dropped.
+    /// dropped, and a region merged away here is never created again.
     ///
     /// A message from a store that is not in the region's configuration,
     /// other than a leader's (whose newer configuration this replica may
@@ -604,6 +604,16 @@ impl ShardCore {
         if !self.peers.contains_key(&region_id) {
             if !from_leader {
                 tracing::debug!(region = region_id, "message for an unknown region dropped");
+                return;
+            }
+            if self.tombstones.conf_ver(region_id) == Some(MERGED_TOMBSTONE_CONF_VER) {
+                // Its source's old group, until every replica applied the
+                // merge: the region lives on in its target here.
+                tracing::debug!(
+                    region = region_id,
+                    from = msg.from,
+                    "message for a region merged away here; dropped"
+                );
                 return;
             }
             let placeholder = RegionCheckpoint {

@@ -187,6 +187,23 @@ async fn wait_frozen(cluster: &Cluster, source: u64, target: u64) -> u64 {
     .await
 }
 
+/// Starts a merge of `source` into `target` whose call waits for as long as
+/// a test holds it: a shorter attempt would time out, and its retry would
+/// find the first merge under way or, once that ended, start another.
+async fn held_merge(
+    cluster: &Cluster,
+    source: u64,
+    target: u64,
+) -> tokio::task::JoinHandle<Result<client::Region, ClientError>> {
+    let config = client::ClientConfig {
+        request_timeout: 2 * SETTLE_TIMEOUT,
+        operation_timeout: 2 * SETTLE_TIMEOUT,
+        ..client::ClientConfig::new(cluster.endpoints())
+    };
+    let client = Client::connect(config).await.expect("a client");
+    tokio::spawn(async move { client.merge_regions(source, target).await })
+}
+
 /// Holds every node's merges between PrepareMerge and CommitMerge.
 async fn hold_merges(cluster: &Cluster) {
     for node in cluster.node_ids() {
@@ -359,10 +376,7 @@ async fn a_merge_refused_by_its_target_rolls_back_and_the_source_takes_writes_ag
     let (mut cluster, [target, source, _], mut written) = three_regions().await;
     let client = cluster.client();
     hold_merges(&cluster).await;
-    let merge = {
-        let client = cluster.client();
-        tokio::spawn(async move { client.merge_regions(source.id, target.id).await })
-    };
+    let merge = held_merge(&cluster, source.id, target.id).await;
     wait_frozen(&cluster, source.id, target.id).await;
 
     // The target moves on while the source waits: its epoch no longer
@@ -402,6 +416,8 @@ async fn a_merge_whose_coordinator_is_killed_is_finished_by_the_next_leader() {
     let (mut cluster, [target, source, _], written) = three_regions().await;
     let client = cluster.client();
     hold_merges(&cluster).await;
+    // The call goes to the coordinator and, once it is killed, to the
+    // source's next leader, as a client's does.
     let merge = {
         let client = cluster.client();
         tokio::spawn(async move { client.merge_regions(source.id, target.id).await })

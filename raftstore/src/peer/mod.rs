@@ -821,8 +821,34 @@ impl Peer {
     /// Steps a message from another replica. Any message wakes the region,
     /// except the hibernation heartbeat and its response; a follower that
     /// receives its leader's hibernation heartbeat hibernates.
+    ///
+    /// A heartbeat committing past this replica's log is dropped (raft-rs
+    /// would panic on it). A leader sends one only to a replica it counts
+    /// by an earlier incarnation (destroyed and created again, its log
+    /// empty), or to one that lost entries it had acknowledged; nothing may
+    /// be committed on its word in either case.
     pub fn step(&mut self, msg: Message) {
         use raft::prelude::MessageType as T;
+        let last_index = self.raw.raft.raft_log.last_index();
+        if msg.get_msg_type() == T::MsgHeartbeat && msg.commit > last_index {
+            if self.is_initialized() {
+                tracing::warn!(
+                    region = self.region.id,
+                    from = msg.from,
+                    commit = msg.commit,
+                    last_index,
+                    "heartbeat commits past this replica's log; dropped"
+                );
+            } else {
+                tracing::debug!(
+                    region = self.region.id,
+                    from = msg.from,
+                    commit = msg.commit,
+                    "heartbeat for an earlier incarnation of this replica; dropped"
+                );
+            }
+            return;
+        }
         let marker = msg.context.as_ref() == HIBERNATE_CONTEXT;
         let hibernate = marker && msg.get_msg_type() == T::MsgHeartbeat;
         let from = msg.from;
@@ -1754,6 +1780,19 @@ mod tests {
         peer.tick(); // the third check-quorum; nobody has answered it yet
         assert!(peer.is_leader());
         assert_eq!(peer.down_peers(|_| true), Vec::<u64>::new());
+    }
+
+    /// A leader that counts this replica by an earlier incarnation sends it
+    /// a commit index beyond its log; raft-rs panics on such a heartbeat.
+    #[test]
+    fn a_heartbeat_committing_past_the_log_is_dropped() {
+        let mut peer = leader_of_three();
+        let (term, last) = (peer.raw.raft.term, peer.raw.raft.raft_log.last_index());
+        let mut heartbeat = reply_from(2, MessageType::MsgHeartbeat, term + 1);
+        heartbeat.commit = last + 100;
+        peer.step(heartbeat);
+        assert_eq!(peer.raw.raft.term, term, "the heartbeat was not stepped");
+        assert!(peer.raw.raft.raft_log.committed <= last);
     }
 
     #[test]
