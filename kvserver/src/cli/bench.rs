@@ -8,8 +8,9 @@
 //!
 //! `--workload tso` measures the timestamp oracle instead: `--clients`
 //! independent clients (each its own connection and timestamp stream), each
-//! with `--tso-callers` closed loops calling `get_timestamp` (all of one
-//! client's in one task), so the client's batching is what is measured. Each caller checks that its
+//! with `--tso-callers` closed loops calling `get_timestamp` (a client's
+//! callers spread over one task per core), so the client's batching is
+//! what is measured. Each caller checks that its
 //! timestamps strictly increase (a violation counts as an error).
 
 use anyhow::{bail, Context};
@@ -138,11 +139,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let measure_from = started + warmup;
     let stop_at = measure_from + measured;
-    // One task per client and `callers` closed loops in each task: a
-    // client's timestamp callers share a task (and one histogram), so a
-    // thousand of them cost no more than their calls.
-    let (clients, callers) = match args.workload {
+    // Closed loops per task: one per task for KV workloads; for the TSO, a
+    // client's callers are spread over one task per core (sharing the
+    // client, so its batching still sees them all): polling a thousand
+    // callers from one task kept the load generator itself the bottleneck.
+    let loads: Vec<(Client, u32)> = match args.workload {
         Workload::Tso => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let groups = u32::try_from(cores)
+                .unwrap_or(1)
+                .clamp(1, args.tso_callers.max(1));
             // Independent clients: each batches its own callers on its own stream.
             let mut clients = vec![client];
             for _ in 1..args.clients {
@@ -152,15 +158,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         .context("connecting to the cluster")?,
                 );
             }
-            (clients, args.tso_callers)
+            clients
+                .into_iter()
+                .flat_map(|client| {
+                    (0..groups).map(move |g| {
+                        let share =
+                            args.tso_callers / groups + u32::from(g < args.tso_callers % groups);
+                        (client.clone(), share)
+                    })
+                })
+                .collect()
         }
         Workload::Put | Workload::Get | Workload::Mixed => {
-            ((0..args.clients).map(|_| client.clone()).collect(), 1)
+            (0..args.clients).map(|_| (client.clone(), 1)).collect()
         }
     };
-    let tasks: Vec<_> = clients
+    let tasks: Vec<_> = loads
         .into_iter()
-        .map(|client| {
+        .map(|(client, callers)| {
             let load = Load {
                 client,
                 workload: args.workload,
