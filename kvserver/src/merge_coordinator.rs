@@ -53,18 +53,45 @@ pub struct MergeCoordinator {
     members: Members,
     stubs: KvStubs,
     /// Sources a coordinator of this node is driving.
-    running: Mutex<BTreeSet<u64>>,
+    running: SourceClaims,
 }
+
+/// The merge sources this node's coordinators drive, one coordinator each.
+#[derive(Default)]
+struct SourceClaims(Mutex<BTreeSet<u64>>);
 
 /// Releases a source's claim when its coordinator ends, however it ends.
 struct Claim<'a> {
-    coordinator: &'a MergeCoordinator,
+    claims: &'a SourceClaims,
     source_id: u64,
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        self.coordinator.running().remove(&self.source_id);
+        self.claims.lock().remove(&self.source_id);
+    }
+}
+
+impl SourceClaims {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Claims `source_id`; `None` when a coordinator already drives it.
+    fn claim(&self, source_id: u64) -> Option<Claim<'_>> {
+        // The lock is released before a claim exists: a claim's drop takes
+        // it again. (Built eagerly inside the locked expression, a refused
+        // claim dropped there deadlocked the thread, and with it the node's
+        // runtime, and would have released the other coordinator's claim.)
+        let claimed = self.lock().insert(source_id);
+        if claimed {
+            Some(Claim {
+                claims: self,
+                source_id,
+            })
+        } else {
+            None
+        }
     }
 }
 
@@ -83,19 +110,8 @@ impl MergeCoordinator {
             router,
             members,
             stubs: KvStubs::new(COMMIT_CALL_TIMEOUT, COMMIT_MERGE_MESSAGE_BYTES_MAX),
-            running: Mutex::new(BTreeSet::new()),
+            running: SourceClaims::default(),
         }
-    }
-
-    fn running(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn claim(&self, source_id: u64) -> Option<Claim<'_>> {
-        self.running().insert(source_id).then_some(Claim {
-            coordinator: self,
-            source_id,
-        })
     }
 
     /// Merges region `source_id` into its neighbour `target_id` and returns
@@ -105,7 +121,7 @@ impl MergeCoordinator {
         source_id: u64,
         target_id: u64,
     ) -> Result<kvpb::Region, RaftstoreError> {
-        let Some(_claim) = self.claim(source_id) else {
+        let Some(_claim) = self.running.claim(source_id) else {
             return Err(RaftstoreError::Unavailable(format!(
                 "a merge of region {source_id} is already under way; retry to learn its outcome"
             )));
@@ -258,7 +274,7 @@ impl MergeCoordinator {
                 let source_id = s.region.id;
                 let coordinator = self.clone();
                 tokio::spawn(async move {
-                    let Some(_claim) = coordinator.claim(source_id) else {
+                    let Some(_claim) = coordinator.running.claim(source_id) else {
                         return;
                     };
                     tracing::info!(source = source_id, target, "resuming a frozen merge");
@@ -285,5 +301,21 @@ fn commit_command(frozen: MergeSource) -> WriteCommand {
             sessions: frozen.sessions,
             pairs: frozen.pairs,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SourceClaims;
+
+    #[test]
+    fn a_source_has_one_claim_at_a_time_and_a_refused_claim_releases_nothing() {
+        let claims = SourceClaims::default();
+        let first = claims.claim(7).expect("a free source is claimed");
+        assert!(claims.claim(7).is_none(), "a second claim is refused");
+        assert!(claims.claim(7).is_none(), "the refusal released nothing");
+        assert!(claims.claim(8).is_some(), "other sources stay free");
+        drop(first);
+        assert!(claims.claim(7).is_some(), "the claim ended with its holder");
     }
 }
