@@ -43,6 +43,7 @@ pub mod router;
 pub mod rules;
 mod shard;
 pub mod shard_core;
+mod shard_peers;
 pub mod storage;
 pub mod tombstone;
 pub mod transport;

@@ -56,6 +56,7 @@ use crate::peer::{
 use crate::recovery::recover_log;
 use crate::region::{RegionEpoch, RegionMeta};
 use crate::region_map::RegionMap;
+use crate::shard_peers::{PeerMut, ShardPeers, NO_LEADER};
 use crate::storage::RegionStorage;
 use crate::tombstone::Tombstones;
 
@@ -175,7 +176,9 @@ struct SplitRequest {
 pub struct ShardCore {
     cfg: Arc<StoreConfig>,
     shard_index: usize,
-    peers: BTreeMap<u64, Peer>,
+    /// Every region of the shard; a tick and a turn visit only the awake
+    /// ones (see `shard_peers`).
+    peers: ShardPeers,
     store: Arc<KvStore>,
     region_map: Arc<RegionMap>,
     checkpoint_dir: PathBuf,
@@ -231,7 +234,7 @@ impl ShardCore {
             clock: now,
             cfg,
             shard_index,
-            peers: BTreeMap::new(),
+            peers: ShardPeers::new(),
             store,
             region_map,
             checkpoint_dir,
@@ -267,7 +270,7 @@ impl ShardCore {
         &mut self,
         checkpoint: RegionCheckpoint,
         records: Vec<&WalRecord>,
-    ) -> Result<&mut Peer, RaftstoreError> {
+    ) -> Result<PeerMut<'_>, RaftstoreError> {
         let id = checkpoint.region.id;
         let log = recover_log(&checkpoint, records)?;
         tracing::info!(
@@ -301,7 +304,7 @@ impl ShardCore {
             self.region_map.clone(),
             &self.cfg,
         );
-        Ok(self.peers.entry(id).or_insert(peer))
+        Ok(self.peers.get_or_insert(id, peer))
     }
 
     /// Runs a region a split created, here or on the shard that owns it.
@@ -330,7 +333,7 @@ impl ShardCore {
         }
         self.peers.remove(&id);
         let campaign = region.campaign;
-        let peer = self.start_region(region.checkpoint, Vec::new())?;
+        let mut peer = self.start_region(region.checkpoint, Vec::new())?;
         if campaign {
             peer.campaign_soon();
         }
@@ -349,7 +352,8 @@ impl ShardCore {
         self.next_tick
     }
 
-    /// Ticks every region if a tick is due and expires overdue requests.
+    /// Ticks every awake region if a tick is due and expires overdue
+    /// requests; wakes the asleep regions whose leader's store went silent.
     pub fn on_clock(&mut self, now: Instant) {
         self.clock = self.clock.max(now);
         if now < self.next_tick {
@@ -357,33 +361,18 @@ impl ShardCore {
         }
         self.step_held_snapshots();
         self.ticks += 1;
-        let silence_limit = self.cfg.election_timeout();
-        // Asked once per store and tick, however many regions it leads.
-        let mut silent: BTreeMap<u64, bool> = BTreeMap::new();
-        let liveness = &self.liveness;
-        let mut is_silent = |store: u64| {
-            *silent
-                .entry(store)
-                .or_insert_with(|| liveness.is_silent(store, silence_limit, now))
-        };
-        for peer in self.peers.values_mut() {
+        self.wake_where_leader_silent(now);
+        for region_id in self.peers.awake() {
+            let Some(mut peer) = self.peers.get_mut(&region_id) else {
+                continue;
+            };
+            // Its last answers go out this turn; then it is asleep.
             if peer.is_hibernating() {
-                match peer.leader_store() {
-                    Some(leader) if leader == self.cfg.node_id => continue,
-                    Some(leader) if !is_silent(leader) => continue,
-                    _ => {
-                        let region_id = peer.region().id;
-                        tracing::debug!(region = region_id, "leader's store silent; waking");
-                        if let Some(m) = peer.wake_for_silence() {
-                            self.outbox.push((m.to, region_id, m));
-                        }
-                    }
-                }
+                continue;
             }
             peer.tick();
             peer.expire(now);
             if let Some(markers) = peer.hibernate_if_idle() {
-                let region_id = peer.region().id;
                 self.outbox
                     .extend(markers.into_iter().map(|m| (m.to, region_id, m)));
             }
@@ -408,6 +397,27 @@ impl ShardCore {
         self.next_tick = (self.next_tick + self.cfg.tick).max(now);
     }
 
+    /// Wakes the asleep followers whose leader's store has been silent for
+    /// an election timeout (or that know no leader), so that they can
+    /// elect; each store is asked once, however many regions it leads.
+    fn wake_where_leader_silent(&mut self, now: Instant) {
+        let me = self.cfg.node_id;
+        let silence_limit = self.cfg.election_timeout();
+        let liveness = &self.liveness;
+        let to_wake = self.peers.asleep_led_by(|leader| {
+            leader == NO_LEADER || (leader != me && liveness.is_silent(leader, silence_limit, now))
+        });
+        for region_id in to_wake {
+            let Some(mut peer) = self.peers.get_mut(&region_id) else {
+                continue;
+            };
+            tracing::debug!(region = region_id, "leader's store silent; waking");
+            if let Some(m) = peer.wake_for_silence() {
+                self.outbox.push((m.to, region_id, m));
+            }
+        }
+    }
+
     /// Takes one inbox message. Returns true on shutdown.
     pub fn handle(&mut self, msg: ShardMsg, now: Instant) -> bool {
         self.clock = self.clock.max(now);
@@ -417,7 +427,7 @@ impl ShardCore {
                 cmd,
                 reply,
             } => match self.peers.get_mut(&region_id) {
-                Some(peer) => peer.propose_write(cmd, reply, now),
+                Some(mut peer) => peer.propose_write(cmd, reply, now),
                 None => {
                     let _ = reply.send(Err(RaftstoreError::RegionNotFound { region_id }));
                 }
@@ -428,7 +438,7 @@ impl ShardCore {
                 op,
                 reply,
             } => match self.peers.get_mut(&region_id) {
-                Some(peer) => peer.queue_read(header, op, reply, now),
+                Some(mut peer) => peer.queue_read(header, op, reply, now),
                 None => {
                     let _ = reply.send(Err(RaftstoreError::RegionNotFound { region_id }));
                 }
@@ -454,7 +464,7 @@ impl ShardCore {
                 changes,
                 reply,
             } => match self.peers.get_mut(&header.region_id) {
-                Some(peer) => {
+                Some(mut peer) => {
                     let liveness = &self.liveness;
                     let silence_limit = self.cfg.election_timeout();
                     let store_alive = |store| !liveness.is_silent(store, silence_limit, now);
@@ -472,7 +482,7 @@ impl ShardCore {
                 reply,
             } => {
                 let result = match self.peers.get_mut(&header.region_id) {
-                    Some(peer) => peer.transfer_leader(&header, to_store),
+                    Some(mut peer) => peer.transfer_leader(&header, to_store),
                     None => Err(RaftstoreError::RegionNotFound {
                         region_id: header.region_id,
                     }),
@@ -667,7 +677,7 @@ impl ShardCore {
                 _ => {}
             }
         }
-        if let Some(peer) = self.peers.get_mut(&region_id) {
+        if let Some(mut peer) = self.peers.get_mut(&region_id) {
             peer.step(msg);
         }
     }
@@ -802,7 +812,7 @@ impl ShardCore {
                     self.held_snapshots.insert(region_id, msg);
                 }
                 SnapshotCheck::Accept(region) => {
-                    if let Some(peer) = self.peers.get_mut(&region_id) {
+                    if let Some(mut peer) = self.peers.get_mut(&region_id) {
                         self.accepted_snapshots.insert(region_id, region);
                         peer.step(msg);
                     }
@@ -826,17 +836,15 @@ impl ShardCore {
         }
         out.messages.append(&mut self.outbox);
         let mut readies = Vec::new();
-        let ids: Vec<u64> = self.peers.keys().copied().collect();
-        for id in ids {
-            let Some(peer) = self.peers.get_mut(&id) else {
-                continue; // absorbed by a merge earlier in this loop
-            };
-            if peer.is_asleep() {
-                continue;
-            }
-            peer.flush_reads();
-            if let Some(rd) = peer.collect_ready(&mut out)? {
-                readies.push((id, rd));
+        for id in self.peers.awake() {
+            {
+                let Some(mut peer) = self.peers.get_mut(&id) else {
+                    continue; // absorbed by a merge earlier in this loop
+                };
+                peer.flush_reads();
+                if let Some(rd) = peer.collect_ready(&mut out)? {
+                    readies.push((id, rd));
+                }
             }
             self.destroy_absorbed(&mut out)?;
         }
@@ -845,8 +853,10 @@ impl ShardCore {
         if !out.wal.is_empty() {
             // Commit-index-only changes ride along with a sync that happens
             // anyway (see `Peer::stage_hard_state`).
-            for peer in self.peers.values_mut() {
-                peer.stage_hard_state(&mut out)?;
+            for id in self.peers.unstaged_hard_states() {
+                if let Some(mut peer) = self.peers.get_mut(&id) {
+                    peer.stage_hard_state(&mut out)?;
+                }
             }
         }
         // The leader's appends may travel while it syncs its own copy.
@@ -856,7 +866,7 @@ impl ShardCore {
             out.wal = WalBatch::default();
         }
         for (id, rd) in readies {
-            if let Some(peer) = self.peers.get_mut(&id) {
+            if let Some(mut peer) = self.peers.get_mut(&id) {
                 peer.after_persist(rd, &mut out)?;
             }
             self.destroy_absorbed(&mut out)?;
@@ -866,23 +876,33 @@ impl ShardCore {
         for region in std::mem::take(&mut out.created) {
             self.add_region(io, region)?;
         }
-        let removed: Vec<(u64, u64)> = self
-            .peers
-            .values()
-            .filter(|p| p.is_removed())
-            .map(|p| (p.region().id, p.region().epoch.conf_ver))
-            .collect();
-        for (region_id, conf_ver) in removed {
+        for region_id in self.peers.removed() {
+            let Some(conf_ver) = self
+                .peers
+                .get(&region_id)
+                .map(|p| p.region().epoch.conf_ver)
+            else {
+                continue;
+            };
             self.destroy_region(region_id, conf_ver, false)?;
         }
         // Commit-index updates learnt in phase two ride with the next batch.
         // An asleep region applied nothing since it last checked.
-        for peer in self.peers.values_mut().filter(|p| !p.is_asleep()) {
-            if let Some(cp) = peer.checkpoint_if_due(self.cfg.checkpoint_every_entries) {
-                io.write_checkpoint(cp);
+        for id in self.peers.awake() {
+            if let Some(mut peer) = self.peers.get_mut(&id) {
+                if let Some(cp) = peer.checkpoint_if_due(self.cfg.checkpoint_every_entries) {
+                    io.write_checkpoint(cp);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Checks that every region is filed by its state (the invariants of
+    /// `shard_peers`): for tests and the simulator, which call it between
+    /// turns; it visits every region.
+    pub fn check_filing(&self) -> Result<(), String> {
+        self.peers.check_filing()
     }
 
     /// Destroys the replicas of merge sources a region just absorbed,
@@ -908,7 +928,7 @@ impl ShardCore {
     fn prepare_merge(&mut self, source_id: u64, target_id: u64, reply: WriteReply, now: Instant) {
         match self.merge_proposal(source_id, target_id) {
             Ok(Ok(cmd)) => {
-                if let Some(source) = self.peers.get_mut(&source_id) {
+                if let Some(mut source) = self.peers.get_mut(&source_id) {
                     source.propose_write(cmd, reply, now);
                 }
             }
@@ -1004,7 +1024,7 @@ impl ShardCore {
         for request in std::mem::take(&mut self.splits) {
             let (reply, _ignored) = oneshot::channel();
             let reply = request.reply.unwrap_or(reply);
-            let Some(peer) = self.peers.get_mut(&request.region_id) else {
+            let Some(mut peer) = self.peers.get_mut(&request.region_id) else {
                 let _ = reply.send(Err(RaftstoreError::RegionNotFound {
                     region_id: request.region_id,
                 }));
@@ -1036,7 +1056,7 @@ impl ShardCore {
     ) -> Vec<(u64, u64)> {
         let mut compacted = Vec::new();
         for (id, result) in io.finished_checkpoints() {
-            let Some(peer) = self.peers.get_mut(&id) else {
+            let Some(mut peer) = self.peers.get_mut(&id) else {
                 continue;
             };
             match result {
@@ -1153,6 +1173,214 @@ mod tests {
             end_key: end.to_vec(),
             ..RegionMeta::whole_keyspace(id, &[1, 2, 3])
         }
+    }
+
+    /// A disk that syncs at once and a network that keeps what it is given.
+    #[derive(Default)]
+    struct RecordingIo {
+        sent: Vec<(u64, Vec<(u64, Message)>)>,
+    }
+
+    impl ShardIo for RecordingIo {
+        async fn persist(&mut self, _batch: &WalBatch) -> Result<(), RaftstoreError> {
+            Ok(())
+        }
+        fn send(&mut self, to_node: u64, messages: Vec<(u64, Message)>) {
+            self.sent.push((to_node, messages));
+        }
+        fn write_checkpoint(&mut self, _checkpoint: RegionCheckpoint) {}
+        fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
+            Vec::new()
+        }
+        async fn log_compacted(&mut self, _compacted: &[(u64, u64)]) -> Result<(), RaftstoreError> {
+            Ok(())
+        }
+        fn allocate_region_id(&mut self) -> Result<u64, RaftstoreError> {
+            Err(RaftstoreError::Internal("no splits in these tests".into()))
+        }
+        fn hand_off(&mut self, _shard: usize, _region: NewRegion) {}
+    }
+
+    /// Store 1's single shard, running `regions` (voters as given) from
+    /// their checkpoints at index 5, term 5.
+    fn shard_with(regions: &[(u64, &[u64])], now: Instant) -> ShardCore {
+        let dir = std::env::temp_dir().join(format!(
+            "flotilla-shard-core-awake-{}-{}",
+            std::process::id(),
+            regions[0].0
+        ));
+        let mut cfg = StoreConfig::new(1, dir.clone(), Vec::new());
+        cfg.shards = 1;
+        let checkpoints = regions
+            .iter()
+            .map(|&(id, voters)| RegionCheckpoint {
+                region: RegionMeta::whole_keyspace(id, voters),
+                applied_index: 5,
+                applied_term: 5,
+                conf_state: ConfState {
+                    voters: voters.to_vec(),
+                    ..Default::default()
+                },
+                sessions: Default::default(),
+                merging: None,
+                pairs: Vec::new(),
+            })
+            .collect();
+        ShardCore::recover(
+            Arc::new(cfg),
+            0,
+            checkpoints,
+            Arc::new(KvStore::new()),
+            Arc::new(RegionMap::new()),
+            &[],
+            dir,
+            now,
+        )
+        .expect("the shard starts")
+    }
+
+    /// One tick and one turn at `now`, with the filing checked after both.
+    fn tick_and_turn(core: &mut ShardCore, io: &mut RecordingIo, now: Instant) {
+        core.on_clock(now);
+        assert_eq!(core.check_filing(), Ok(()));
+        futures::executor::block_on(core.turn(io)).expect("the turn succeeds");
+        assert_eq!(core.check_filing(), Ok(()));
+    }
+
+    /// Ticks until `done` holds, at most `ticks_max` ticks; returns the time
+    /// reached.
+    fn tick_until(
+        core: &mut ShardCore,
+        io: &mut RecordingIo,
+        mut now: Instant,
+        ticks_max: u32,
+        done: impl Fn(&ShardCore) -> bool,
+    ) -> Instant {
+        for _ in 0..ticks_max {
+            if done(core) {
+                return now;
+            }
+            now += core.cfg.tick;
+            tick_and_turn(core, io, now);
+        }
+        assert!(done(core), "not reached within {ticks_max} ticks");
+        now
+    }
+
+    /// A single-voter region elects itself, hibernates and leaves the awake
+    /// set; a write wakes it, is served, and it falls asleep again.
+    #[test]
+    fn a_region_is_awake_until_it_sleeps_and_again_once_a_write_wakes_it() {
+        let mut now = Instant::now();
+        let mut core = shard_with(&[(21, &[1])], now);
+        let mut io = RecordingIo::default();
+        assert_eq!(core.peers.awake(), vec![21], "a started region is awake");
+        now = tick_until(&mut core, &mut io, now, 100, |core| {
+            core.peers.get(&21).is_some_and(Peer::is_asleep)
+        });
+        assert!(core.peers.awake().is_empty());
+        assert_eq!(core.status()[0].leader_id, 1);
+
+        let (reply, mut answer) = oneshot::channel();
+        let write = WriteCommand {
+            header: RequestHeader {
+                region_id: 21,
+                epoch: None,
+            },
+            id: WriteId::default(),
+            op: WriteOp::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+        };
+        core.handle(
+            ShardMsg::Write {
+                region_id: 21,
+                cmd: write,
+                reply,
+            },
+            now,
+        );
+        assert_eq!(core.peers.awake(), vec![21], "a write wakes the region");
+        assert_eq!(core.check_filing(), Ok(()));
+        now = tick_until(&mut core, &mut io, now, 10, |core| {
+            core.store.get(b"k").is_some()
+        });
+        assert!(matches!(answer.try_recv(), Ok(Some(Ok(_)))));
+        tick_until(&mut core, &mut io, now, 100, |core| {
+            core.peers.awake().is_empty()
+        });
+    }
+
+    /// The hibernation heartbeat of a leader on store 2, stepped into store
+    /// 1's replica of a three-voter region.
+    fn hibernation_heartbeat() -> Box<Message> {
+        let mut msg = Message::default();
+        msg.set_msg_type(MessageType::MsgHeartbeat);
+        msg.from = 2;
+        msg.to = 1;
+        msg.term = 6;
+        msg.commit = 5;
+        msg.context = crate::peer::HIBERNATE_CONTEXT.to_vec().into();
+        Box::new(msg)
+    }
+
+    /// Asleep followers are not ticked, but are filed by their leader's
+    /// store: while it pings they sleep on; once it has been silent for an
+    /// election timeout they wake (and tell the leader, should it be alive
+    /// after all), and only the regions it leads do.
+    #[test]
+    fn asleep_followers_wake_when_their_leaders_store_falls_silent() {
+        let mut now = Instant::now();
+        let mut core = shard_with(&[(31, &[1, 2, 3]), (32, &[1, 2, 3])], now);
+        let liveness = Arc::new(NodeLiveness::new());
+        core.set_liveness(liveness.clone());
+        let mut io = RecordingIo::default();
+        liveness.heard(2, now);
+        core.handle(
+            ShardMsg::Raft {
+                region_id: 31,
+                msg: hibernation_heartbeat(),
+            },
+            now,
+        );
+        assert!(core.peers.get(&31).is_some_and(Peer::is_hibernating));
+        assert_eq!(
+            core.peers.awake(),
+            vec![31, 32],
+            "awake until its answer is sent"
+        );
+        now += core.cfg.tick;
+        tick_and_turn(&mut core, &mut io, now);
+        assert_eq!(core.peers.awake(), vec![32]);
+        assert_eq!(core.peers.asleep_led_by(|store| store == 2), vec![31]);
+
+        // Store 2 keeps pinging: region 31 sleeps through many ticks.
+        for _ in 0..3 * core.cfg.election_ticks {
+            now += core.cfg.tick;
+            liveness.heard(2, now);
+            tick_and_turn(&mut core, &mut io, now);
+            assert!(!core.peers.awake().contains(&31));
+        }
+        // Store 2 falls silent.
+        io.sent.clear();
+        let silent_from = now;
+        now = tick_until(&mut core, &mut io, now, 100, |core| {
+            core.peers.awake().contains(&31)
+        });
+        assert!(now - silent_from > core.cfg.election_timeout());
+        let to_leader: Vec<MessageType> = io
+            .sent
+            .iter()
+            .filter(|(to, _)| *to == 2)
+            .flat_map(|(_, msgs)| msgs.iter())
+            .filter(|(region, _)| *region == 31)
+            .map(|(_, m)| m.get_msg_type())
+            .collect();
+        assert!(
+            to_leader.contains(&MessageType::MsgHeartbeatResponse),
+            "the woken follower tells its leader: {to_leader:?}"
+        );
     }
 
     /// A store that missed two splits gets the parent's pre-split snapshot

@@ -495,6 +495,13 @@ impl Peer {
         self.removed
     }
 
+    /// The hard state changed since a WAL batch last held it (a change of
+    /// the commit index alone waits for the next batch: see
+    /// [`Peer::stage_hard_state`]).
+    pub fn has_unstaged_hard_state(&self) -> bool {
+        self.hard_state_dirty
+    }
+
     /// The highest log index this replica knows to be committed.
     pub fn committed_index(&self) -> u64 {
         self.raw.raft.raft_log.committed

@@ -335,9 +335,16 @@ impl<'a> Simulation<'a> {
         self.check_region_safety()
     }
 
-    /// Election safety and shape agreement, on every replica every step.
+    /// Election safety and shape agreement, on every replica every step;
+    /// and every shard's filing of its regions as awake or asleep.
     fn check_region_safety(&mut self) -> Result<(), Error> {
         for (&id, node) in &self.nodes {
+            if let Err(err) = node.check_filing() {
+                return Err(sim_error(
+                    self.seed,
+                    format!("awake set: node {id} at {} ms: {err}", self.now_ms),
+                ));
+            }
             for status in node.status() {
                 let region = &status.region;
                 let shape = self

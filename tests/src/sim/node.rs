@@ -280,4 +280,13 @@ impl SimNode {
             .flat_map(ShardCore::status)
             .collect()
     }
+
+    /// Whether every shard files its regions by their state (awake or
+    /// asleep, see `raftstore::shard_core::ShardCore::check_filing`).
+    pub fn check_filing(&self) -> Result<(), String> {
+        self.shards
+            .iter()
+            .filter_map(|s| s.core.as_ref())
+            .try_for_each(ShardCore::check_filing)
+    }
 }
