@@ -27,6 +27,7 @@ use raftstore::command::{RequestHeader, WriteCommand, WriteId, WriteOp, WriteRes
 use raftstore::merge::MERGE_SOURCE_BYTES_MAX;
 use raftstore::peer::MergeSource;
 use raftstore::region::RegionMeta;
+use raftstore::shard_core::StatusScope;
 use raftstore::{RaftstoreError, StoreRouter};
 use tokio::time::Instant;
 
@@ -206,8 +207,8 @@ impl MergeCoordinator {
 
     /// Sends `command` to the leader of `target_id` as this node knows it.
     async fn send_commit(&self, target_id: u64, command: &[u8]) -> CommitOutcome {
-        let status = self.router.status().await;
-        let Some(target) = status.iter().find(|s| s.region.id == target_id) else {
+        let status = self.router.status_in(StatusScope::Region(target_id)).await;
+        let Some(target) = status.first() else {
             return CommitOutcome::Retry(format!("region {target_id} is not on this node"));
         };
         let addr = self
@@ -263,14 +264,11 @@ impl MergeCoordinator {
     pub async fn resume_frozen(self: Arc<Self>) {
         loop {
             tokio::time::sleep(RESUME_INTERVAL).await;
-            let me = self.router.status().await;
-            for s in me {
+            let frozen = self.router.status_in(StatusScope::LeadingFrozen).await;
+            for s in frozen {
                 let Some(target) = s.merging_into else {
                     continue;
                 };
-                if s.role != "leader" {
-                    continue;
-                }
                 let source_id = s.region.id;
                 let coordinator = self.clone();
                 tokio::spawn(async move {

@@ -15,7 +15,7 @@ use crate::membership::PeerChange;
 use crate::peer::{MergeSource, RegionStatus};
 use crate::region::RegionMeta;
 use crate::region_map::RegionMap;
-use crate::shard_core::ShardMsg;
+use crate::shard_core::{RegionCounts, ShardMsg, StatusScope};
 
 struct RouterInner {
     shards: Vec<flume::Sender<ShardMsg>>,
@@ -256,10 +256,26 @@ impl StoreRouter {
 
     /// Every region's status on this node.
     pub async fn status(&self) -> Vec<RegionStatus> {
+        self.status_in(StatusScope::All).await
+    }
+
+    /// The status of the regions `scope` names, by region id.
+    pub async fn status_in(&self, scope: StatusScope) -> Vec<RegionStatus> {
+        let shards: &[flume::Sender<ShardMsg>] = match scope {
+            StatusScope::Region(id) => {
+                let shard = (self.inner.shard_of)(id);
+                self.inner.shards.get(shard..=shard).unwrap_or_default()
+            }
+            _ => &self.inner.shards,
+        };
         let mut all = Vec::new();
-        for tx in &self.inner.shards {
+        for tx in shards {
             let (reply, rx) = oneshot::channel();
-            if tx.send_async(ShardMsg::Status { reply }).await.is_ok() {
+            if tx
+                .send_async(ShardMsg::Status { scope, reply })
+                .await
+                .is_ok()
+            {
                 if let Ok(regions) = rx.await {
                     all.extend(regions);
                 }
@@ -267,6 +283,25 @@ impl StoreRouter {
         }
         all.sort_by_key(|s| s.region.id);
         all
+    }
+
+    /// How many regions this store runs and leads.
+    pub async fn region_counts(&self) -> RegionCounts {
+        let mut total = RegionCounts::default();
+        for tx in &self.inner.shards {
+            let (reply, rx) = oneshot::channel();
+            if tx
+                .send_async(ShardMsg::RegionCounts { reply })
+                .await
+                .is_ok()
+            {
+                if let Ok(counts) = rx.await {
+                    total.regions += counts.regions;
+                    total.leaders += counts.leaders;
+                }
+            }
+        }
+        total
     }
 
     /// Asks every shard to stop after its current turn.

@@ -108,8 +108,14 @@ pub enum ShardMsg {
         to_store: u64,
         reply: oneshot::Sender<Result<(), RaftstoreError>>,
     },
+    /// The status of the regions `scope` names.
     Status {
+        scope: StatusScope,
         reply: oneshot::Sender<Vec<RegionStatus>>,
+    },
+    /// How many regions the shard runs and leads.
+    RegionCounts {
+        reply: oneshot::Sender<RegionCounts>,
     },
     /// Freeze region `source_id` for a merge into its neighbour
     /// `target_id` (served by the source's leader); answered with the
@@ -126,6 +132,29 @@ pub enum ShardMsg {
         reply: oneshot::Sender<Result<MergeSource, RaftstoreError>>,
     },
     Shutdown,
+}
+
+/// Which regions a status request is about. Building a status costs a
+/// copy of the region's metadata: with thousands of regions, a caller that
+/// needs a few asks for those.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusScope {
+    /// Every region.
+    All,
+    /// The regions this store leads.
+    Leading,
+    /// The regions this store leads that are frozen for a merge.
+    LeadingFrozen,
+    /// One region.
+    Region(u64),
+}
+
+/// How many regions a shard (or store) runs, and how many of them it leads
+/// (replicas still waiting for their first snapshot are not counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionCounts {
+    pub regions: u64,
+    pub leaders: u64,
 }
 
 /// The `conf_ver` a merged-away region's tombstone records: it covers every
@@ -514,8 +543,11 @@ impl ShardCore {
                     tracing::error!(region = id, %err, "could not start a region split off on another shard");
                 }
             }
-            ShardMsg::Status { reply } => {
-                let _ = reply.send(self.status());
+            ShardMsg::Status { scope, reply } => {
+                let _ = reply.send(self.status_in(scope));
+            }
+            ShardMsg::RegionCounts { reply } => {
+                let _ = reply.send(self.region_counts());
             }
             ShardMsg::PrepareMerge {
                 source_id,
@@ -537,16 +569,46 @@ impl ShardCore {
     /// Every region's status as this replica sees it (replicas still
     /// waiting for their first snapshot are left out).
     pub fn status(&self) -> Vec<RegionStatus> {
+        self.status_in(StatusScope::All)
+    }
+
+    /// The status of the regions `scope` names, as this replica sees them
+    /// (replicas still waiting for their first snapshot are left out).
+    pub fn status_in(&self, scope: StatusScope) -> Vec<RegionStatus> {
         let silence_limit = self.cfg.election_timeout();
         let store_alive = |store| !self.liveness.is_silent(store, silence_limit, self.clock);
-        self.peers
-            .values()
-            .filter(|p| p.is_initialized())
-            .map(|peer| RegionStatus {
-                down_peers: peer.down_peers(store_alive),
-                ..peer.status()
-            })
-            .collect()
+        let in_scope = |peer: &&Peer| {
+            peer.is_initialized()
+                && match scope {
+                    StatusScope::All | StatusScope::Region(_) => true,
+                    StatusScope::Leading => peer.is_leader(),
+                    StatusScope::LeadingFrozen => peer.is_leader() && peer.merging().is_some(),
+                }
+        };
+        let status = |peer: &Peer| RegionStatus {
+            down_peers: peer.down_peers(store_alive),
+            ..peer.status()
+        };
+        match scope {
+            StatusScope::Region(id) => self
+                .peers
+                .get(&id)
+                .filter(in_scope)
+                .map(status)
+                .into_iter()
+                .collect(),
+            _ => self.peers.values().filter(in_scope).map(status).collect(),
+        }
+    }
+
+    /// How many regions this shard runs and leads.
+    pub fn region_counts(&self) -> RegionCounts {
+        let mut counts = RegionCounts::default();
+        for peer in self.peers.values().filter(|p| p.is_initialized()) {
+            counts.regions += 1;
+            counts.leaders += u64::from(peer.is_leader());
+        }
+        counts
     }
 
     /// Pings every other store this store shares a region with, whichever
@@ -1310,6 +1372,32 @@ mod tests {
         tick_until(&mut core, &mut io, now, 100, |core| {
             core.peers.awake().is_empty()
         });
+    }
+
+    /// A status request for some regions builds only theirs; the counts
+    /// agree with the full status.
+    #[test]
+    fn status_scopes_and_counts_name_the_regions_asked_for() {
+        let now = Instant::now();
+        let mut core = shard_with(&[(41, &[1]), (42, &[1, 2, 3])], now);
+        let mut io = RecordingIo::default();
+        tick_until(&mut core, &mut io, now, 100, |core| {
+            core.peers.get(&41).is_some_and(Peer::is_leader)
+        });
+        let ids =
+            |scope| -> Vec<u64> { core.status_in(scope).iter().map(|s| s.region.id).collect() };
+        assert_eq!(ids(StatusScope::All), vec![41, 42]);
+        assert_eq!(ids(StatusScope::Leading), vec![41]);
+        assert_eq!(ids(StatusScope::Region(42)), vec![42]);
+        assert_eq!(ids(StatusScope::Region(43)), Vec::<u64>::new());
+        assert_eq!(ids(StatusScope::LeadingFrozen), Vec::<u64>::new());
+        assert_eq!(
+            core.region_counts(),
+            RegionCounts {
+                regions: 2,
+                leaders: 1
+            }
+        );
     }
 
     /// The hibernation heartbeat of a leader on store 2, stepped into store

@@ -30,6 +30,7 @@ use client::{ClientConfig, PlacementDriverClient};
 use flotilla_proto::placementpb as pb;
 use placement::cluster::{PeerInfo, RegionInfo};
 use raftstore::peer::{RegionStatus, RegionTraffic};
+use raftstore::shard_core::{RegionCounts, StatusScope};
 use raftstore::StoreRouter;
 
 use crate::members::Members;
@@ -104,12 +105,20 @@ pub async fn run(
                 }
             }
         }
-        let statuses = router.status().await;
         let outcome = if beat == Beat::Store {
-            pd.store_heartbeat(store_heartbeat(&identity, &statuses))
+            let counts = router.region_counts().await;
+            pd.store_heartbeat(store_heartbeat(&identity, counts))
                 .await
                 .map(|response| tracing::debug!(state = ?response.state(), "store heartbeat delivered"))
         } else {
+            // A prompt report looks at every region: a reshaped one with no
+            // leader yet stays pending. The periodic one needs only those led.
+            let scope = if beat == Beat::Prompt {
+                StatusScope::All
+            } else {
+                StatusScope::Leading
+            };
+            let statuses = router.status_in(scope).await;
             let only = match beat {
                 Beat::Prompt => match prompt.take_due(&statuses, Instant::now()) {
                     due if due.is_empty() => continue,
@@ -190,7 +199,7 @@ impl PromptReports {
 
 fn store_heartbeat(
     identity: &HeartbeatIdentity,
-    statuses: &[RegionStatus],
+    counts: RegionCounts,
 ) -> pb::StoreHeartbeatRequest {
     let (capacity_bytes, available_bytes) = match disk_space(&identity.data_dir) {
         Ok(space) => space,
@@ -199,15 +208,14 @@ fn store_heartbeat(
             (0, 0)
         }
     };
-    let leaders = statuses.iter().filter(|s| s.role == "leader").count();
     pb::StoreHeartbeatRequest {
         store_id: identity.store_id,
         peer_addr: identity.peer_addr.clone(),
         client_addr: identity.client_addr.clone(),
         capacity_bytes,
         available_bytes,
-        region_count: statuses.len() as u64,
-        leader_count: leaders as u64,
+        region_count: counts.regions,
+        leader_count: counts.leaders,
     }
 }
 

@@ -474,7 +474,7 @@ impl Peer {
         self.region.is_known()
     }
 
-    fn is_leader(&self) -> bool {
+    pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }
 
