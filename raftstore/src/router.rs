@@ -95,7 +95,7 @@ impl StoreRouter {
         op: WriteOp,
     ) -> Result<WriteResult, RaftstoreError> {
         self.rerouted(header, op, first_key, |region_id, op| {
-            let cmd = WriteCommand { header, id, op };
+            let cmd = Box::new(WriteCommand { header, id, op });
             self.call(region_id, move |reply| ShardMsg::Write {
                 region_id,
                 cmd,
@@ -230,7 +230,7 @@ impl StoreRouter {
             self.call(region_id, move |reply| ShardMsg::Read {
                 region_id,
                 header,
-                op,
+                op: Box::new(op),
                 reply,
             })
         })

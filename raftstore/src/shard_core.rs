@@ -33,7 +33,7 @@
 //! region before stepping the snapshot.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,17 +60,20 @@ use crate::shard_peers::{PeerMut, ShardPeers, NO_LEADER};
 use crate::storage::RegionStorage;
 use crate::tombstone::Tombstones;
 
-/// What a shard's inbox carries.
+/// What a shard's inbox carries. Large payloads are boxed: the inbox's
+/// queue keeps the room its largest burst took (thousands of messages when
+/// every region of a restarted store elects), so every byte of the enum
+/// counts that many times.
 pub enum ShardMsg {
     Write {
         region_id: u64,
-        cmd: WriteCommand,
+        cmd: Box<WriteCommand>,
         reply: WriteReply,
     },
     Read {
         region_id: u64,
         header: RequestHeader,
-        op: ReadOp,
+        op: Box<ReadOp>,
         reply: ReadReply,
     },
     Raft {
@@ -210,7 +213,7 @@ pub struct ShardCore {
     peers: ShardPeers,
     store: Arc<KvStore>,
     region_map: Arc<RegionMap>,
-    checkpoint_dir: PathBuf,
+    checkpoint_dir: Arc<Path>,
     splits: Vec<SplitRequest>,
     /// Snapshots for uninitialized replicas that overlap a region not yet
     /// split here; stepped once the overlap is gone (see `step`).
@@ -266,7 +269,7 @@ impl ShardCore {
             peers: ShardPeers::new(),
             store,
             region_map,
-            checkpoint_dir,
+            checkpoint_dir: checkpoint_dir.into(),
             splits: Vec::new(),
             held_snapshots: BTreeMap::new(),
             accepted_snapshots: BTreeMap::new(),
@@ -456,7 +459,7 @@ impl ShardCore {
                 cmd,
                 reply,
             } => match self.peers.get_mut(&region_id) {
-                Some(mut peer) => peer.propose_write(cmd, reply, now),
+                Some(mut peer) => peer.propose_write(*cmd, reply, now),
                 None => {
                     let _ = reply.send(Err(RaftstoreError::RegionNotFound { region_id }));
                 }
@@ -467,7 +470,7 @@ impl ShardCore {
                 op,
                 reply,
             } => match self.peers.get_mut(&region_id) {
-                Some(mut peer) => peer.queue_read(header, op, reply, now),
+                Some(mut peer) => peer.queue_read(header, *op, reply, now),
                 None => {
                     let _ = reply.send(Err(RaftstoreError::RegionNotFound { region_id }));
                 }
@@ -1358,7 +1361,7 @@ mod tests {
         core.handle(
             ShardMsg::Write {
                 region_id: 21,
-                cmd: write,
+                cmd: Box::new(write),
                 reply,
             },
             now,

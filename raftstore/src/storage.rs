@@ -3,7 +3,8 @@
 //! truncated index is covered by the region's checkpoint, which is also the
 //! snapshot handed to followers that fell behind.
 
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
 
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -19,8 +20,9 @@ pub struct RegionStorage {
     entries: Vec<Entry>,
     truncated_index: u64,
     truncated_term: u64,
-    /// Where the region's checkpoint (the snapshot source) lives.
-    checkpoint_dir: PathBuf,
+    /// Where the region's checkpoint (the snapshot source) lives; one
+    /// path shared by every region of the store.
+    checkpoint_dir: Arc<Path>,
 }
 
 impl RegionStorage {
@@ -28,7 +30,7 @@ impl RegionStorage {
     /// applied index) with `entries`, which must follow it contiguously.
     pub fn new(
         region_id: u64,
-        checkpoint_dir: PathBuf,
+        checkpoint_dir: Arc<Path>,
         hard_state: HardState,
         conf_state: ConfState,
         truncated: (u64, u64),
@@ -235,7 +237,7 @@ mod tests {
     fn storage(entries: Vec<Entry>) -> RegionStorage {
         RegionStorage::new(
             1,
-            PathBuf::new(),
+            Path::new("").into(),
             HardState::default(),
             ConfState::default(),
             (3, 1),

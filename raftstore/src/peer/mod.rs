@@ -29,7 +29,7 @@ mod merge;
 pub use merge::MergeSource;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -230,7 +230,7 @@ pub struct Peer {
     hard_state_urgent: bool,
     last_checkpoint_index: u64,
     checkpoint_in_flight: bool,
-    checkpoint_dir: PathBuf,
+    checkpoint_dir: Arc<Path>,
     request_timeout: Duration,
     /// Ticks a follower may stay waiting for a snapshot before the send is
     /// declared failed and retried.
@@ -287,7 +287,7 @@ fn role_name(role: StateRole) -> &'static str {
 pub struct PeerState {
     pub checkpoint: RegionCheckpoint,
     pub raw: RawNode<crate::storage::RegionStorage>,
-    pub checkpoint_dir: PathBuf,
+    pub checkpoint_dir: Arc<Path>,
 }
 
 impl Peer {
@@ -1696,8 +1696,10 @@ mod tests {
     /// Store 1's replica of a region with voters 1, 2 and 3, elected leader
     /// with store 2's votes. It never hibernates.
     fn leader_of_three() -> Peer {
-        let dir = std::env::temp_dir().join(format!("flotilla-peer-{}", std::process::id()));
-        let mut cfg = StoreConfig::new(1, dir.clone(), Vec::new());
+        let dir: Arc<Path> = std::env::temp_dir()
+            .join(format!("flotilla-peer-{}", std::process::id()))
+            .into();
+        let mut cfg = StoreConfig::new(1, dir.to_path_buf(), Vec::new());
         cfg.hibernate = false;
         let conf_state = ConfState {
             voters: vec![1, 2, 3],

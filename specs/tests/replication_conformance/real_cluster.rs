@@ -53,7 +53,7 @@ impl RealReplica {
         let checkpoint_dir = tempfile::tempdir().expect("a temporary checkpoint directory");
         let storage = RegionStorage::new(
             REGION_ID,
-            checkpoint_dir.path().to_path_buf(),
+            checkpoint_dir.path().into(),
             HardState::default(),
             conf_state(),
             (0, 0),

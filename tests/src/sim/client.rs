@@ -253,7 +253,7 @@ impl SimClient {
                 op.region_id,
                 ShardMsg::Write {
                     region_id: op.region_id,
-                    cmd: cmd.clone(),
+                    cmd: Box::new(cmd.clone()),
                     reply,
                 },
             );
@@ -266,7 +266,7 @@ impl SimClient {
                 ShardMsg::Read {
                     region_id: op.region_id,
                     header,
-                    op: read,
+                    op: Box::new(read),
                     reply,
                 },
             );
