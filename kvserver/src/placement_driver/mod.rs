@@ -282,6 +282,17 @@ impl PlacementDriver {
             let Some(leading) = state.leading.as_mut() else {
                 return;
             };
+            // Until every region's leader had a full interval to report,
+            // the model lacks regions: it would see replicas missing that
+            // are not. With scheduling off, nothing is scheduled at all.
+            let may_schedule = self.config.scheduling
+                && now_ms.saturating_sub(leading.since_ms)
+                    >= millis(self.config.region_heartbeat_interval);
+            // The snapshot copies the whole model (every region): not
+            // every second for nothing.
+            if !may_schedule && leading.operators.is_empty() {
+                return;
+            }
             let snapshot = leading.cluster.snapshot(now_ms);
             let serving = |store| {
                 schedule::store_health(&snapshot, &self.config.schedule, store)
@@ -290,13 +301,7 @@ impl PlacementDriver {
             for (operator, why) in leading.operators.retire(&snapshot, serving, now_ms) {
                 tracing::info!(?operator, ?why, "operator retired");
             }
-            // Until every region's leader had a full interval to report,
-            // the model lacks regions: it would see replicas missing that
-            // are not. With scheduling off, nothing is scheduled at all.
-            if !self.config.scheduling
-                || now_ms.saturating_sub(leading.since_ms)
-                    < millis(self.config.region_heartbeat_interval)
-            {
+            if !may_schedule {
                 return;
             }
             let emptied = decommission::emptied_stores(&snapshot, &self.config.schedule);
