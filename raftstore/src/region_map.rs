@@ -14,7 +14,7 @@
 //! holds only regions still here, so it stays bounded when nobody asks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use crate::region::RegionMeta;
 
@@ -36,7 +36,9 @@ impl Default for RegionMap {
 
 #[derive(Default)]
 struct Regions {
-    by_id: HashMap<u64, RegionMeta>,
+    /// Shared with the replicas' own copies: a region changes shape rarely,
+    /// and then its replica hands over a new one.
+    by_id: HashMap<u64, Arc<RegionMeta>>,
     /// start key -> id, for the regions in `by_id`.
     by_start: BTreeMap<Vec<u8>, u64>,
     /// store id -> how many peers of the regions in `by_id` it holds (no
@@ -80,7 +82,8 @@ impl RegionMap {
     }
 
     /// Records `region`'s current shape, replacing what was known of it.
-    pub fn upsert(&self, region: &RegionMeta) {
+    pub fn upsert(&self, region: impl Into<Arc<RegionMeta>>) {
+        let region = region.into();
         let mut regions = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let old = regions.by_id.insert(region.id, region.clone());
         let reshaped = old
@@ -90,7 +93,7 @@ impl RegionMap {
             regions.forget(&old);
         }
         regions.by_start.insert(region.start_key.clone(), region.id);
-        regions.count_peers(region);
+        regions.count_peers(&region);
         if reshaped {
             regions.reshaped.insert(region.id);
             drop(regions);
@@ -133,7 +136,7 @@ impl RegionMap {
             .by_id
             .get(id)
             .filter(|r| r.contains_key(key))
-            .cloned()
+            .map(|r| RegionMeta::clone(r))
     }
 
     /// Every store a region of this store has a peer on (this store
@@ -151,7 +154,7 @@ impl RegionMap {
             .by_id
             .values()
             .filter(|r| r.id != except && ranges_overlap(r, region))
-            .cloned()
+            .map(|r| RegionMeta::clone(r))
             .collect()
     }
 }
@@ -179,16 +182,16 @@ mod tests {
     #[test]
     fn routes_keys_through_splits() {
         let map = RegionMap::new();
-        map.upsert(&region(1, b"", b""));
+        map.upsert(region(1, b"", b""));
         assert_eq!(map.region_for_key(b"k").map(|r| r.id), Some(1));
         // Region 1 splits at "m": it shrinks, region 2 appears.
-        map.upsert(&region(1, b"", b"m"));
-        map.upsert(&region(2, b"m", b""));
+        map.upsert(region(1, b"", b"m"));
+        map.upsert(region(2, b"m", b""));
         assert_eq!(map.region_for_key(b"a").map(|r| r.id), Some(1));
         assert_eq!(map.region_for_key(b"m").map(|r| r.id), Some(2));
         assert_eq!(map.region_for_key(b"z").map(|r| r.id), Some(2));
         // Region 2 splits at "t"; region 3 not created here yet: a gap.
-        map.upsert(&region(2, b"m", b"t"));
+        map.upsert(region(2, b"m", b"t"));
         assert_eq!(map.region_for_key(b"u"), None);
         assert_eq!(map.region_for_key(b"m").map(|r| r.id), Some(2));
         assert_eq!(map.peer_stores().into_iter().collect::<Vec<_>>(), [1, 2, 3]);
@@ -201,12 +204,12 @@ mod tests {
     #[test]
     fn peer_stores_follow_membership_changes_and_removals() {
         let map = RegionMap::new();
-        map.upsert(&region(1, b"", b"m"));
-        map.upsert(&region(2, b"m", b""));
+        map.upsert(region(1, b"", b"m"));
+        map.upsert(region(2, b"m", b""));
         let stores = |map: &RegionMap| map.peer_stores().into_iter().collect::<Vec<_>>();
         assert_eq!(stores(&map), [1, 2, 3]);
         // Region 2 moves its replica from store 3 to store 4.
-        map.upsert(&RegionMeta {
+        map.upsert(RegionMeta {
             peers: RegionMeta::whole_keyspace(2, &[1, 2, 4]).peers,
             ..region(2, b"m", b"")
         });
@@ -262,8 +265,8 @@ mod tests {
             &region(2, b"a", b"m")
         ));
         let map = RegionMap::new();
-        map.upsert(&region(1, b"", b"m"));
-        map.upsert(&region(2, b"m", b""));
+        map.upsert(region(1, b"", b"m"));
+        map.upsert(region(2, b"m", b""));
         let probe = region(3, b"k", b"p");
         let mut ids: Vec<u64> = map.overlapping(&probe, 0).iter().map(|r| r.id).collect();
         ids.sort_unstable();

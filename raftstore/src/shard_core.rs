@@ -348,7 +348,7 @@ impl ShardCore {
         let id = region.checkpoint.region.id;
         let shard = self.cfg.shard_of(id);
         if shard != self.shard_index {
-            self.region_map.upsert(&region.checkpoint.region);
+            self.region_map.upsert(region.checkpoint.region.clone());
             io.hand_off(shard, region);
             return Ok(());
         }

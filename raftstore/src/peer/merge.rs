@@ -10,6 +10,8 @@
 //! successful no-op); the source's keys, values and write sessions move to
 //! the target in the same apply step that extends its range.
 
+use std::sync::Arc;
+
 use raft::prelude::ConfState;
 
 use super::{Peer, TurnOutput};
@@ -35,7 +37,7 @@ type Applied = Result<WriteResult, RaftstoreError>;
 impl Peer {
     /// The merge target this region is frozen for, if it is.
     pub fn merging(&self) -> Option<&RegionMeta> {
-        self.merging.as_ref()
+        self.merging.as_deref()
     }
 
     /// The region's Raft configuration.
@@ -58,14 +60,14 @@ impl Peer {
     /// The final state of this frozen region, for its merge target. Any
     /// replica that applied `PrepareMerge` has it: nothing applies after.
     pub fn merge_source(&self) -> Result<MergeSource, RaftstoreError> {
-        let Some(target) = self.merging.clone() else {
+        let Some(target) = self.merging.as_deref().cloned() else {
             return Err(RaftstoreError::InvalidRequest(format!(
                 "region {} is not merging",
                 self.region.id
             )));
         };
         Ok(MergeSource {
-            source: self.region.clone(),
+            source: RegionMeta::clone(&self.region),
             target,
             sessions: self.sessions.clone(),
             pairs: self
@@ -96,16 +98,16 @@ impl Peer {
         }
         let conf_state = self.raw.store().conf_state().clone();
         merge::check_merge(&self.region, &conf_state, target, &voters_of(target))?;
-        self.region = merge::frozen(&self.region);
-        self.merging = Some(target.clone());
-        self.region_map.upsert(&self.region);
+        self.region = Arc::new(merge::frozen(&self.region));
+        self.merging = Some(Box::new(target.clone()));
+        self.region_map.upsert(Arc::clone(&self.region));
         tracing::info!(
             region = self.region.id,
             target = target.id,
             version = self.region.epoch.version,
             "region frozen for a merge"
         );
-        Ok(WriteResult::Region(self.region.clone()))
+        Ok(WriteResult::Region(RegionMeta::clone(&self.region)))
     }
 
     /// Unfreezes this region: its target refused the merge.
@@ -124,10 +126,10 @@ impl Peer {
             return Err(self.rejection(ApplyRejection::EpochNotMatch));
         }
         self.merging = None;
-        self.region = merge::rolled_back(&self.region);
-        self.region_map.upsert(&self.region);
+        self.region = Arc::new(merge::rolled_back(&self.region));
+        self.region_map.upsert(Arc::clone(&self.region));
         tracing::info!(region = self.region.id, "merge rolled back");
-        Ok(WriteResult::Region(self.region.clone()))
+        Ok(WriteResult::Region(RegionMeta::clone(&self.region)))
     }
 
     /// Absorbs the command's frozen source: its range's data is replaced
@@ -155,7 +157,7 @@ impl Peer {
             // A repeat (or a replay after a restart): the local source
             // replica, if any is left, goes now.
             out.absorbed.push(source.id);
-            return Ok(WriteResult::Region(self.region.clone()));
+            return Ok(WriteResult::Region(RegionMeta::clone(&self.region)));
         }
         if self.merging.is_some() {
             return Err(self.merging_error());
@@ -172,8 +174,8 @@ impl Peer {
         self.store
             .replace_range(&source.start_key, &source.end_key, pairs.clone());
         self.sessions.absorb(sessions);
-        self.region = merge::merged(&self.region, source);
-        self.region_map.upsert(&self.region);
+        self.region = Arc::new(merge::merged(&self.region, source));
+        self.region_map.upsert(Arc::clone(&self.region));
         self.written_since_size_check = None;
         out.absorbed.push(source.id);
         tracing::info!(
@@ -183,7 +185,7 @@ impl Peer {
             version = self.region.epoch.version,
             "region absorbed its neighbour"
         );
-        Ok(WriteResult::Region(self.region.clone()))
+        Ok(WriteResult::Region(RegionMeta::clone(&self.region)))
     }
 }
 

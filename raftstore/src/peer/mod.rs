@@ -215,7 +215,9 @@ pub struct SplitThresholds {
 }
 
 pub struct Peer {
-    region: RegionMeta,
+    /// Shared with the store's [`RegionMap`]; replaced whole when the
+    /// region changes shape.
+    region: Arc<RegionMeta>,
     raw: RawNode<crate::storage::RegionStorage>,
     store: Arc<KvStore>,
     sessions: SessionTable,
@@ -270,8 +272,8 @@ pub struct Peer {
     removed: bool,
     traffic: RegionTraffic,
     /// Frozen for a merge into this region (as it was when the merge was
-    /// prepared): see `merge`.
-    merging: Option<RegionMeta>,
+    /// prepared): see `merge`. Boxed: almost every region has none.
+    merging: Option<Box<RegionMeta>>,
 }
 
 fn role_name(role: StateRole) -> &'static str {
@@ -298,12 +300,13 @@ impl Peer {
         cfg: &StoreConfig,
     ) -> Self {
         let cp = state.checkpoint;
-        if cp.region.is_known() {
-            region_map.upsert(&cp.region);
+        let region = Arc::new(cp.region);
+        if region.is_known() {
+            region_map.upsert(region.clone());
         }
         Peer {
-            merging: cp.merging,
-            region: cp.region,
+            merging: cp.merging.map(Box::new),
+            region,
             raw: state.raw,
             store,
             sessions: cp.sessions,
@@ -714,7 +717,7 @@ impl Peer {
             if !epoch.is_current(&self.region.epoch) {
                 return Err(RaftstoreError::EpochNotMatch {
                     region_id: self.region.id,
-                    current: vec![self.region.clone()],
+                    current: vec![RegionMeta::clone(&self.region)],
                 });
             }
         }
@@ -1305,8 +1308,8 @@ impl Peer {
         out: &mut TurnOutput,
     ) -> Result<(), RaftstoreError> {
         self.raw.mut_store().set_conf_state(conf_state.clone());
-        self.region = self.region.with_membership(&conf_state);
-        self.region_map.upsert(&self.region);
+        self.region = Arc::new(self.region.with_membership(&conf_state));
+        self.region_map.upsert(Arc::clone(&self.region));
         self.removed = !members(&conf_state).contains(&self.raw.raft.id);
         tracing::info!(
             region = self.region.id,
@@ -1323,12 +1326,12 @@ impl Peer {
             return Ok(());
         }
         RegionCheckpoint {
-            region: self.region.clone(),
+            region: RegionMeta::clone(&self.region),
             applied_index: index,
             applied_term: term,
             conf_state,
             sessions: self.sessions.clone(),
-            merging: self.merging.clone(),
+            merging: self.merging.as_deref().cloned(),
             pairs: self
                 .store
                 .range_pairs(&self.region.start_key, &self.region.end_key),
@@ -1396,7 +1399,7 @@ impl Peer {
         match rejection {
             ApplyRejection::EpochNotMatch => RaftstoreError::EpochNotMatch {
                 region_id,
-                current: vec![self.region.clone()],
+                current: vec![RegionMeta::clone(&self.region)],
             },
             ApplyRejection::KeyNotInRegion => RaftstoreError::KeyNotInRegion { region_id },
             ApplyRejection::NotADataWrite => {
@@ -1471,19 +1474,19 @@ impl Peer {
             }
             .write(&self.checkpoint_dir)?;
         }
-        self.region = left.clone();
+        self.region = Arc::new(left.clone());
         RegionCheckpoint {
             region: left.clone(),
             applied_index: index,
             applied_term: term,
             conf_state,
             sessions: self.sessions.clone(),
-            merging: self.merging.clone(),
+            merging: self.merging.as_deref().cloned(),
             pairs: self.store.range_pairs(&left.start_key, &left.end_key),
         }
         .write(&self.checkpoint_dir)?;
         self.last_checkpoint_index = self.last_checkpoint_index.max(index);
-        self.region_map.upsert(&left);
+        self.region_map.upsert(Arc::clone(&self.region));
         self.written_since_size_check = None;
         // Reads queued for keys that moved fail when served (`check_read`).
         if !child_exists {
@@ -1552,11 +1555,11 @@ impl Peer {
         }
         self.store
             .replace_range(&cp.region.start_key, &cp.region.end_key, cp.pairs.clone());
-        self.region = cp.region.clone();
-        self.region_map.upsert(&self.region);
+        self.region = Arc::new(cp.region.clone());
+        self.region_map.upsert(Arc::clone(&self.region));
         self.written_since_size_check = None;
         self.sessions = cp.sessions.clone();
-        self.merging = cp.merging.clone();
+        self.merging = cp.merging.clone().map(Box::new);
         let conf_state = cp.conf_state.clone();
         cp.write(&self.checkpoint_dir)?;
         self.raw
@@ -1588,12 +1591,12 @@ impl Peer {
         }
         self.checkpoint_in_flight = true;
         Some(RegionCheckpoint {
-            region: self.region.clone(),
+            region: RegionMeta::clone(&self.region),
             applied_index: self.applied_index,
             applied_term: self.applied_term,
             conf_state: self.raw.store().conf_state().clone(),
             sessions: self.sessions.clone(),
-            merging: self.merging.clone(),
+            merging: self.merging.as_deref().cloned(),
             pairs: self
                 .store
                 .range_pairs(&self.region.start_key, &self.region.end_key),
@@ -1629,7 +1632,7 @@ impl Peer {
             role_name(self.raw.raft.state)
         };
         RegionStatus {
-            region: self.region.clone(),
+            region: RegionMeta::clone(&self.region),
             leader_id: self.raw.raft.leader_id,
             term: self.raw.raft.term,
             commit_index: self.raw.raft.raft_log.committed,
