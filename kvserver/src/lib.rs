@@ -9,6 +9,7 @@
 //! [`metrics`]; test builds add [`fail_points`] control) and the command-line entry points in [`cli`]. Only this crate and `client`
 //! know gRPC; Raft logic lives in `raftstore`.
 
+pub mod allocator;
 pub mod cli;
 pub mod error;
 pub mod error_status;

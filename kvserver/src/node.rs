@@ -108,6 +108,7 @@ pub async fn run_node(
     store_cfg.pin_cores = cfg.pin_cores;
     store_cfg.checkpoint_every_entries = cfg.checkpoint_every_entries.max(1);
     store_cfg.split = cfg.split;
+    store_cfg.on_idle = Some(crate::allocator::release_freed_memory);
 
     let configured = cfg.initial_cluster.iter().map(|(id, addr)| {
         let client_addr = if *id == cfg.node_id {

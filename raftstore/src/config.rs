@@ -41,6 +41,11 @@ pub struct StoreConfig {
     pub split: SplitThresholds,
     /// Idle regions stop ticking and heartbeating (see `Peer::hibernate_if_idle`).
     pub hibernate: bool,
+    /// Called by a shard thread whenever it is about to wait for messages
+    /// or its next tick: the binary's allocator upkeep (returning freed
+    /// pages to the OS). It must cost next to nothing when it has nothing
+    /// to do.
+    pub on_idle: Option<fn()>,
 }
 
 impl StoreConfig {
@@ -64,6 +69,7 @@ impl StoreConfig {
                 bytes: 96 << 20,
             },
             hibernate: true,
+            on_idle: None,
         }
     }
 

@@ -35,6 +35,8 @@ const TURN_SLOW: std::time::Duration = std::time::Duration::from_millis(500);
 pub(crate) struct Shard {
     core: ShardCore,
     io: GlommioIo,
+    /// See `StoreConfig::on_idle`.
+    on_idle: Option<fn()>,
 }
 
 /// What every shard of a store shares.
@@ -155,6 +157,7 @@ impl Shard {
         if let Some(tear) = &recovery.tear {
             tracing::warn!(shard = shard_index, segment = %tear.segment.display(), offset = tear.offset, reason = %tear.reason, "WAL recovery stopped at a torn record");
         }
+        let on_idle = cfg.on_idle;
         let mut core = ShardCore::recover(
             cfg,
             shard_index,
@@ -168,6 +171,7 @@ impl Shard {
         core.set_liveness(ctx.liveness.clone());
         Ok(Shard {
             core,
+            on_idle,
             io: GlommioIo {
                 wal,
                 ctx,
@@ -188,6 +192,9 @@ impl Shard {
             let mut shutdown = false;
             let mut taken = 0;
             if now < next_tick && inbox.is_empty() {
+                if let Some(on_idle) = self.on_idle {
+                    on_idle();
+                }
                 match select(
                     inbox.recv_async(),
                     Box::pin(glommio::timer::sleep(next_tick - now)),

@@ -237,6 +237,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("flotilla-rpc")
+        .on_thread_park(crate::allocator::release_freed_memory)
         .enable_all()
         .build()?;
     runtime.block_on(run_node(cfg, shutdown_signal()))
