@@ -899,7 +899,9 @@ impl ShardCore {
         if !compacted.is_empty() {
             io.log_compacted(&compacted).await?;
         }
-        out.messages.append(&mut self.outbox);
+        // Taken, not drained: after every leader of the shard hibernated at
+        // once, a drained outbox would keep room for all their markers.
+        out.messages.append(&mut std::mem::take(&mut self.outbox));
         let mut readies = Vec::new();
         for id in self.peers.awake() {
             {
