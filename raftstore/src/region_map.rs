@@ -225,27 +225,27 @@ mod tests {
     fn splits_and_new_regions_ring_but_membership_changes_do_not() {
         let map = RegionMap::new();
         let take = |map: &RegionMap| futures::executor::block_on(map.take_reshaped());
-        map.upsert(&region(1, b"", b""));
+        map.upsert(region(1, b"", b""));
         assert_eq!(take(&map), [1], "a new region");
         let mut left = region(1, b"", b"m");
         left.epoch.version += 1;
         let mut right = region(2, b"m", b"");
         right.epoch.version += 1;
-        map.upsert(&left);
-        map.upsert(&right);
+        map.upsert(left.clone());
+        map.upsert(right.clone());
         assert_eq!(take(&map), [1, 2], "both halves of a split, one ring");
         // A membership change moves conf_ver only.
         let mut moved = left.clone();
         moved.epoch.conf_ver += 1;
-        map.upsert(&moved);
+        map.upsert(moved.clone());
         // A region destroyed before anyone asked is not reported.
         let mut merged = right.clone();
         merged.epoch.version += 1;
-        map.upsert(&merged);
+        map.upsert(merged);
         map.remove(2);
         let mut again = moved.clone();
         again.epoch.version += 1;
-        map.upsert(&again);
+        map.upsert(again);
         assert_eq!(take(&map), [1]);
     }
 
