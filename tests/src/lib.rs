@@ -7,12 +7,14 @@
 //! - [`recorded_client`]: runs register commands through the client and
 //!   records them.
 //! - [`cluster`]: launches, crashes, restarts and inspects local clusters.
+//! - [`checks`]: condition waits and data checks the integration tests share.
 //! - [`sim`]: a deterministic, seeded simulation of a whole cluster running
 //!   the production shard logic over a simulated disk, network and clock.
 //!
 //! The integration tests under `tests/` drive clusters through the client
 //! crate, record histories, and check them here.
 
+pub mod checks;
 pub mod cluster;
 mod error;
 pub mod history;

@@ -14,11 +14,11 @@
 //!   leader, and the killed node comes back with the merged shape.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use client::{Client, ClientError};
+use flotilla_tests::checks::{check_data, wait_until};
 use flotilla_tests::cluster::Cluster;
 use flotilla_tests::test_environment;
 use tokio::sync::Mutex;
@@ -46,25 +46,9 @@ const TARGET_SPLIT: &str = "g/";
 /// The fail point between PrepareMerge and CommitMerge.
 const HOLD_POINT: &str = "merge_after_prepare";
 
-/// Polls `check` until it returns `Ok`, or panics at the deadline with the
-/// last thing `check` saw (its `Err`).
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        let last = match check().await {
-            Ok(found) => return found,
-            Err(last) => last,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {SETTLE_TIMEOUT:?}; last seen: {last}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+/// The value every test writes under `key`.
+fn value_of(key: &str) -> Vec<u8> {
+    format!("v-{key}").into_bytes()
 }
 
 /// Puts `key` until it is acknowledged; a merge in progress answers
@@ -73,7 +57,7 @@ where
 async fn put_acknowledged(client: &Client, key: &str) {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
-        match client.put(key, format!("v-{key}")).await {
+        match client.put(key, value_of(key)).await {
             Ok(()) => return,
             Err(err) if Instant::now() < deadline => {
                 tracing::debug!(%err, key, "put retried");
@@ -97,30 +81,6 @@ async fn region_ids_of(cluster: &Cluster, node: u64) -> Result<BTreeSet<u64>, St
         .iter()
         .filter_map(|r| r.region.as_ref().map(|r| r.id))
         .collect())
-}
-
-/// Every acknowledged key reads back, and a full scan returns exactly the
-/// written keys, each once, in order.
-async fn check_data(client: &Client, written: &BTreeSet<String>) {
-    for key in written {
-        let value = client
-            .get(key.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("get {key}: {e}"));
-        assert_eq!(value, Some(format!("v-{key}").into_bytes()), "{key}");
-    }
-    let scanned: Vec<String> = client
-        .scan("", "", 0, false)
-        .await
-        .expect("full scan")
-        .into_iter()
-        .map(|p| String::from_utf8(p.key).expect("utf-8 keys"))
-        .collect();
-    let expected: Vec<String> = written.iter().cloned().collect();
-    assert_eq!(
-        scanned, expected,
-        "a full scan misses, repeats or misorders keys"
-    );
 }
 
 /// A 3-node cluster split into a target `[.., m/)`, a source `[m/, t/)`
@@ -176,14 +136,18 @@ async fn replicas_of(
 /// Waits until the leader of `source` reports it frozen for a merge into
 /// `target`, and returns the leader's node.
 async fn wait_frozen(cluster: &Cluster, source: u64, target: u64) -> u64 {
-    wait_for("the source frozen by PrepareMerge", || async {
-        let replicas = replicas_of(cluster, source).await?;
-        replicas
-            .iter()
-            .find(|(_, r)| r.role == "leader" && r.merging_into == target)
-            .map(|(node, _)| *node)
-            .ok_or_else(|| format!("{replicas:?}"))
-    })
+    wait_until(
+        "the source frozen by PrepareMerge",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let replicas = replicas_of(cluster, source).await?;
+            replicas
+                .iter()
+                .find(|(_, r)| r.role == "leader" && r.merging_into == target)
+                .map(|(node, _)| *node)
+                .ok_or_else(|| format!("{replicas:?}"))
+        },
+    )
     .await
 }
 
@@ -307,37 +271,45 @@ async fn a_region_merges_into_its_neighbour_under_writes_and_across_a_restart() 
     let version = |r: &client::Region| r.epoch.map_or(0, |e| e.version);
     assert!(version(&merged) > version(&target).max(version(&source)));
     let written = written.lock().await.clone();
-    check_data(&client, &written).await;
+    check_data(&client, &written, value_of).await;
 
     for node in cluster.node_ids() {
-        wait_for("the source gone from every store", || async {
-            let ids = region_ids_of(&cluster, node).await?;
-            if ids.contains(&source.id) || !ids.contains(&target.id) {
-                return Err(format!("node {node} reports {ids:?}"));
-            }
-            Ok(())
-        })
+        wait_until(
+            "the source gone from every store",
+            Instant::now() + SETTLE_TIMEOUT,
+            || async {
+                let ids = region_ids_of(&cluster, node).await?;
+                if ids.contains(&source.id) || !ids.contains(&target.id) {
+                    return Err(format!("node {node} reports {ids:?}"));
+                }
+                Ok(())
+            },
+        )
         .await;
     }
     let placement = client.placement();
-    wait_for("the placement driver drops the source", || async {
-        let regions = placement
-            .scan_regions("", "", 0)
-            .await
-            .map_err(|e| e.to_string())?;
-        let shapes: Vec<(u64, Vec<u8>)> = regions
-            .iter()
-            .filter_map(|i| i.region.as_ref())
-            .map(|r| (r.id, r.end_key.clone()))
-            .collect();
-        let merged_known = shapes
-            .iter()
-            .any(|(id, end)| *id == target.id && end == THIRD_START.as_bytes());
-        if shapes.iter().any(|(id, _)| *id == source.id) || !merged_known {
-            return Err(format!("{shapes:?}"));
-        }
-        Ok(())
-    })
+    wait_until(
+        "the placement driver drops the source",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let regions = placement
+                .scan_regions("", "", 0)
+                .await
+                .map_err(|e| e.to_string())?;
+            let shapes: Vec<(u64, Vec<u8>)> = regions
+                .iter()
+                .filter_map(|i| i.region.as_ref())
+                .map(|r| (r.id, r.end_key.clone()))
+                .collect();
+            let merged_known = shapes
+                .iter()
+                .any(|(id, end)| *id == target.id && end == THIRD_START.as_bytes());
+            if shapes.iter().any(|(id, _)| *id == source.id) || !merged_known {
+                return Err(format!("{shapes:?}"));
+            }
+            Ok(())
+        },
+    )
     .await;
 
     // A follower's store is killed and restarted: it comes back with the
@@ -354,21 +326,25 @@ async fn a_region_merges_into_its_neighbour_under_writes_and_across_a_restart() 
         .wait_for_catch_up(victim, SETTLE_TIMEOUT)
         .await
         .expect("catch up");
-    wait_for("the restarted store's regions", || async {
-        let ids = region_ids_of(&cluster, victim).await?;
-        if ids.contains(&source.id) || !ids.contains(&target.id) {
-            return Err(format!("{ids:?}"));
-        }
-        Ok(())
-    })
+    wait_until(
+        "the restarted store's regions",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let ids = region_ids_of(&cluster, victim).await?;
+            if ids.contains(&source.id) || !ids.contains(&target.id) {
+                return Err(format!("{ids:?}"));
+            }
+            Ok(())
+        },
+    )
     .await;
-    check_data(&client, &written).await;
+    check_data(&client, &written, value_of).await;
     // The restarted store can lead the merged region with all its data.
     client
         .transfer_leader(target.id, victim)
         .await
         .expect("leadership to the restarted store");
-    check_data(&client, &written).await;
+    check_data(&client, &written, value_of).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,21 +370,25 @@ async fn a_merge_refused_by_its_target_rolls_back_and_the_source_takes_writes_ag
         other => panic!("a merge whose target split answered {other:?}"),
     }
 
-    wait_for("the source thawed on every store", || async {
-        let replicas = replicas_of(&cluster, source.id).await?;
-        let frozen = replicas.iter().filter(|(_, r)| r.merging_into != 0).count();
-        if replicas.len() != 3 || frozen != 0 {
-            return Err(format!("{replicas:?}"));
-        }
-        Ok(())
-    })
+    wait_until(
+        "the source thawed on every store",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let replicas = replicas_of(&cluster, source.id).await?;
+            let frozen = replicas.iter().filter(|(_, r)| r.merging_into != 0).count();
+            if replicas.len() != 3 || frozen != 0 {
+                return Err(format!("{replicas:?}"));
+            }
+            Ok(())
+        },
+    )
     .await;
     for i in 0..WRITES_AFTER_MERGE {
         let key = format!("{SOURCE_START}after/{i:06}");
         put_acknowledged(&client, &key).await;
         written.insert(key);
     }
-    check_data(&client, &written).await;
+    check_data(&client, &written, value_of).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,41 +414,49 @@ async fn a_merge_whose_coordinator_is_killed_is_finished_by_the_next_leader() {
         .expect("the merge call answers");
     eprintln!("merge call across the kill answered {answer:?}");
 
-    wait_for("the merge finished by the surviving nodes", || async {
-        let sources = replicas_of(&cluster, source.id).await?;
-        let targets = replicas_of(&cluster, target.id).await?;
-        let merged = targets
-            .iter()
-            .filter(|(_, r)| {
-                r.region
-                    .as_ref()
-                    .is_some_and(|r| r.end_key == THIRD_START.as_bytes())
-            })
-            .count();
-        if !sources.is_empty() || merged != 2 {
-            return Err(format!("source {sources:?}, target {targets:?}"));
-        }
-        Ok(())
-    })
+    wait_until(
+        "the merge finished by the surviving nodes",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let sources = replicas_of(&cluster, source.id).await?;
+            let targets = replicas_of(&cluster, target.id).await?;
+            let merged = targets
+                .iter()
+                .filter(|(_, r)| {
+                    r.region
+                        .as_ref()
+                        .is_some_and(|r| r.end_key == THIRD_START.as_bytes())
+                })
+                .count();
+            if !sources.is_empty() || merged != 2 {
+                return Err(format!("source {sources:?}, target {targets:?}"));
+            }
+            Ok(())
+        },
+    )
     .await;
-    check_data(&client, &written).await;
+    check_data(&client, &written, value_of).await;
 
     cluster.restart(coordinator).await.expect("restart");
     cluster
         .wait_for_catch_up(coordinator, SETTLE_TIMEOUT)
         .await
         .expect("catch up");
-    wait_for("the restarted store's regions", || async {
-        let ids = region_ids_of(&cluster, coordinator).await?;
-        if ids.contains(&source.id) || !ids.contains(&target.id) {
-            return Err(format!("{ids:?}"));
-        }
-        Ok(())
-    })
+    wait_until(
+        "the restarted store's regions",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let ids = region_ids_of(&cluster, coordinator).await?;
+            if ids.contains(&source.id) || !ids.contains(&target.id) {
+                return Err(format!("{ids:?}"));
+            }
+            Ok(())
+        },
+    )
     .await;
     client
         .transfer_leader(target.id, coordinator)
         .await
         .expect("leadership to the restarted store");
-    check_data(&client, &written).await;
+    check_data(&client, &written, value_of).await;
 }

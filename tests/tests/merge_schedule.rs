@@ -9,12 +9,12 @@
 //! once, in order.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use client::{Client, PlacementDriverClient, Region};
+use flotilla_tests::checks::{check_data, wait_until};
 use flotilla_tests::cluster::Cluster;
 use flotilla_tests::test_environment;
 use tokio::time::Instant;
@@ -46,27 +46,6 @@ const LARGE_PREFIX: &str = "m/";
 const LARGE_KEYS: u32 = 300;
 const LARGE_VALUE_BYTES: usize = 120;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(100);
-
-/// Polls `check` until it returns `Ok`, or panics at `deadline` with the
-/// last thing `check` saw (its `Err`).
-async fn wait_until<T, F, Fut>(what: &str, deadline: Instant, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    loop {
-        let last = match check().await {
-            Ok(found) => return found,
-            Err(last) => last,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not in time; last seen: {last}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
 
 fn value_of(key: &str) -> Vec<u8> {
     if key.starts_with(LARGE_PREFIX) {
@@ -101,30 +80,6 @@ fn shapes(regions: &[Region]) -> String {
         )
     };
     regions.iter().map(shape).collect::<Vec<_>>().join(" ")
-}
-
-/// Every written key reads back, and a full scan returns exactly them,
-/// each once, in order.
-async fn check_data(client: &Client, written: &BTreeSet<String>) {
-    for key in written {
-        let value = client
-            .get(key.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("get {key}: {e}"));
-        assert_eq!(value, Some(value_of(key)), "{key}");
-    }
-    let scanned: Vec<String> = client
-        .scan("", "", 0, false)
-        .await
-        .expect("full scan")
-        .into_iter()
-        .map(|p| String::from_utf8(p.key).expect("utf-8 keys"))
-        .collect();
-    let expected: Vec<String> = written.iter().cloned().collect();
-    assert_eq!(
-        scanned, expected,
-        "a full scan misses, repeats or misorders keys"
-    );
 }
 
 /// Writes and reads back a key of each small region in turn until `stop`;
@@ -270,7 +225,7 @@ async fn small_regions_are_merged_back_and_a_large_one_is_never_merged_away() {
     let (traffic_keys, operations) = traffic.await.expect("traffic task");
     eprintln!("{operations} reads and writes during the merges, none failed");
     written.extend(traffic_keys);
-    check_data(&client, &written).await;
+    check_data(&client, &written, value_of).await;
 
     // Every store ends with the merged region and the system region only.
     for node in cluster.node_ids() {
