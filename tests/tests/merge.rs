@@ -168,6 +168,42 @@ async fn held_merge(
     tokio::spawn(async move { client.merge_regions(source, target).await })
 }
 
+/// Restarts `node` (stopped) and checks it comes back with the merged
+/// `target` and without `source`, and that it can lead the merged region
+/// with all of `written`.
+async fn restart_holding_the_merge(
+    cluster: &mut Cluster,
+    node: u64,
+    source: u64,
+    target: u64,
+    written: &BTreeSet<String>,
+) {
+    cluster.restart(node).await.expect("restart");
+    cluster
+        .wait_for_catch_up(node, SETTLE_TIMEOUT)
+        .await
+        .expect("catch up");
+    wait_until(
+        "the restarted store's regions",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let ids = region_ids_of(cluster, node).await?;
+            if ids.contains(&source) || !ids.contains(&target) {
+                return Err(format!("{ids:?}"));
+            }
+            Ok(())
+        },
+    )
+    .await;
+    let client = cluster.client();
+    check_data(&client, written, value_of).await;
+    client
+        .transfer_leader(target, node)
+        .await
+        .expect("leadership to the restarted store");
+    check_data(&client, written, value_of).await;
+}
+
 /// Holds every node's merges between PrepareMerge and CommitMerge.
 async fn hold_merges(cluster: &Cluster) {
     for node in cluster.node_ids() {
@@ -321,30 +357,7 @@ async fn a_region_merges_into_its_neighbour_under_writes_and_across_a_restart() 
         .find(|&&n| n != leader)
         .expect("a follower");
     cluster.kill(victim).expect("kill -9");
-    cluster.restart(victim).await.expect("restart");
-    cluster
-        .wait_for_catch_up(victim, SETTLE_TIMEOUT)
-        .await
-        .expect("catch up");
-    wait_until(
-        "the restarted store's regions",
-        Instant::now() + SETTLE_TIMEOUT,
-        || async {
-            let ids = region_ids_of(&cluster, victim).await?;
-            if ids.contains(&source.id) || !ids.contains(&target.id) {
-                return Err(format!("{ids:?}"));
-            }
-            Ok(())
-        },
-    )
-    .await;
-    check_data(&client, &written, value_of).await;
-    // The restarted store can lead the merged region with all its data.
-    client
-        .transfer_leader(target.id, victim)
-        .await
-        .expect("leadership to the restarted store");
-    check_data(&client, &written, value_of).await;
+    restart_holding_the_merge(&mut cluster, victim, source.id, target.id, &written).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,26 +450,5 @@ async fn a_merge_whose_coordinator_is_killed_is_finished_by_the_next_leader() {
     .await;
     check_data(&client, &written, value_of).await;
 
-    cluster.restart(coordinator).await.expect("restart");
-    cluster
-        .wait_for_catch_up(coordinator, SETTLE_TIMEOUT)
-        .await
-        .expect("catch up");
-    wait_until(
-        "the restarted store's regions",
-        Instant::now() + SETTLE_TIMEOUT,
-        || async {
-            let ids = region_ids_of(&cluster, coordinator).await?;
-            if ids.contains(&source.id) || !ids.contains(&target.id) {
-                return Err(format!("{ids:?}"));
-            }
-            Ok(())
-        },
-    )
-    .await;
-    client
-        .transfer_leader(target.id, coordinator)
-        .await
-        .expect("leadership to the restarted store");
-    check_data(&client, &written, value_of).await;
+    restart_holding_the_merge(&mut cluster, coordinator, source.id, target.id, &written).await;
 }
