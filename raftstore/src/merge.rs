@@ -98,20 +98,13 @@ pub fn check_merge(
     Ok(())
 }
 
-/// Refuses a merge of regions a store runs on different shards: only on
-/// one shard is the source's local replica destroyed in the same thread
-/// that applies the target's `CommitMerge`.
-pub fn check_same_shard(
-    source_id: u64,
-    target_id: u64,
-    shard_of: impl Fn(u64) -> usize,
-) -> Result<(), RaftstoreError> {
-    if shard_of(source_id) != shard_of(target_id) {
-        return Err(RaftstoreError::Refused(format!(
-            "regions {source_id} and {target_id} run on different shards; merge is not supported across shards yet"
-        )));
+/// The configuration a region's metadata implies when it has no learners
+/// and no joint configuration (what a merge requires): every peer votes.
+pub fn voters_of(region: &RegionMeta) -> ConfState {
+    ConfState {
+        voters: region.peers.iter().map(|p| p.store_id).collect(),
+        ..Default::default()
     }
-    Ok(())
 }
 
 /// The source once `PrepareMerge` is applied: frozen, with both epoch
@@ -226,10 +219,6 @@ mod tests {
         let err = check_merge(&a, &conf, &b, &joint).unwrap_err();
         assert!(matches!(err, RaftstoreError::Unavailable(_)), "{err}");
         assert!(check_merge(&a, &conf, &a, &conf).is_err(), "itself");
-        let err = check_same_shard(5, 9, |id| (id % 2) as usize).err();
-        assert!(err.is_none(), "both odd");
-        let err = check_same_shard(5, 8, |id| (id % 2) as usize).unwrap_err();
-        assert!(err.to_string().contains("different shards"), "{err}");
     }
 
     #[test]

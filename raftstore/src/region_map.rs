@@ -128,6 +128,12 @@ impl RegionMap {
         }
     }
 
+    /// Region `region_id`, if this store has an initialized replica of it.
+    pub fn get(&self, region_id: u64) -> Option<Arc<RegionMeta>> {
+        let regions = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        regions.by_id.get(&region_id).cloned()
+    }
+
     /// The region holding `key`, if this store has it.
     pub fn region_for_key(&self, key: &[u8]) -> Option<RegionMeta> {
         let regions = self.inner.read().unwrap_or_else(|p| p.into_inner());

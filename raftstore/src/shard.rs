@@ -20,7 +20,6 @@ use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
 use crate::liveness::NodeLiveness;
 use crate::metrics;
-use crate::peer::NewRegion;
 use crate::region_id::RegionIdAllocator;
 use crate::region_map::RegionMap;
 use crate::shard_core::{CheckpointDone, ShardCore, ShardIo, ShardMsg};
@@ -114,24 +113,19 @@ impl ShardIo for GlommioIo {
         self.ctx.region_ids.allocate()
     }
 
-    fn hand_off(&mut self, shard: usize, region: NewRegion) {
-        let id = region.checkpoint.region.id;
+    fn to_shard(&mut self, shard: usize, msg: ShardMsg) {
         let Some(tx) = self.ctx.shards.get(shard).cloned() else {
-            tracing::error!(region = id, shard, "no such shard for a new region");
+            tracing::error!(shard, "no such shard of this store");
             return;
         };
         // Waits for room in the other shard's inbox without holding up
         // this loop.
         glommio::spawn_local(async move {
-            if tx
-                .send_async(ShardMsg::AddRegion(Box::new(region)))
-                .await
-                .is_err()
-            {
-                tracing::debug!(
-                    region = id,
-                    "shard gone; the new region starts at the next restart"
-                );
+            if tx.send_async(msg).await.is_err() {
+                // Whatever it carried is redone at the next start: a new
+                // region starts from its checkpoint, a held merge is
+                // replayed from the log.
+                tracing::debug!(shard, "shard gone; message for it dropped");
             }
         })
         .detach();

@@ -23,14 +23,16 @@
 //! durable tombstone keeps old snapshots from bringing it back.
 //!
 //! Merge: `PrepareMerge` is proposed here after the checks of
-//! `crate::merge`, judged with both regions' replicas at hand (a merge
-//! needs both on one shard of every store). When a region applies a
-//! `CommitMerge`, the absorbed source's replica on this shard is destroyed
-//! before any other region of the shard applies anything, keeping its data
-//! (now the target's), with a tombstone no checkpoint or snapshot of the
-//! source passes. An initialized region whose snapshot covers the range of
-//! an older-version region of this store (a merge it missed) destroys that
-//! region before stepping the snapshot.
+//! `crate::merge`, judged with the target's replica at hand, or its
+//! metadata when another shard of the store runs it. Before a region
+//! applies a `CommitMerge`, the absorbed source's replica on this store is
+//! destroyed, keeping its data (now the target's), with a tombstone no
+//! checkpoint or snapshot of the source passes: on this shard at once,
+//! before any other region applies anything; on another shard by message,
+//! the target holding its apply meanwhile (see `peer::merge`). An
+//! initialized region whose snapshot covers the range of an older-version
+//! region of this store (a merge it missed) has that region destroyed
+//! before stepping the snapshot.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,8 +52,8 @@ use crate::liveness::{NodeLiveness, PING_REGION};
 use crate::log_codec::{decode_hard_state, encode_truncation, Truncation};
 use crate::membership::PeerChange;
 use crate::peer::{
-    parse_removed_marker, removed_marker, MembershipReply, MergeSource, NewRegion, Peer, PeerState,
-    ReadReply, RegionStatus, TurnOutput, WriteReply,
+    parse_removed_marker, removed_marker, MembershipReply, MergeRelease, MergeSource, NewRegion,
+    Peer, PeerState, ReadReply, RegionStatus, TurnOutput, WriteReply,
 };
 use crate::recovery::recover_log;
 use crate::region::{RegionEpoch, RegionMeta};
@@ -134,6 +136,16 @@ pub enum ShardMsg {
         region_id: u64,
         reply: oneshot::Sender<Result<MergeSource, RaftstoreError>>,
     },
+    /// From shard `reply_to` of this store: destroy the replica of the
+    /// merge source `release.source` (keeping its data), which
+    /// `release.target` absorbs, then answer with [`ShardMsg::MergeSourceReleased`].
+    ReleaseMergeSource {
+        release: MergeRelease,
+        reply_to: usize,
+    },
+    /// This store's replica of `release.source` is destroyed: `release.target`
+    /// may apply what it held back for it.
+    MergeSourceReleased(MergeRelease),
     Shutdown,
 }
 
@@ -190,8 +202,10 @@ pub trait ShardIo {
     async fn log_compacted(&mut self, compacted: &[(u64, u64)]) -> Result<(), RaftstoreError>;
     /// A region id no region of the cluster has, nor will be given again.
     fn allocate_region_id(&mut self) -> Result<u64, RaftstoreError>;
-    /// Hands a region a split created to shard `shard` of this store.
-    fn hand_off(&mut self, shard: usize, region: NewRegion);
+    /// Hands `msg` to shard `shard` of this store (a region a split
+    /// created, a merge source to destroy, or the answer to that). Never
+    /// blocks.
+    fn to_shard(&mut self, shard: usize, msg: ShardMsg);
 }
 
 /// A split waiting for a region id (allocated in the turn, where the
@@ -218,6 +232,10 @@ pub struct ShardCore {
     /// Snapshots for uninitialized replicas that overlap a region not yet
     /// split here; stepped once the overlap is gone (see `step`).
     held_snapshots: BTreeMap<u64, Message>,
+    /// Snapshots for initialized replicas whose range covers a region
+    /// merged away that another shard of this store still runs; stepped
+    /// once that shard destroyed it (see `release_merged_away`).
+    held_merge_snapshots: BTreeMap<u64, Message>,
     /// Regions whose snapshot was stepped into an uninitialized replica
     /// but is not yet installed (installs happen in the next turn's
     /// Readies). They count in the overlap check like installed regions:
@@ -233,6 +251,9 @@ pub struct ShardCore {
     /// applied after the sync, a destroyed region's log): they ride with
     /// the next batch. Losing them in a crash only delays reclaiming space.
     staged_wal: Vec<WalRecord>,
+    /// Messages for other shards of this store produced outside a turn:
+    /// (shard, message), handed over by the next turn.
+    shard_outbox: Vec<(usize, ShardMsg)>,
     /// The regions of this shard this store was removed from.
     tombstones: Tombstones,
     ticks: u64,
@@ -272,10 +293,12 @@ impl ShardCore {
             checkpoint_dir: checkpoint_dir.into(),
             splits: Vec::new(),
             held_snapshots: BTreeMap::new(),
+            held_merge_snapshots: BTreeMap::new(),
             accepted_snapshots: BTreeMap::new(),
             liveness: Arc::new(NodeLiveness::new()),
             outbox: Vec::new(),
             staged_wal: Vec::new(),
+            shard_outbox: Vec::new(),
             tombstones,
             ticks: 0,
         };
@@ -349,7 +372,7 @@ impl ShardCore {
         let shard = self.cfg.shard_of(id);
         if shard != self.shard_index {
             self.region_map.upsert(region.checkpoint.region.clone());
-            io.hand_off(shard, region);
+            io.to_shard(shard, ShardMsg::AddRegion(Box::new(region)));
             return Ok(());
         }
         self.start_split_region(region)
@@ -564,6 +587,23 @@ impl ShardCore {
                 };
                 let _ = reply.send(source);
             }
+            ShardMsg::ReleaseMergeSource { release, reply_to } => {
+                match self.destroy_merge_source(release) {
+                    Ok(()) => self
+                        .shard_outbox
+                        .push((reply_to, ShardMsg::MergeSourceReleased(release))),
+                    // The target keeps holding; the shard asks again when
+                    // it restarts (the entry is replayed).
+                    Err(err) => {
+                        tracing::error!(region = release.source, %err, "could not destroy a merged-away replica")
+                    }
+                }
+            }
+            ShardMsg::MergeSourceReleased(release) => {
+                if let Some(mut target) = self.peers.get_mut(&release.target) {
+                    target.source_released(release.source);
+                }
+            }
             ShardMsg::Shutdown => return true,
         }
         false
@@ -661,8 +701,10 @@ impl ShardCore {
         );
         if msg.get_msg_type() == T::MsgSnapshot
             && self.peers.get(&region_id).is_some_and(Peer::is_initialized)
+            && !self.release_merged_away(region_id, &msg)
         {
-            self.destroy_merged_away(region_id, &msg);
+            self.held_merge_snapshots.insert(region_id, msg);
+            return;
         }
         if let Some(peer) = self.peers.get(&region_id) {
             let leaders_message = from_leader || msg.get_msg_type() == T::MsgTimeoutNow;
@@ -797,6 +839,7 @@ impl ShardCore {
             return Ok(());
         };
         self.held_snapshots.remove(&region_id);
+        self.held_merge_snapshots.remove(&region_id);
         self.accepted_snapshots.remove(&region_id);
         if peer.is_initialized() {
             let region = peer.region();
@@ -820,26 +863,46 @@ impl ShardCore {
     /// destroys the regions of this store the snapshot's range covers with
     /// an older version. A region's range grows only by merges, so those
     /// are sources the region absorbed in entries this store will never
-    /// apply; left alone, they would keep the keys the snapshot brings.
-    fn destroy_merged_away(&mut self, region_id: u64, msg: &Message) {
+    /// apply; left alone, they would keep the keys the snapshot brings (or,
+    /// lagging, write older values over them). Those on this shard go at
+    /// once; those on other shards are asked to go. Returns whether none
+    /// is left, so the snapshot may be stepped.
+    fn release_merged_away(&mut self, region_id: u64, msg: &Message) -> bool {
         let Ok(cp) = RegionCheckpoint::decode(&msg.get_snapshot().data) else {
-            return; // judged again when installed
+            return true; // judged again when installed
         };
+        let mut all_gone = true;
         for stale in self.region_map.overlapping(&cp.region, region_id) {
-            // The region map is the store's: other shards' regions are theirs.
-            if stale.epoch.version >= cp.region.epoch.version || !self.peers.contains_key(&stale.id)
-            {
+            if stale.epoch.version >= cp.region.epoch.version {
+                continue;
+            }
+            let release = MergeRelease {
+                source: stale.id,
+                target: region_id,
+            };
+            let shard = self.cfg.shard_of(stale.id);
+            if shard != self.shard_index {
+                all_gone = false;
+                self.shard_outbox.push((
+                    shard,
+                    ShardMsg::ReleaseMergeSource {
+                        release,
+                        reply_to: self.shard_index,
+                    },
+                ));
                 continue;
             }
             tracing::info!(
                 region = stale.id,
                 by = region_id,
-                "a snapshot shows the region merged away; destroying the replica"
+                "a snapshot shows the region merged away"
             );
-            if let Err(err) = self.destroy_region(stale.id, MERGED_TOMBSTONE_CONF_VER, true) {
+            if let Err(err) = self.destroy_merge_source(release) {
                 tracing::error!(region = stale.id, %err, "could not destroy a merged-away replica");
+                all_gone = false;
             }
         }
+        all_gone
     }
 
     /// Whether a snapshot for the uninitialized replica `region_id` may
@@ -867,6 +930,16 @@ impl ShardCore {
     /// Steps held snapshots whose overlap is gone (the parent split or was
     /// caught up); drops those whose replica no longer needs one.
     fn step_held_snapshots(&mut self) {
+        for (region_id, msg) in std::mem::take(&mut self.held_merge_snapshots) {
+            if !self.peers.get(&region_id).is_some_and(Peer::is_initialized) {
+                continue;
+            }
+            if !self.release_merged_away(region_id, &msg) {
+                self.held_merge_snapshots.insert(region_id, msg);
+            } else if let Some(mut peer) = self.peers.get_mut(&region_id) {
+                peer.step(msg);
+            }
+        }
         let held = std::mem::take(&mut self.held_snapshots);
         for (region_id, msg) in held {
             if self.peers.get(&region_id).is_none_or(Peer::is_initialized) {
@@ -913,7 +986,7 @@ impl ShardCore {
                     readies.push((id, rd));
                 }
             }
-            self.destroy_absorbed(&mut out)?;
+            self.release_merge_sources(&mut out)?;
         }
         // Every accepted snapshot is now installed (or was refused by Raft).
         self.accepted_snapshots.clear();
@@ -936,9 +1009,12 @@ impl ShardCore {
             if let Some(mut peer) = self.peers.get_mut(&id) {
                 peer.after_persist(rd, &mut out)?;
             }
-            self.destroy_absorbed(&mut out)?;
+            self.release_merge_sources(&mut out)?;
         }
         send_grouped(io, std::mem::take(&mut out.messages));
+        for (shard, msg) in self.shard_outbox.drain(..) {
+            io.to_shard(shard, msg);
+        }
         self.staged_wal.extend(out.wal.records().iter().cloned());
         for region in std::mem::take(&mut out.created) {
             self.add_region(io, region)?;
@@ -972,22 +1048,49 @@ impl ShardCore {
         self.peers.check_filing()
     }
 
-    /// Destroys the replicas of merge sources a region just absorbed,
-    /// before any other region applies anything (see the module comment).
-    fn destroy_absorbed(&mut self, out: &mut TurnOutput) -> Result<(), RaftstoreError> {
-        for source_id in std::mem::take(&mut out.absorbed) {
-            if self.cfg.shard_of(source_id) != self.shard_index {
-                // Only when stores run different shard counts (the merge
-                // was checked on the source leader's store alone).
-                tracing::error!(
-                    region = source_id,
-                    "a merged-away region runs on another shard of this store; run every store with the same --shards"
-                );
-                continue;
+    /// Destroys the replicas of the merge sources regions of this shard
+    /// are about to absorb (see `peer::merge`), right after the region
+    /// that asked, before any other region applies anything: on this shard
+    /// at once, and the target resumes its apply; on another shard by
+    /// message, and the target resumes when the answer comes.
+    fn release_merge_sources(&mut self, out: &mut TurnOutput) -> Result<(), RaftstoreError> {
+        // A resumed target may hold again, at a later `CommitMerge`.
+        while !out.merge_releases.is_empty() {
+            for release in std::mem::take(&mut out.merge_releases) {
+                let shard = self.cfg.shard_of(release.source);
+                if shard != self.shard_index {
+                    self.shard_outbox.push((
+                        shard,
+                        ShardMsg::ReleaseMergeSource {
+                            release,
+                            reply_to: self.shard_index,
+                        },
+                    ));
+                    continue;
+                }
+                self.destroy_merge_source(release)?;
+                if let Some(mut target) = self.peers.get_mut(&release.target) {
+                    target.source_released(release.source);
+                    target.resume_held_apply(out)?;
+                }
             }
-            self.destroy_region(source_id, MERGED_TOMBSTONE_CONF_VER, true)?;
         }
         Ok(())
+    }
+
+    /// Destroys this shard's replica of a merge source, keeping its data
+    /// (the target's now), with a tombstone no message, checkpoint or
+    /// snapshot of the source passes.
+    fn destroy_merge_source(&mut self, release: MergeRelease) -> Result<(), RaftstoreError> {
+        debug_assert_eq!(self.cfg.shard_of(release.source), self.shard_index);
+        if self.peers.contains_key(&release.source) {
+            tracing::info!(
+                region = release.source,
+                target = release.target,
+                "destroying the replica of a region merged away"
+            );
+        }
+        self.destroy_region(release.source, MERGED_TOMBSTONE_CONF_VER, true)
     }
 
     /// Proposes `PrepareMerge` on `source_id`'s leader once the checks of
@@ -1016,7 +1119,6 @@ impl ShardCore {
         target_id: u64,
     ) -> Result<Result<WriteCommand, RegionMeta>, RaftstoreError> {
         let me = self.cfg.node_id;
-        crate::merge::check_same_shard(source_id, target_id, |id| self.cfg.shard_of(id))?;
         let source = self
             .peers
             .get(&source_id)
@@ -1039,31 +1141,51 @@ impl ShardCore {
                 target.id
             )));
         }
-        let target = self
-            .peers
-            .get(&target_id)
-            .filter(|p| p.is_initialized())
-            .ok_or_else(|| {
-                RaftstoreError::Refused(format!(
-                    "store {me} holds no replica of region {target_id}; move replicas so both regions have the same stores first"
-                ))
-            })?;
-        if target.merging().is_some() {
-            return Err(RaftstoreError::Refused(format!(
-                "region {target_id} is itself merging; retry once that merge completes"
-            )));
+        let no_replica = || {
+            RaftstoreError::Refused(format!(
+                "store {me} holds no replica of region {target_id}; move replicas so both regions have the same stores first"
+            ))
+        };
+        if self.cfg.shard_of(target_id) == self.shard_index {
+            let target = self
+                .peers
+                .get(&target_id)
+                .filter(|p| p.is_initialized())
+                .ok_or_else(no_replica)?;
+            if target.merging().is_some() {
+                return Err(RaftstoreError::Refused(format!(
+                    "region {target_id} is itself merging; retry once that merge completes"
+                )));
+            }
+            if source.has_pending_conf_change() || target.has_pending_conf_change() {
+                return Err(RaftstoreError::Unavailable(format!(
+                    "a membership change of region {source_id} or {target_id} is in progress; retry once it completes"
+                )));
+            }
+            crate::merge::check_merge(
+                source.region(),
+                source.conf_state(),
+                target.region(),
+                target.conf_state(),
+            )?;
+        } else {
+            // Another shard runs the target: judged by its metadata, as
+            // `PrepareMerge` is applied (the target refuses `CommitMerge`
+            // if its configuration does not fit after all).
+            let target = self.region_map.get(target_id).ok_or_else(no_replica)?;
+            if source.has_pending_conf_change() {
+                return Err(RaftstoreError::Unavailable(format!(
+                    "a membership change of region {source_id} is in progress; retry once it completes"
+                )));
+            }
+            crate::merge::check_merge(
+                source.region(),
+                source.conf_state(),
+                &target,
+                &crate::merge::voters_of(&target),
+            )?;
         }
-        if source.has_pending_conf_change() || target.has_pending_conf_change() {
-            return Err(RaftstoreError::Unavailable(format!(
-                "a membership change of region {source_id} or {target_id} is in progress; retry once it completes"
-            )));
-        }
-        crate::merge::check_merge(
-            source.region(),
-            source.conf_state(),
-            target.region(),
-            target.conf_state(),
-        )?;
+        let target = self.region_map.get(target_id).ok_or_else(no_replica)?;
         let region = source.region();
         let size = self.store.range_size(&region.start_key, &region.end_key);
         let carried = crate::merge::carried_bytes(size.keys, size.bytes);
@@ -1080,7 +1202,7 @@ impl ShardCore {
             },
             id: WriteId::default(),
             op: WriteOp::PrepareMerge {
-                target: target.region().clone(),
+                target: RegionMeta::clone(&target),
             },
         }))
     }
@@ -1200,6 +1322,9 @@ fn send_grouped(io: &mut impl ShardIo, messages: Vec<(u64, u64, Message)>) {
 }
 
 #[cfg(test)]
+mod merge_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use raft::prelude::{ConfState, MessageType, Snapshot};
@@ -1242,10 +1367,12 @@ mod tests {
         }
     }
 
-    /// A disk that syncs at once and a network that keeps what it is given.
+    /// A disk that syncs at once, and a network and other shards that keep
+    /// what they are given.
     #[derive(Default)]
-    struct RecordingIo {
-        sent: Vec<(u64, Vec<(u64, Message)>)>,
+    pub(super) struct RecordingIo {
+        pub(super) sent: Vec<(u64, Vec<(u64, Message)>)>,
+        pub(super) to_shards: Vec<(usize, ShardMsg)>,
     }
 
     impl ShardIo for RecordingIo {
@@ -1265,7 +1392,9 @@ mod tests {
         fn allocate_region_id(&mut self) -> Result<u64, RaftstoreError> {
             Err(RaftstoreError::Internal("no splits in these tests".into()))
         }
-        fn hand_off(&mut self, _shard: usize, _region: NewRegion) {}
+        fn to_shard(&mut self, shard: usize, msg: ShardMsg) {
+            self.to_shards.push((shard, msg));
+        }
     }
 
     /// Store 1's single shard, running `regions` (voters as given) from

@@ -12,6 +12,9 @@
 //!   back: the source thaws, keeps its data and takes writes again;
 //! - whose coordinating node is SIGKILLed is finished by the source's next
 //!   leader, and the killed node comes back with the merged shape.
+//!
+//! With two shards per node, neighbours that run on different shards of
+//! every store merge too, under writes, and the merge survives a restart.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -451,4 +454,81 @@ async fn a_merge_whose_coordinator_is_killed_is_finished_by_the_next_leader() {
     check_data(&client, &written, value_of).await;
 
     restart_holding_the_merge(&mut cluster, coordinator, source.id, target.id, &written).await;
+}
+
+/// With two shards per node (a region runs on shard `id % 2`), a region
+/// merges into a neighbour that runs on the other shard of every store
+/// while a writer keeps writing to it; nothing is lost, the source is gone
+/// from every store, and a SIGKILLed store comes back with the merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neighbours_on_different_shards_merge_under_writes_and_across_a_restart() {
+    let mut args = SERVER_ARGS.map(String::from).to_vec();
+    args.extend(["--shards", "2"].map(String::from));
+    let mut cluster = Cluster::start_with_args(test_environment!(), 3, args)
+        .await
+        .expect("start cluster");
+    cluster
+        .wait_for_leader(SETTLE_TIMEOUT)
+        .await
+        .expect("leader");
+    let client = cluster.client();
+    // Each split at `c/{i}` cuts `[c/{i-1}, ..)`: stop at the first whose
+    // halves run on different shards.
+    let mut halves = None;
+    for i in 1..=8 {
+        let (left, right) = client.split_region(format!("c/{i}")).await.expect("split");
+        if left.id % 2 != right.id % 2 {
+            halves = Some((i, left, right));
+            break;
+        }
+    }
+    let (i, target, source) = halves.expect("eight splits made a pair on different shards");
+    let mut written = BTreeSet::new();
+    for n in 0..KEYS_PER_REGION {
+        for half in [i - 1, i] {
+            let key = format!("c/{half}/{n:06}");
+            put_acknowledged(&client, &key).await;
+            written.insert(key);
+        }
+    }
+
+    let writer = {
+        let client = cluster.client();
+        tokio::spawn(async move {
+            let mut keys = BTreeSet::new();
+            for n in 0..3 * WRITES_AFTER_MERGE {
+                let key = format!("c/{i}/w{n:06}");
+                put_acknowledged(&client, &key).await;
+                keys.insert(key);
+            }
+            keys
+        })
+    };
+    let merged = client
+        .merge_regions(source.id, target.id)
+        .await
+        .expect("merge across shards");
+    assert_eq!(merged.id, target.id);
+    assert_eq!(merged.start_key, target.start_key);
+    assert_eq!(merged.end_key, source.end_key);
+    written.extend(writer.await.expect("writer"));
+    check_data(&client, &written, value_of).await;
+    for node in cluster.node_ids() {
+        wait_until(
+            "the source gone from every store",
+            Instant::now() + SETTLE_TIMEOUT,
+            || async {
+                let ids = region_ids_of(&cluster, node).await?;
+                if ids.contains(&source.id) || !ids.contains(&target.id) {
+                    return Err(format!("node {node} reports {ids:?}"));
+                }
+                Ok(())
+            },
+        )
+        .await;
+    }
+
+    let leader = cluster.leader().await.expect("a leader");
+    cluster.kill(leader).expect("kill -9");
+    restart_holding_the_merge(&mut cluster, leader, source.id, target.id, &written).await;
 }

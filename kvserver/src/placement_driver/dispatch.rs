@@ -201,7 +201,7 @@ mod tests {
         let members = Members::default();
         let status = |err| to_status(err, &members);
         for refused in [
-            RaftstoreError::Refused("different shards".into()),
+            RaftstoreError::Refused("region 7 has learners".into()),
             RaftstoreError::InvalidRequest("not adjacent".into()),
         ] {
             assert!(is_refusal(&status(refused)));

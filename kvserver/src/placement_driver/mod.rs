@@ -23,7 +23,7 @@
 //! - at most one operator per region is in flight; one whose region's
 //!   epoch moved, or that outlived the operator timeout, is dropped;
 //! - a merge its source's leader refused (the driver cannot know, say, that
-//!   two regions run on different shards of their stores) is dropped at
+//!   a region has a learner it has not reported yet) is dropped at
 //!   once and its pair of regions left alone for
 //!   `schedule::MERGE_REFUSAL_BACKOFF_MS`, so a refusal never turns into a
 //!   retry loop; other failed dispatches are retried every round.

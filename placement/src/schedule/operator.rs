@@ -13,8 +13,8 @@
 //! `Kv.MergeRegion`).
 //!
 //! A merge touches two regions: both count as having an operator in
-//! flight. A merge the source's leader refused (different shards, voters
-//! that changed, a source larger than it looked) is not asked for again
+//! flight. A merge the source's leader refused (a learner, voters that
+//! changed, a source larger than it looked) is not asked for again
 //! for [`MERGE_REFUSAL_BACKOFF_MS`], for that pair of regions in either
 //! direction, so a refusal the driver cannot foresee costs one call per
 //! pair per backoff, never a retry loop.

@@ -26,7 +26,8 @@
 
 mod merge;
 
-pub use merge::MergeSource;
+use merge::HeldApply;
+pub use merge::{MergeRelease, MergeSource};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -68,10 +69,10 @@ pub struct TurnOutput {
     pub wal: WalBatch,
     /// Regions that splits made this turn; their checkpoints are durable.
     pub created: Vec<NewRegion>,
-    /// Merge sources a region of this shard absorbed: the shard destroys
-    /// their local replicas (keeping the data, which is now the target's)
-    /// before any other region applies anything.
-    pub absorbed: Vec<u64>,
+    /// Merge sources whose replica on this store the shard must destroy
+    /// (keeping the data, which is the target's): a target holds its apply
+    /// until that is done (see `merge`).
+    pub merge_releases: Vec<MergeRelease>,
 }
 
 /// A region a split created on this store: its durable starting state
@@ -274,6 +275,9 @@ pub struct Peer {
     /// Frozen for a merge into this region (as it was when the merge was
     /// prepared): see `merge`. Boxed: almost every region has none.
     merging: Option<Box<RegionMeta>>,
+    /// Committed entries held back until a merge source's replica here is
+    /// destroyed: see `merge`. Boxed: almost every region has none.
+    held_apply: Option<Box<HeldApply>>,
 }
 
 fn role_name(role: StateRole) -> &'static str {
@@ -337,6 +341,7 @@ impl Peer {
             pending_conf_change: None,
             removed: false,
             traffic: RegionTraffic::default(),
+            held_apply: None,
         }
     }
 
@@ -346,7 +351,7 @@ impl Peer {
 
     /// Hibernating with nothing left to do: a turn may skip it.
     pub fn is_asleep(&self) -> bool {
-        self.hibernating && !self.settling
+        self.hibernating && !self.settling && self.held_apply.is_none()
     }
 
     /// Leaves hibernation: the region ticks (and its leader heartbeats) again.
@@ -1035,6 +1040,7 @@ impl Peer {
         out: &mut TurnOutput,
     ) -> Result<Option<raft::Ready>, RaftstoreError> {
         self.settling = false;
+        self.resume_held_apply(out)?;
         if !self.raw.has_ready() {
             return Ok(None);
         }
@@ -1095,14 +1101,16 @@ impl Peer {
         out: &mut TurnOutput,
     ) -> Result<(), RaftstoreError> {
         self.route(rd.take_persisted_messages(), out);
-        let mut light = self.raw.advance(rd);
+        // Applied progress is reported as it is made: a merge may hold
+        // committed entries back (see `merge`).
+        let mut light = self.raw.advance_append(rd);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit);
             self.hard_state_dirty = true;
         }
         self.route(light.take_messages(), out);
         self.apply_entries(light.take_committed_entries(), out)?;
-        self.raw.advance_apply();
+        self.raw.advance_apply_to(self.applied_index);
         self.serve_reads();
         Ok(())
     }
@@ -1194,7 +1202,24 @@ impl Peer {
         entries: Vec<Entry>,
         out: &mut TurnOutput,
     ) -> Result<(), RaftstoreError> {
-        for entry in entries {
+        self.apply_entries_released(entries, None, out)
+    }
+
+    /// Applies committed `entries` in order, holding them back from the
+    /// first `CommitMerge` that absorbs a source other than `released`
+    /// (one whose replica here is destroyed already): see `merge`.
+    pub(super) fn apply_entries_released(
+        &mut self,
+        entries: Vec<Entry>,
+        released: Option<u64>,
+        out: &mut TurnOutput,
+    ) -> Result<(), RaftstoreError> {
+        if let Some(held) = self.held_apply.as_mut() {
+            held.entries.extend(entries);
+            return Ok(());
+        }
+        let mut entries = entries.into_iter();
+        while let Some(entry) = entries.next() {
             debug_assert_eq!(
                 entry.index,
                 self.applied_index + 1,
@@ -1204,36 +1229,49 @@ impl Peer {
                 entry.index <= self.raw.raft.raft_log.committed,
                 "applied never passes committed"
             );
+            let decoded = (entry.get_entry_type() == EntryType::EntryNormal
+                && !entry.data.is_empty())
+            .then(|| WriteCommand::decode(&entry.data));
+            if let Some(Ok(cmd)) = &decoded {
+                if let Some(source) = self.absorbs(cmd).filter(|&s| Some(s) != released) {
+                    self.hold_apply(source, entry, entries.collect(), out);
+                    return Ok(());
+                }
+            }
             let mut membership_outcome = None;
             let outcome = match entry.get_entry_type() {
-                EntryType::EntryNormal if entry.data.is_empty() => None,
-                EntryType::EntryNormal => Some(match WriteCommand::decode(&entry.data) {
-                    Ok(cmd) if matches!(cmd.op, WriteOp::Split { .. }) => {
-                        self.apply_split(&cmd, entry.index, entry.term, out)?
-                    }
-                    Ok(cmd) if matches!(cmd.op, WriteOp::PrepareMerge { .. }) => {
-                        self.apply_prepare_merge(&cmd)
-                    }
-                    Ok(cmd) if matches!(cmd.op, WriteOp::CommitMerge { .. }) => {
-                        self.apply_commit_merge(&cmd, out)
-                    }
-                    Ok(cmd) if cmd.op == WriteOp::RollbackMerge => self.apply_rollback_merge(&cmd),
-                    // Frozen for a merge: writes proposed before the freeze
-                    // and committed after it are refused, on every replica.
-                    Ok(_) if self.merging.is_some() => Err(self.merging_error()),
-                    Ok(cmd) => {
-                        self.note_written(&cmd.op);
-                        apply_write(&self.store, &self.region, &mut self.sessions, &cmd)
-                            .map_err(|r| self.rejection(r))
-                    }
-                    Err(err) => {
-                        tracing::error!(region = self.region.id, index = entry.index, %err, "committed entry does not decode; skipped");
-                        Err(RaftstoreError::Corrupt(format!(
-                            "entry {} does not decode: {err}",
-                            entry.index
-                        )))
-                    }
-                }),
+                EntryType::EntryNormal => match decoded {
+                    None => None,
+                    Some(decoded) => Some(match decoded {
+                        Ok(cmd) if matches!(cmd.op, WriteOp::Split { .. }) => {
+                            self.apply_split(&cmd, entry.index, entry.term, out)?
+                        }
+                        Ok(cmd) if matches!(cmd.op, WriteOp::PrepareMerge { .. }) => {
+                            self.apply_prepare_merge(&cmd)
+                        }
+                        Ok(cmd) if matches!(cmd.op, WriteOp::CommitMerge { .. }) => {
+                            self.apply_commit_merge(&cmd, out)
+                        }
+                        Ok(cmd) if cmd.op == WriteOp::RollbackMerge => {
+                            self.apply_rollback_merge(&cmd)
+                        }
+                        // Frozen for a merge: writes proposed before the freeze
+                        // and committed after it are refused, on every replica.
+                        Ok(_) if self.merging.is_some() => Err(self.merging_error()),
+                        Ok(cmd) => {
+                            self.note_written(&cmd.op);
+                            apply_write(&self.store, &self.region, &mut self.sessions, &cmd)
+                                .map_err(|r| self.rejection(r))
+                        }
+                        Err(err) => {
+                            tracing::error!(region = self.region.id, index = entry.index, %err, "committed entry does not decode; skipped");
+                            Err(RaftstoreError::Corrupt(format!(
+                                "entry {} does not decode: {err}",
+                                entry.index
+                            )))
+                        }
+                    }),
+                },
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     membership_outcome = Some(self.apply_membership_entry(&entry, out)?);
                     None
@@ -1552,6 +1590,10 @@ impl Peer {
                 "snapshot of region {} at {} carries a checkpoint of region {} at {}",
                 self.region.id, index, cp.region.id, cp.applied_index
             )));
+        }
+        // The snapshot covers whatever a merge held back.
+        if let Some(held) = self.held_apply.take() {
+            debug_assert!(held.entries.iter().all(|e| e.index <= index));
         }
         self.store
             .replace_range(&cp.region.start_key, &cp.region.end_key, cp.pairs.clone());

@@ -67,11 +67,14 @@ impl NodeProcess {
             .arg(&launch.status_addr)
             .arg("--data-dir")
             .arg(launch.data_dir)
-            // Several nodes share this machine's cores: one unpinned shard
-            // each keeps them from fighting over the same cores.
-            .arg("--shards")
-            .arg("1")
-            .arg("--no-pin")
+            .arg("--no-pin");
+        // Several nodes share this machine's cores: one unpinned shard each
+        // keeps them from fighting over the same cores, unless a test asks
+        // for more.
+        if !launch.extra_args.iter().any(|a| a == "--shards") {
+            command.arg("--shards").arg("1");
+        }
+        command
             .args(launch.extra_args)
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1")

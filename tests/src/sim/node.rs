@@ -11,7 +11,6 @@ use engine::store::KvStore;
 use engine::wal::{WalBatch, WalRecord};
 use raftstore::checkpoint::RegionCheckpoint;
 use raftstore::liveness::NodeLiveness;
-use raftstore::peer::NewRegion;
 use raftstore::recovery::load_checkpoints;
 use raftstore::region_map::RegionMap;
 use raftstore::shard_core::{CheckpointDone, ShardCore, ShardIo, ShardMsg};
@@ -38,8 +37,8 @@ pub struct SimIo {
     node_id: u64,
     /// The node's region id counter: durable, shared by its shards.
     region_ids: Arc<AtomicU64>,
-    /// Regions split off for another shard of this node, to deliver.
-    pub handoffs: Vec<(usize, NewRegion)>,
+    /// Messages for another shard of this node, to deliver.
+    pub handoffs: Vec<(usize, ShardMsg)>,
     /// Durable WAL records, in log order.
     durable: Vec<WalRecord>,
     checkpoint_dir: PathBuf,
@@ -94,8 +93,8 @@ impl ShardIo for SimIo {
         Ok(self.node_id << 32 | self.region_ids.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn hand_off(&mut self, shard: usize, region: NewRegion) {
-        self.handoffs.push((shard, region));
+    fn to_shard(&mut self, shard: usize, msg: ShardMsg) {
+        self.handoffs.push((shard, msg));
     }
 }
 
@@ -255,9 +254,9 @@ impl SimNode {
             handoffs.append(&mut shard.io.handoffs);
             result?;
         }
-        for (index, region) in handoffs {
+        for (index, msg) in handoffs {
             if let Some(shard) = self.shards.get_mut(index) {
-                shard.inbox.push_back(ShardMsg::AddRegion(Box::new(region)));
+                shard.inbox.push_back(msg);
             }
         }
         Ok(())
