@@ -34,6 +34,11 @@ pub struct StoreConfig {
     pub snapshot_timeout_ticks: u32,
     /// Applied entries between checkpoints (after which the log is compacted).
     pub checkpoint_every_entries: u64,
+    /// How often a shard checkpoints its asleep regions that applied
+    /// entries since their last checkpoint, so that an idle region's log
+    /// leaves memory and stops pinning WAL segments (a restart alone adds
+    /// an entry to every region).
+    pub idle_checkpoint_interval: Duration,
     /// Capacity of each shard's inbox; senders wait when it is full.
     pub inbox_capacity: usize,
     /// A region holding more keys or bytes than this splits at its middle
@@ -63,6 +68,7 @@ impl StoreConfig {
             request_timeout: Duration::from_secs(5),
             snapshot_timeout_ticks: 300,
             checkpoint_every_entries: 50_000,
+            idle_checkpoint_interval: Duration::from_secs(60),
             inbox_capacity: 8192,
             split: SplitThresholds {
                 keys: 960_000,
@@ -98,6 +104,12 @@ impl StoreConfig {
     /// presumed leaderless: an election timeout.
     pub fn election_timeout(&self) -> std::time::Duration {
         self.tick * self.election_ticks as u32
+    }
+
+    /// Ticks between two idle-checkpoint sweeps (at least one).
+    pub fn idle_checkpoint_ticks(&self) -> u64 {
+        let ticks = self.idle_checkpoint_interval.as_nanos() / self.tick.as_nanos().max(1);
+        (ticks as u64).max(1)
     }
 
     /// Which shard runs `region_id`.

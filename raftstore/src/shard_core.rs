@@ -176,6 +176,11 @@ pub struct RegionCounts {
 /// checkpoint and snapshot the region ever had (its id is never reused).
 const MERGED_TOMBSTONE_CONF_VER: u64 = u64::MAX;
 
+/// The most asleep regions one idle-checkpoint sweep starts checkpoints
+/// for; the rest wait for the next sweep, so a store whose thousands of
+/// regions all went idle at once (after a restart, say) spreads the writes.
+const IDLE_CHECKPOINTS_PER_SWEEP: usize = 4096;
+
 /// A background checkpoint's outcome: the region and the applied index the
 /// checkpoint file now durably holds.
 pub type CheckpointDone = (u64, Result<u64, RaftstoreError>);
@@ -256,6 +261,8 @@ pub struct ShardCore {
     shard_outbox: Vec<(usize, ShardMsg)>,
     /// The regions of this shard this store was removed from.
     tombstones: Tombstones,
+    /// The next turn checkpoints asleep regions (`StoreConfig::idle_checkpoint_interval`).
+    idle_checkpoints_due: bool,
     ticks: u64,
     next_tick: Instant,
     /// The latest time passed in.
@@ -300,6 +307,7 @@ impl ShardCore {
             staged_wal: Vec::new(),
             shard_outbox: Vec::new(),
             tombstones,
+            idle_checkpoints_due: false,
             ticks: 0,
         };
         for checkpoint in checkpoints {
@@ -445,6 +453,9 @@ impl ShardCore {
                     at: now,
                 });
             }
+        }
+        if self.ticks.is_multiple_of(self.cfg.idle_checkpoint_ticks()) {
+            self.idle_checkpoints_due = true;
         }
         if self.shard_index == 0 && self.ticks.is_multiple_of(self.cfg.heartbeat_ticks as u64) {
             self.ping_stores();
@@ -1038,7 +1049,30 @@ impl ShardCore {
                 }
             }
         }
+        if std::mem::take(&mut self.idle_checkpoints_due) {
+            self.checkpoint_idle_regions(io);
+        }
         Ok(())
+    }
+
+    /// Checkpoints asleep regions whose log holds entries their checkpoint
+    /// does not (up to [`IDLE_CHECKPOINTS_PER_SWEEP`]): without it an idle
+    /// region's log would stay in memory, and pin the WAL segments holding
+    /// it, until it applied `checkpoint_every_entries` more. A region with
+    /// writes now and then is checkpointed at most once per sweep interval.
+    fn checkpoint_idle_regions(&mut self, io: &mut impl ShardIo) {
+        let due: Vec<u64> = self
+            .peers
+            .values()
+            .filter(|peer| peer.wants_idle_checkpoint())
+            .map(|peer| peer.region().id)
+            .take(IDLE_CHECKPOINTS_PER_SWEEP)
+            .collect();
+        for id in due {
+            if let Some(mut peer) = self.peers.get_mut(&id) {
+                io.write_checkpoint(peer.checkpoint());
+            }
+        }
     }
 
     /// Checks that every region is filed by its state (the invariants of
@@ -1373,6 +1407,10 @@ mod tests {
     pub(super) struct RecordingIo {
         pub(super) sent: Vec<(u64, Vec<(u64, Message)>)>,
         pub(super) to_shards: Vec<(usize, ShardMsg)>,
+        /// (region, applied index) of every checkpoint started.
+        pub(super) checkpoints: Vec<(u64, u64)>,
+        /// Checkpoint writes to report finished at the next turn.
+        pub(super) finished: Vec<CheckpointDone>,
     }
 
     impl ShardIo for RecordingIo {
@@ -1382,9 +1420,12 @@ mod tests {
         fn send(&mut self, to_node: u64, messages: Vec<(u64, Message)>) {
             self.sent.push((to_node, messages));
         }
-        fn write_checkpoint(&mut self, _checkpoint: RegionCheckpoint) {}
+        fn write_checkpoint(&mut self, checkpoint: RegionCheckpoint) {
+            self.checkpoints
+                .push((checkpoint.region.id, checkpoint.applied_index));
+        }
         fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
-            Vec::new()
+            std::mem::take(&mut self.finished)
         }
         async fn log_compacted(&mut self, _compacted: &[(u64, u64)]) -> Result<(), RaftstoreError> {
             Ok(())
@@ -1506,6 +1547,38 @@ mod tests {
         tick_until(&mut core, &mut io, now, 100, |core| {
             core.peers.awake().is_empty()
         });
+    }
+
+    /// An asleep region whose log holds entries its checkpoint does not is
+    /// checkpointed by the next idle sweep, without waking; once that
+    /// checkpoint is durable, later sweeps leave it alone until it applies
+    /// more.
+    #[test]
+    fn an_asleep_region_is_checkpointed_once_per_applied_change() {
+        let mut now = Instant::now();
+        let mut core = shard_with(&[(61, &[1])], now);
+        let sweep_ticks = 20;
+        Arc::make_mut(&mut core.cfg).idle_checkpoint_interval = core.cfg.tick * sweep_ticks;
+        let mut io = RecordingIo::default();
+        let asleep = |core: &ShardCore| core.peers.get(&61).is_some_and(Peer::is_asleep);
+        now = tick_until(&mut core, &mut io, now, 100, asleep);
+        // Its election's entry (index 6) is in no checkpoint yet.
+        for _ in 0..=sweep_ticks {
+            if !io.checkpoints.is_empty() {
+                break;
+            }
+            now += core.cfg.tick;
+            tick_and_turn(&mut core, &mut io, now);
+        }
+        assert_eq!(io.checkpoints, vec![(61, 6)], "within one sweep interval");
+        assert!(asleep(&core), "a checkpoint does not wake the region");
+        io.finished.push((61, Ok(6)));
+        for _ in 0..3 * sweep_ticks {
+            now += core.cfg.tick;
+            tick_and_turn(&mut core, &mut io, now);
+        }
+        assert_eq!(io.checkpoints, vec![(61, 6)], "nothing new to checkpoint");
+        assert!(asleep(&core));
     }
 
     /// A status request for some regions builds only theirs; the counts

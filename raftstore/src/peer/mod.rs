@@ -1631,8 +1631,23 @@ impl Peer {
         {
             return None;
         }
+        Some(self.checkpoint())
+    }
+
+    /// Whether this asleep region applied entries its last checkpoint does
+    /// not hold (and none is being written): its log stays in memory and
+    /// in the WAL until one does.
+    pub fn wants_idle_checkpoint(&self) -> bool {
+        self.is_asleep()
+            && !self.checkpoint_in_flight
+            && self.applied_index > self.last_checkpoint_index
+    }
+
+    /// A copy of the region at its applied index, now.
+    pub fn checkpoint(&mut self) -> RegionCheckpoint {
+        debug_assert!(!self.checkpoint_in_flight, "one checkpoint at a time");
         self.checkpoint_in_flight = true;
-        Some(RegionCheckpoint {
+        RegionCheckpoint {
             region: RegionMeta::clone(&self.region),
             applied_index: self.applied_index,
             applied_term: self.applied_term,
@@ -1642,7 +1657,7 @@ impl Peer {
             pairs: self
                 .store
                 .range_pairs(&self.region.start_key, &self.region.end_key),
-        })
+        }
     }
 
     /// The checkpoint at `index` is durable: the log before it can go.

@@ -40,6 +40,9 @@ struct Args {
     /// Cluster size.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// Shards per node (unpinned); with more than one, merges cross shards.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
     /// Seconds of workload (recovery and checking come after).
     #[arg(long, default_value_t = 60)]
     time_limit: u64,
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         workload: args.workload,
         faults: args.nemesis,
         nodes: args.nodes,
+        shards: args.shards,
         time_limit: Duration::from_secs(args.time_limit),
         seed,
         backend: args.backend,

@@ -50,6 +50,9 @@ pub struct RunOptions {
     /// Fault kinds to inject; empty for a run without faults.
     pub faults: Vec<FaultKind>,
     pub nodes: usize,
+    /// Shards per node: with more than one, a region runs on shard
+    /// `id % shards` and merges cross shards.
+    pub shards: usize,
     pub time_limit: Duration,
     pub seed: u64,
     pub backend: BackendKind,
@@ -66,9 +69,18 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// What every node runs with: the faults' needs and the shard count.
+    fn server_args(&self) -> Vec<String> {
+        let mut args = server_args(&self.faults);
+        args.extend(["--shards".to_owned(), self.shards.to_string()]);
+        args
+    }
+
     fn validate(&self) -> Result<(), Error> {
         let problem = if !(1..=9).contains(&self.nodes) {
             Some("--nodes must be 1 to 9")
+        } else if !(1..=8).contains(&self.shards) {
+            Some("--shards must be 1 to 8")
         } else if self.concurrency == 0 {
             Some("--concurrency must be positive")
         } else if !(self.rate.is_finite() && self.rate > 0.0) {
@@ -116,7 +128,7 @@ pub async fn execute(options: &RunOptions) -> Result<RunOutcome, Error> {
                 run_id,
                 data_root: report.data_dir(),
                 nodes: options.nodes,
-                server_args: server_args(&options.faults),
+                server_args: options.server_args(),
             })
             .await?;
             run_on(backend, options, &report).await?
@@ -126,7 +138,7 @@ pub async fn execute(options: &RunOptions) -> Result<RunOutcome, Error> {
                 options.server_binary.clone(),
                 report.data_dir(),
                 options.nodes,
-                server_args(&options.faults),
+                options.server_args(),
             )
             .await?;
             run_on(backend, options, &report).await?

@@ -126,6 +126,7 @@ async fn short_register_and_set_runs_are_valid() {
             workload,
             faults,
             nodes: 3,
+            shards: 1,
             time_limit,
             seed,
             backend,

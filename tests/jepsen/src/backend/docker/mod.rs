@@ -143,9 +143,7 @@ impl DockerBackend {
                 &format!("{}:{CLIENT_PORT}", node.ip),
                 "--data-dir",
                 DATA_MOUNT,
-                // Nodes share this machine's cores: one unpinned shard each.
-                "--shards",
-                "1",
+                // Nodes share this machine's cores: unpinned shards.
                 "--no-pin",
             ]));
             run.extend(config.server_args.iter().cloned());
