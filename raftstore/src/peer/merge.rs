@@ -172,6 +172,9 @@ impl Peer {
     /// The source `cmd` absorbs if it is a `CommitMerge` this region would
     /// apply now (not a repeat, not refused).
     pub(super) fn absorbs(&self, cmd: &WriteCommand) -> Option<u64> {
+        if !matches!(cmd.op, WriteOp::CommitMerge { .. }) {
+            return None; // every other entry, cheaply
+        }
         match self.commit_merge_step(cmd) {
             Ok(CommitMergeStep::Absorb { source, .. }) => Some(source.id),
             _ => None,
