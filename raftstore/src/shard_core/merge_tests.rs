@@ -1,7 +1,8 @@
 //! Merges whose source and target run on different shards of one store:
 //! the target holds its `CommitMerge` until the source's shard destroyed
 //! its replica, so a source replica that lags behind the freeze never
-//! writes over the pairs the target brings in.
+//! writes over the pairs the target brings in, and a target's snapshot
+//! covering the source waits until the source's shard destroyed it.
 
 use std::time::Instant;
 
@@ -280,4 +281,84 @@ fn a_lagging_source_on_another_shard_applies_nothing_over_the_merge() {
         s.deliver();
     }
     assert_eq!(s.store().get(b"n"), Some(b"final".to_vec()));
+}
+
+/// A target replica that missed the merge and is sent a snapshot covering
+/// the source, which another shard still runs: the snapshot is held and
+/// that shard asked to destroy the source; once it did, the snapshot is
+/// stepped.
+#[test]
+fn a_snapshot_covering_a_source_on_another_shard_waits_for_its_destruction() {
+    use raft::prelude::{MessageType, Snapshot};
+
+    let mut s = TwoShards::start("snapshot");
+    let Some(target) = s.peer(TARGET).map(|p| RegionMeta::clone(p.region())) else {
+        panic!("the target runs on shard 0");
+    };
+    let merged = RegionMeta {
+        end_key: Vec::new(),
+        epoch: RegionEpoch {
+            version: target.epoch.version + 10,
+            ..target.epoch
+        },
+        ..target
+    };
+    let checkpoint = RegionCheckpoint {
+        region: merged,
+        applied_index: 50,
+        applied_term: 50,
+        conf_state: ConfState {
+            voters: vec![1],
+            ..Default::default()
+        },
+        sessions: Default::default(),
+        merging: None,
+        pairs: vec![(b"n".to_vec(), b"merged".to_vec())],
+    };
+    let mut snapshot = Snapshot::default();
+    snapshot.mut_metadata().index = 50;
+    snapshot.mut_metadata().term = 50;
+    snapshot.mut_metadata().mut_conf_state().voters = vec![1];
+    snapshot.data = checkpoint.encode().expect("encodes").into();
+    let mut msg = Message::default();
+    msg.set_msg_type(MessageType::MsgSnapshot);
+    msg.from = 2;
+    msg.to = 1;
+    msg.term = 50;
+    msg.set_snapshot(snapshot);
+
+    s.cores[0].handle(
+        ShardMsg::Raft {
+            region_id: TARGET,
+            msg: Box::new(msg),
+        },
+        s.now,
+    );
+    assert!(
+        s.cores[0].held_merge_snapshots.contains_key(&TARGET),
+        "held"
+    );
+    s.turn();
+    // Asked again at every tick while held (idempotent).
+    assert!(!s.ios[0].to_shards.is_empty());
+    for sent in &s.ios[0].to_shards {
+        assert!(matches!(
+            sent,
+            (1, ShardMsg::ReleaseMergeSource { release, reply_to: 0 })
+                if *release == MergeRelease { source: SOURCE, target: TARGET }
+        ));
+    }
+    assert!(
+        s.peer(SOURCE).is_some(),
+        "not before its shard took the message"
+    );
+    s.turn_until(|s| s.cores[0].held_merge_snapshots.is_empty());
+    assert!(
+        s.peer(SOURCE).is_none(),
+        "destroyed before the snapshot was stepped"
+    );
+    assert_eq!(
+        s.cores[1].tombstones.conf_ver(SOURCE),
+        Some(MERGED_TOMBSTONE_CONF_VER)
+    );
 }
