@@ -891,16 +891,9 @@ impl ShardCore {
                 source: stale.id,
                 target: region_id,
             };
-            let shard = self.cfg.shard_of(stale.id);
-            if shard != self.shard_index {
+            if self.cfg.shard_of(stale.id) != self.shard_index {
                 all_gone = false;
-                self.shard_outbox.push((
-                    shard,
-                    ShardMsg::ReleaseMergeSource {
-                        release,
-                        reply_to: self.shard_index,
-                    },
-                ));
+                self.ask_release(release);
                 continue;
             }
             tracing::info!(
@@ -1091,15 +1084,8 @@ impl ShardCore {
         // A resumed target may hold again, at a later `CommitMerge`.
         while !out.merge_releases.is_empty() {
             for release in std::mem::take(&mut out.merge_releases) {
-                let shard = self.cfg.shard_of(release.source);
-                if shard != self.shard_index {
-                    self.shard_outbox.push((
-                        shard,
-                        ShardMsg::ReleaseMergeSource {
-                            release,
-                            reply_to: self.shard_index,
-                        },
-                    ));
+                if self.cfg.shard_of(release.source) != self.shard_index {
+                    self.ask_release(release);
                     continue;
                 }
                 self.destroy_merge_source(release)?;
@@ -1110,6 +1096,20 @@ impl ShardCore {
             }
         }
         Ok(())
+    }
+
+    /// Asks the shard that runs `release.source` to destroy its replica
+    /// and answer this one.
+    fn ask_release(&mut self, release: MergeRelease) {
+        let shard = self.cfg.shard_of(release.source);
+        debug_assert_ne!(shard, self.shard_index);
+        self.shard_outbox.push((
+            shard,
+            ShardMsg::ReleaseMergeSource {
+                release,
+                reply_to: self.shard_index,
+            },
+        ));
     }
 
     /// Destroys this shard's replica of a merge source, keeping its data
@@ -1364,7 +1364,7 @@ mod tests {
     use raft::prelude::{ConfState, MessageType, Snapshot};
 
     /// A leader's snapshot of `region` for this store (node 1).
-    fn snapshot_message(region: RegionMeta) -> Box<Message> {
+    pub(super) fn snapshot_message(region: RegionMeta) -> Box<Message> {
         let voters = vec![1, 2, 3];
         let checkpoint = RegionCheckpoint {
             region,

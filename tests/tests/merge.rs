@@ -86,6 +86,29 @@ async fn region_ids_of(cluster: &Cluster, node: u64) -> Result<BTreeSet<u64>, St
         .collect())
 }
 
+/// Waits until `node` reports `target` and not `source`.
+async fn wait_merged_on(cluster: &Cluster, node: u64, source: u64, target: u64) {
+    wait_until(
+        "the source gone, the target there",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let ids = region_ids_of(cluster, node).await?;
+            if ids.contains(&source) || !ids.contains(&target) {
+                return Err(format!("node {node} reports {ids:?}"));
+            }
+            Ok(())
+        },
+    )
+    .await;
+}
+
+/// Waits until every node reports `target` and not `source`.
+async fn wait_source_gone(cluster: &Cluster, source: u64, target: u64) {
+    for node in cluster.node_ids() {
+        wait_merged_on(cluster, node, source, target).await;
+    }
+}
+
 /// A 3-node cluster split into a target `[.., m/)`, a source `[m/, t/)`
 /// and a third region `[t/, ..)`, with [`KEYS_PER_REGION`] keys written to
 /// each of the first two.
@@ -186,18 +209,7 @@ async fn restart_holding_the_merge(
         .wait_for_catch_up(node, SETTLE_TIMEOUT)
         .await
         .expect("catch up");
-    wait_until(
-        "the restarted store's regions",
-        Instant::now() + SETTLE_TIMEOUT,
-        || async {
-            let ids = region_ids_of(cluster, node).await?;
-            if ids.contains(&source) || !ids.contains(&target) {
-                return Err(format!("{ids:?}"));
-            }
-            Ok(())
-        },
-    )
-    .await;
+    wait_merged_on(cluster, node, source, target).await;
     let client = cluster.client();
     check_data(&client, written, value_of).await;
     client
@@ -312,20 +324,7 @@ async fn a_region_merges_into_its_neighbour_under_writes_and_across_a_restart() 
     let written = written.lock().await.clone();
     check_data(&client, &written, value_of).await;
 
-    for node in cluster.node_ids() {
-        wait_until(
-            "the source gone from every store",
-            Instant::now() + SETTLE_TIMEOUT,
-            || async {
-                let ids = region_ids_of(&cluster, node).await?;
-                if ids.contains(&source.id) || !ids.contains(&target.id) {
-                    return Err(format!("node {node} reports {ids:?}"));
-                }
-                Ok(())
-            },
-        )
-        .await;
-    }
+    wait_source_gone(&cluster, source.id, target.id).await;
     let placement = client.placement();
     wait_until(
         "the placement driver drops the source",
@@ -513,20 +512,7 @@ async fn neighbours_on_different_shards_merge_under_writes_and_across_a_restart(
     assert_eq!(merged.end_key, source.end_key);
     written.extend(writer.await.expect("writer"));
     check_data(&client, &written, value_of).await;
-    for node in cluster.node_ids() {
-        wait_until(
-            "the source gone from every store",
-            Instant::now() + SETTLE_TIMEOUT,
-            || async {
-                let ids = region_ids_of(&cluster, node).await?;
-                if ids.contains(&source.id) || !ids.contains(&target.id) {
-                    return Err(format!("node {node} reports {ids:?}"));
-                }
-                Ok(())
-            },
-        )
-        .await;
-    }
+    wait_source_gone(&cluster, source.id, target.id).await;
 
     let leader = cluster.leader().await.expect("a leader");
     cluster.kill(leader).expect("kill -9");

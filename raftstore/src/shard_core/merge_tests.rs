@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures::channel::oneshot;
 use raft::prelude::ConfState;
 
-use super::tests::RecordingIo;
+use super::tests::{snapshot_message, RecordingIo};
 use super::*;
 use crate::command::WriteResult;
 
@@ -289,8 +289,6 @@ fn a_lagging_source_on_another_shard_applies_nothing_over_the_merge() {
 /// stepped.
 #[test]
 fn a_snapshot_covering_a_source_on_another_shard_waits_for_its_destruction() {
-    use raft::prelude::{MessageType, Snapshot};
-
     let mut s = TwoShards::start("snapshot");
     let Some(target) = s.peer(TARGET).map(|p| RegionMeta::clone(p.region())) else {
         panic!("the target runs on shard 0");
@@ -303,34 +301,10 @@ fn a_snapshot_covering_a_source_on_another_shard_waits_for_its_destruction() {
         },
         ..target
     };
-    let checkpoint = RegionCheckpoint {
-        region: merged,
-        applied_index: 50,
-        applied_term: 50,
-        conf_state: ConfState {
-            voters: vec![1],
-            ..Default::default()
-        },
-        sessions: Default::default(),
-        merging: None,
-        pairs: vec![(b"n".to_vec(), b"merged".to_vec())],
-    };
-    let mut snapshot = Snapshot::default();
-    snapshot.mut_metadata().index = 50;
-    snapshot.mut_metadata().term = 50;
-    snapshot.mut_metadata().mut_conf_state().voters = vec![1];
-    snapshot.data = checkpoint.encode().expect("encodes").into();
-    let mut msg = Message::default();
-    msg.set_msg_type(MessageType::MsgSnapshot);
-    msg.from = 2;
-    msg.to = 1;
-    msg.term = 50;
-    msg.set_snapshot(snapshot);
-
     s.cores[0].handle(
         ShardMsg::Raft {
             region_id: TARGET,
-            msg: Box::new(msg),
+            msg: snapshot_message(merged),
         },
         s.now,
     );
