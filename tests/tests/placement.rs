@@ -6,10 +6,10 @@
 //! answers with all three stores (from the registry it reads from the
 //! system keyspace), the killed one no longer heard from.
 
-use std::future::Future;
 use std::time::Duration;
 
 use client::{PlacementStore, StoreLiveness, StoreState};
+use flotilla_tests::checks::wait_until;
 use flotilla_tests::cluster::Cluster;
 use flotilla_tests::test_environment;
 use tokio::time::Instant;
@@ -37,28 +37,6 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// An election, the new leader's first registry read and a round of
 /// heartbeats, with room to spare.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(200);
-
-/// Polls `check` until it returns `Some`, or panics at the deadline with the
-/// last thing `check` saw (its `Err`).
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match check().await {
-            Ok(found) => return found,
-            Err(last) => last,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {timeout:?}; last seen: {last}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
 
 /// `stores` are the three nodes, all up and heard from, and their counts
 /// add up to `regions` regions of three replicas with one leader each.
@@ -90,9 +68,9 @@ async fn stores_report_regions_are_found_and_a_new_leader_knows_every_store() {
     let placement = client.placement();
 
     // A fresh cluster has two regions: user keys and system keys.
-    wait_for(
+    wait_until(
         "three stores reporting two regions",
-        SETTLE_TIMEOUT,
+        Instant::now() + SETTLE_TIMEOUT,
         || async {
             let stores = placement
                 .get_all_stores()
@@ -104,22 +82,26 @@ async fn stores_report_regions_are_found_and_a_new_leader_knows_every_store() {
     .await;
 
     let (left, right) = client.split_region("m").await.expect("split at m");
-    wait_for("lookups by key after the split", SETTLE_TIMEOUT, || async {
-        let above = placement.get_region("n").await.map_err(|e| e.to_string())?;
-        let below = placement.get_region("a").await.map_err(|e| e.to_string())?;
-        let shape = |info: &Option<client::PlacementRegion>| {
-            info.as_ref()
-                .and_then(|i| i.region.as_ref())
-                .map(|r| (r.id, r.start_key.clone(), r.end_key.clone()))
-        };
-        let expected_above = Some((right.id, b"m".to_vec(), right.end_key.clone()));
-        let expected_below = Some((left.id, left.start_key.clone(), b"m".to_vec()));
-        if shape(&above) == expected_above && shape(&below) == expected_below {
-            Ok(())
-        } else {
-            Err(format!("above m: {above:?}; below m: {below:?}"))
-        }
-    })
+    wait_until(
+        "lookups by key after the split",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let above = placement.get_region("n").await.map_err(|e| e.to_string())?;
+            let below = placement.get_region("a").await.map_err(|e| e.to_string())?;
+            let shape = |info: &Option<client::PlacementRegion>| {
+                info.as_ref()
+                    .and_then(|i| i.region.as_ref())
+                    .map(|r| (r.id, r.start_key.clone(), r.end_key.clone()))
+            };
+            let expected_above = Some((right.id, b"m".to_vec(), right.end_key.clone()));
+            let expected_below = Some((left.id, left.start_key.clone(), b"m".to_vec()));
+            if shape(&above) == expected_above && shape(&below) == expected_below {
+                Ok(())
+            } else {
+                Err(format!("above m: {above:?}; below m: {below:?}"))
+            }
+        },
+    )
     .await;
     let by_id = placement
         .get_region_by_id(right.id)
@@ -134,13 +116,17 @@ async fn stores_report_regions_are_found_and_a_new_leader_knows_every_store() {
         .await
         .expect("scan regions");
     assert_eq!(scanned.len(), 3, "{scanned:?}");
-    wait_for("store counts after the split", SETTLE_TIMEOUT, || async {
-        let stores = placement
-            .get_all_stores()
-            .await
-            .map_err(|e| e.to_string())?;
-        all_up_and_counted(&stores, 3)
-    })
+    wait_until(
+        "store counts after the split",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let stores = placement
+                .get_all_stores()
+                .await
+                .map_err(|e| e.to_string())?;
+            all_up_and_counted(&stores, 3)
+        },
+    )
     .await;
 
     // A burst of writes above "m": the region there is hot, and the driver
@@ -153,9 +139,9 @@ async fn stores_report_regions_are_found_and_a_new_leader_knows_every_store() {
             .await
             .unwrap_or_else(|e| panic!("put n/{i:05}: {e}"));
     }
-    wait_for(
+    wait_until(
         "the hot region split by the driver",
-        SETTLE_TIMEOUT,
+        Instant::now() + SETTLE_TIMEOUT,
         || async {
             let regions = placement
                 .scan_regions("m", "", 0)
@@ -195,9 +181,9 @@ async fn stores_report_regions_are_found_and_a_new_leader_knows_every_store() {
         .expect("the placement leader is one of the nodes");
     cluster.kill(leader).expect("kill the placement leader");
     let killed_at = Instant::now();
-    wait_for(
+    wait_until(
         "a new placement leader with every store",
-        FAILOVER_TIMEOUT,
+        Instant::now() + FAILOVER_TIMEOUT,
         || async {
             let stores = placement
                 .get_all_stores()

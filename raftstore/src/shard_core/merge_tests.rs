@@ -83,6 +83,16 @@ impl TwoShards {
         self.cores[self.cores[0].cfg.shard_of(id)].peers.get(&id)
     }
 
+    /// The source's replica is gone from its shard, behind a merge tombstone.
+    fn assert_source_destroyed(&self, why: &str) {
+        assert!(self.peer(SOURCE).is_none(), "{why}");
+        assert_eq!(
+            self.cores[1].tombstones.conf_ver(SOURCE),
+            Some(MERGED_TOMBSTONE_CONF_VER),
+            "{why}"
+        );
+    }
+
     fn store(&self) -> &KvStore {
         &self.cores[0].store
     }
@@ -214,14 +224,7 @@ fn a_merge_across_shards_completes_with_the_sources_data() {
             .is_some_and(|p| p.region().end_key.is_empty())
     });
     assert!(matches!(answered(&mut commit), Some(Ok(_))));
-    assert!(
-        s.peer(SOURCE).is_none(),
-        "the source's replica is destroyed"
-    );
-    assert_eq!(
-        s.cores[1].tombstones.conf_ver(SOURCE),
-        Some(MERGED_TOMBSTONE_CONF_VER)
-    );
+    s.assert_source_destroyed("the source's replica is destroyed");
     let merged = s.cores[0].region_map.region_for_key(b"n");
     assert_eq!(merged.map(|r| r.id), Some(TARGET));
     assert_eq!(s.store().get(b"n"), Some(b"1".to_vec()));
@@ -327,12 +330,5 @@ fn a_snapshot_covering_a_source_on_another_shard_waits_for_its_destruction() {
         "not before its shard took the message"
     );
     s.turn_until(|s| s.cores[0].held_merge_snapshots.is_empty());
-    assert!(
-        s.peer(SOURCE).is_none(),
-        "destroyed before the snapshot was stepped"
-    );
-    assert_eq!(
-        s.cores[1].tombstones.conf_ver(SOURCE),
-        Some(MERGED_TOMBSTONE_CONF_VER)
-    );
+    s.assert_source_destroyed("destroyed before the snapshot was stepped");
 }
