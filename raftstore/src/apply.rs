@@ -32,9 +32,48 @@ pub enum ApplyRejection {
 /// replica evicts the same ones).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SessionTable {
-    results: BTreeMap<WriteId, WriteResult>,
+    results: BTreeMap<WriteId, RememberedResult>,
     order: VecDeque<WriteId>,
     bytes: usize,
+}
+
+/// A write result as the session table keeps it: 16 bytes, where a
+/// [`WriteResult`] takes twelve times that for its rare large variants. A
+/// region applies each write next to other regions' writes, so the table
+/// is mostly out of cache: small B-tree nodes are fewer misses per lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RememberedResult {
+    Done,
+    Deleted { existed: bool },
+    DeletedRange { count: u64 },
+    Other(Box<WriteResult>),
+}
+
+impl RememberedResult {
+    fn new(result: WriteResult) -> Self {
+        match result {
+            WriteResult::Done => RememberedResult::Done,
+            WriteResult::Deleted { existed } => RememberedResult::Deleted { existed },
+            WriteResult::DeletedRange { count } => RememberedResult::DeletedRange { count },
+            other => RememberedResult::Other(Box::new(other)),
+        }
+    }
+
+    fn result(&self) -> WriteResult {
+        match self {
+            RememberedResult::Done => WriteResult::Done,
+            RememberedResult::Deleted { existed } => WriteResult::Deleted { existed: *existed },
+            RememberedResult::DeletedRange { count } => WriteResult::DeletedRange { count: *count },
+            RememberedResult::Other(result) => (**result).clone(),
+        }
+    }
+
+    fn size_bytes(&self) -> usize {
+        match self {
+            RememberedResult::Other(result) => result.size_bytes(),
+            _ => WriteResult::Done.size_bytes(),
+        }
+    }
 }
 
 /// How many write results the session table keeps.
@@ -43,11 +82,16 @@ pub const SESSION_ENTRIES_MAX: usize = 200_000;
 pub const SESSION_BYTES_MAX: usize = 64 << 20;
 
 impl SessionTable {
-    pub fn get(&self, id: &WriteId) -> Option<&WriteResult> {
-        self.results.get(id)
+    /// The result of the write `id`, if it was applied and is remembered.
+    pub fn get(&self, id: &WriteId) -> Option<WriteResult> {
+        self.results.get(id).map(RememberedResult::result)
     }
 
     fn remember(&mut self, id: WriteId, result: WriteResult) {
+        self.remember_compact(id, RememberedResult::new(result));
+    }
+
+    fn remember_compact(&mut self, id: WriteId, result: RememberedResult) {
         if id.client_id == 0 {
             return;
         }
@@ -79,7 +123,7 @@ impl SessionTable {
                 continue;
             }
             if let Some(result) = other.results.get(id) {
-                self.remember(*id, result.clone());
+                self.remember_compact(*id, result.clone());
             }
         }
     }
@@ -92,7 +136,10 @@ impl SessionTable {
         enc.u64(self.order.len() as u64);
         for id in &self.order {
             enc.u64(id.client_id).u64(id.sequence);
-            self.results[id].encode(enc);
+            match &self.results[id] {
+                RememberedResult::Other(result) => result.encode(enc),
+                small => small.result().encode(enc),
+            }
         }
     }
 
@@ -122,7 +169,7 @@ pub fn apply_write(
     cmd: &WriteCommand,
 ) -> Result<WriteResult, ApplyRejection> {
     if let Some(result) = sessions.get(&cmd.id) {
-        return Ok(result.clone());
+        return Ok(result);
     }
     if let Some(epoch) = cmd.header.epoch {
         if !epoch.is_current(&region.epoch) {
@@ -284,6 +331,37 @@ mod tests {
         );
         assert!(store.is_empty());
         assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn every_kind_of_result_is_remembered_as_it_was() {
+        let results = [
+            WriteResult::Done,
+            WriteResult::Deleted { existed: true },
+            WriteResult::DeletedRange { count: 7 },
+            WriteResult::CompareAndSwap {
+                succeeded: false,
+                previous: Some(b"old".to_vec()),
+            },
+            WriteResult::Region(RegionMeta::whole_keyspace(3, &[1])),
+        ];
+        let mut t = SessionTable::default();
+        let id = |sequence| WriteId {
+            client_id: 9,
+            sequence,
+        };
+        for (sequence, result) in (1..).zip(&results) {
+            t.remember(id(sequence), result.clone());
+        }
+        let mut enc = Encoder::new();
+        t.encode(&mut enc);
+        let buf = enc.finish();
+        let decoded = SessionTable::decode(&mut Decoder::new("sessions", &buf)).unwrap();
+        for (sequence, result) in (1..).zip(&results) {
+            assert_eq!(t.get(&id(sequence)).as_ref(), Some(result));
+            assert_eq!(decoded.get(&id(sequence)).as_ref(), Some(result));
+        }
+        assert_eq!(std::mem::size_of::<RememberedResult>(), 16);
     }
 
     #[test]

@@ -75,6 +75,18 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// Changes the region's key range or existence: applied by the peer
+    /// (split, merge), never by `apply::apply_write`.
+    pub fn changes_shape(&self) -> bool {
+        matches!(
+            self,
+            WriteOp::Split { .. }
+                | WriteOp::PrepareMerge { .. }
+                | WriteOp::CommitMerge { .. }
+                | WriteOp::RollbackMerge
+        )
+    }
+
     /// Keys and bytes (keys plus values) the op writes, for size tracking;
     /// deletions count as nothing.
     pub fn written(&self) -> (u64, u64) {

@@ -96,6 +96,12 @@ impl StoreConfig {
             pre_vote: true,
             check_quorum: true,
             read_only_option: raft::ReadOnlyOption::Safe,
+            // A follower learns a new commit index from the next append
+            // or heartbeat, not from a message of its own: that halves the
+            // messages per write when a region carries one write at a time.
+            // Changes of a region's shape are announced at once
+            // (`Peer::announce_commit`); membership changes by raft-rs.
+            skip_bcast_commit: true,
             ..Default::default()
         }
     }

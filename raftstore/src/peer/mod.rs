@@ -1219,6 +1219,7 @@ impl Peer {
             return Ok(());
         }
         let mut entries = entries.into_iter();
+        let mut shape_changed = false;
         while let Some(entry) = entries.next() {
             debug_assert_eq!(
                 entry.index,
@@ -1239,6 +1240,7 @@ impl Peer {
                 }
             }
             let mut membership_outcome = None;
+            shape_changed |= matches!(&decoded, Some(Ok(cmd)) if cmd.op.changes_shape());
             let outcome = match entry.get_entry_type() {
                 EntryType::EntryNormal => match decoded {
                     None => None,
@@ -1286,7 +1288,20 @@ impl Peer {
             };
             self.resolve_conf_change(applied, membership_outcome);
         }
+        if shape_changed {
+            self.announce_commit();
+        }
         Ok(())
+    }
+
+    /// On a leader: sends every follower the commit index now, instead of
+    /// with the next append or heartbeat (see `skip_bcast_commit` in
+    /// `StoreConfig::raft_config`), so that followers split or merge as soon
+    /// as the leader did and a new region finds its replicas in place.
+    fn announce_commit(&mut self) {
+        if self.is_leader() {
+            self.raw.raft.bcast_append();
+        }
     }
 
     /// Applies a committed conf change entry. It is skipped (and the

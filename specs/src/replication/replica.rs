@@ -207,6 +207,7 @@ impl Replica {
         }
         self.raft.on_persist(&cfg.protocol, &mut step);
         self.apply_committed(cfg, &mut out);
+        self.raft.applied = self.applied_index;
         self.serve_reads(&mut out);
         out.messages = step.messages;
         out.faults = step.faults;

@@ -71,6 +71,13 @@ pub struct RaftCore {
     pub progress: BTreeMap<NodeId, Progress>,
     /// Pending ReadIndex requests, oldest first.
     pub read_only: Vec<ReadIndexStatus>,
+    /// What the state machine applied, as raft-rs's `raft_log.applied`:
+    /// set by the replica at the end of every turn.
+    pub applied: u64,
+    /// raft-rs `pending_conf_index`: a new leader's last index before its
+    /// no-op (it cannot tell whether the entries up to it change the
+    /// membership); 0 after a reset.
+    pub pending_conf_index: u64,
 }
 
 impl RaftCore {
@@ -86,6 +93,8 @@ impl RaftCore {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             read_only: Vec::new(),
+            applied: 0,
+            pending_conf_index: 0,
         }
     }
 
@@ -162,6 +171,15 @@ impl RaftCore {
         self.votes.clear();
         self.read_only.clear();
         self.progress.clear();
+        self.pending_conf_index = 0;
+    }
+
+    /// raft-rs `should_bcast_commit` under Flotilla's `skip_bcast_commit`:
+    /// a new commit index is broadcast only while a membership change may
+    /// be pending. Otherwise followers learn it with the next append or
+    /// heartbeat.
+    pub(super) fn should_bcast_commit(&self) -> bool {
+        self.pending_conf_index > self.applied
     }
 
     pub(super) fn become_follower(&mut self, term: u64, leader_id: NodeId) {
@@ -200,6 +218,7 @@ impl RaftCore {
             }
             self.progress.insert(voter, progress);
         }
+        self.pending_conf_index = last_index;
         self.append_entry(super::log::Payload::Noop);
     }
 }

@@ -49,7 +49,7 @@ impl RaftCore {
             .progress
             .get_mut(&self.id)
             .is_some_and(|own| own.maybe_update(last_index));
-        if updated && self.maybe_commit(p, out) {
+        if updated && self.maybe_commit(p, out) && self.should_bcast_commit() {
             self.bcast_append(p, out);
         }
     }
@@ -230,7 +230,9 @@ impl RaftCore {
             ProgressState::Snapshot | ProgressState::Replicate => {}
         }
         if self.maybe_commit(p, out) {
-            self.bcast_append(p, out);
+            if self.should_bcast_commit() {
+                self.bcast_append(p, out);
+            }
         } else if old_paused {
             self.maybe_send_append(m.from, true, out);
         }
