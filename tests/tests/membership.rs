@@ -121,13 +121,10 @@ fn exists(path: &Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_moves_to_a_joined_node_while_writes_continue() {
-    let mut cluster = Cluster::start_with_args(test_environment!(), 3, hand_moved())
-        .await
-        .expect("start cluster");
-    cluster
-        .wait_for_leader(SETTLE_TIMEOUT)
-        .await
-        .expect("leader");
+    let mut cluster =
+        Cluster::start_with_leader(test_environment!(), 3, hand_moved(), SETTLE_TIMEOUT)
+            .await
+            .expect("start a cluster with a leader");
     let client = cluster.client();
     put_range(&client, "before", 0..200).await;
 

@@ -114,13 +114,9 @@ async fn wait_source_gone(cluster: &Cluster, source: u64, target: u64) {
 /// each of the first two.
 async fn three_regions() -> (Cluster, [client::Region; 3], BTreeSet<String>) {
     let args = SERVER_ARGS.map(String::from).to_vec();
-    let cluster = Cluster::start_with_args(test_environment!(), 3, args)
+    let cluster = Cluster::start_with_leader(test_environment!(), 3, args, SETTLE_TIMEOUT)
         .await
-        .expect("start cluster");
-    cluster
-        .wait_for_leader(SETTLE_TIMEOUT)
-        .await
-        .expect("leader");
+        .expect("start a cluster with a leader");
     let client = cluster.client();
     let (target, source) = client.split_region(SOURCE_START).await.expect("split");
     let (_, third) = client.split_region(THIRD_START).await.expect("split");
@@ -463,13 +459,9 @@ async fn a_merge_whose_coordinator_is_killed_is_finished_by_the_next_leader() {
 async fn neighbours_on_different_shards_merge_under_writes_and_across_a_restart() {
     let mut args = SERVER_ARGS.map(String::from).to_vec();
     args.extend(["--shards", "2"].map(String::from));
-    let mut cluster = Cluster::start_with_args(test_environment!(), 3, args)
+    let mut cluster = Cluster::start_with_leader(test_environment!(), 3, args, SETTLE_TIMEOUT)
         .await
-        .expect("start cluster");
-    cluster
-        .wait_for_leader(SETTLE_TIMEOUT)
-        .await
-        .expect("leader");
+        .expect("start a cluster with a leader");
     let client = cluster.client();
     // Each split at `c/{i}` cuts `[c/{i-1}, ..)`: stop at the first whose
     // halves run on different shards.

@@ -113,13 +113,9 @@ async fn traffic(client: Client, stop: Arc<AtomicBool>) -> (BTreeSet<String>, u6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_regions_are_merged_back_and_a_large_one_is_never_merged_away() {
     let args = SERVER_ARGS.map(String::from).to_vec();
-    let cluster = Cluster::start_with_args(test_environment!(), 3, args)
+    let cluster = Cluster::start_with_leader(test_environment!(), 3, args, SETTLE_TIMEOUT)
         .await
-        .expect("start cluster");
-    cluster
-        .wait_for_leader(SETTLE_TIMEOUT)
-        .await
-        .expect("leader");
+        .expect("start a cluster with a leader");
     let client = cluster.client();
     let placement = client.placement();
 

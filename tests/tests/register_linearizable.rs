@@ -113,13 +113,10 @@ async fn run_process(
 async fn register_history_with_leader_crash_is_linearizable() {
     let seed = seed();
     println!("seed = {seed} (replay with FLOTILLA_TEST_SEED={seed})");
-    let mut cluster = Cluster::start(test_environment!(), 3)
-        .await
-        .expect("start cluster");
-    cluster
-        .wait_for_leader(ELECTION_TIMEOUT)
-        .await
-        .expect("initial leader");
+    let mut cluster =
+        Cluster::start_with_leader(test_environment!(), 3, Vec::new(), ELECTION_TIMEOUT)
+            .await
+            .expect("start a cluster with a leader");
 
     let recorder = HistoryRecorder::new();
     let progress = Arc::new(Progress::default());

@@ -190,13 +190,10 @@ fn fully_replicated_on(regions: &[PlacementRegion], live: &[u64]) -> Result<(), 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_nodes_take_their_share_and_a_dead_nodes_replicas_are_rebuilt() {
-    let mut cluster = Cluster::start_with_args(test_environment!(), 3, server_args())
-        .await
-        .expect("start cluster");
-    cluster
-        .wait_for_leader(SETTLE_TIMEOUT)
-        .await
-        .expect("leader");
+    let mut cluster =
+        Cluster::start_with_leader(test_environment!(), 3, server_args(), SETTLE_TIMEOUT)
+            .await
+            .expect("start a cluster with a leader");
     let client = cluster.client();
     load(&client, 0..KEYS).await;
 
@@ -298,13 +295,10 @@ async fn added_nodes_take_their_share_and_a_dead_nodes_replicas_are_rebuilt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_placement_leader_under_load_costs_retries_not_errors() {
-    let mut cluster = Cluster::start_with_args(test_environment!(), 3, server_args())
-        .await
-        .expect("start cluster");
-    cluster
-        .wait_for_leader(SETTLE_TIMEOUT)
-        .await
-        .expect("leader");
+    let mut cluster =
+        Cluster::start_with_leader(test_environment!(), 3, server_args(), SETTLE_TIMEOUT)
+            .await
+            .expect("start a cluster with a leader");
     let client = cluster.client();
     load(&client, 0..1_000).await;
 

@@ -124,13 +124,10 @@ fn server_args() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regions_split_as_they_grow_and_keep_every_key_across_restarts() {
-    let mut cluster = Cluster::start_with_args(test_environment!(), 3, server_args())
-        .await
-        .expect("start cluster");
-    cluster
-        .wait_for_leader(SETTLE_TIMEOUT)
-        .await
-        .expect("leader");
+    let mut cluster =
+        Cluster::start_with_leader(test_environment!(), 3, server_args(), SETTLE_TIMEOUT)
+            .await
+            .expect("start a cluster with a leader");
     let client = cluster.client();
     put_range(&client, 0..1200).await;
 
@@ -227,13 +224,9 @@ async fn two_hundred_thousand_keys_split_into_many_regions_and_scan_back_in_orde
     const BATCH: u32 = 1_000;
     const PAGE: u32 = 10_000;
     let args = ["--region-split-keys", "10000"].map(String::from).to_vec();
-    let cluster = Cluster::start_with_args(test_environment!(), 3, args)
+    let cluster = Cluster::start_with_leader(test_environment!(), 3, args, SETTLE_TIMEOUT)
         .await
-        .expect("start cluster");
-    cluster
-        .wait_for_leader(SETTLE_TIMEOUT)
-        .await
-        .expect("leader");
+        .expect("start a cluster with a leader");
     let client = cluster.client();
     let batches = (0..KEYS / BATCH).map(|b| {
         let client = client.clone();

@@ -97,6 +97,19 @@ impl Cluster {
         Self::start_with_args(environment, size, Vec::new()).await
     }
 
+    /// [`Cluster::start_with_args`], then [`Cluster::wait_for_leader`] for at
+    /// most `timeout`.
+    pub async fn start_with_leader(
+        environment: TestEnvironment,
+        size: usize,
+        server_args: Vec<String>,
+        timeout: Duration,
+    ) -> Result<Cluster, Error> {
+        let cluster = Self::start_with_args(environment, size, server_args).await?;
+        cluster.wait_for_leader(timeout).await?;
+        Ok(cluster)
+    }
+
     /// Like [`Cluster::start`], passing `server_args` to every server
     /// (at every launch, restarts included).
     pub async fn start_with_args(
