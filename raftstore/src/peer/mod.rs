@@ -1879,6 +1879,80 @@ mod tests {
         assert!(peer.raw.raft.raft_log.committed <= last);
     }
 
+    /// One turn of this peer alone (its WAL batch taken as durable);
+    /// returns the messages it sends.
+    fn turn(peer: &mut Peer) -> Vec<Message> {
+        let mut out = TurnOutput::default();
+        if let Some(rd) = peer.collect_ready(&mut out).expect("a ready") {
+            peer.after_persist(rd, &mut out).expect("applied");
+        }
+        out.messages.into_iter().map(|(_, _, msg)| msg).collect()
+    }
+
+    /// Proposes `op`, has store 2 acknowledge it, and returns what the
+    /// leader sends once it has committed and applied it.
+    fn commit_with_store_2(peer: &mut Peer, op: WriteOp) -> Vec<Message> {
+        let (reply, _answer) = oneshot::channel();
+        let cmd = WriteCommand {
+            header: RequestHeader {
+                region_id: REGION,
+                epoch: Some(peer.region().epoch),
+            },
+            id: Default::default(),
+            op,
+        };
+        peer.propose_write(cmd, reply, Instant::now());
+        let appended = turn(peer);
+        assert!(appended
+            .iter()
+            .any(|m| m.get_msg_type() == MessageType::MsgAppend && !m.entries.is_empty()));
+        let mut ack = reply_from(2, MessageType::MsgAppendResponse, peer.raw.raft.term);
+        ack.index = peer.raw.raft.raft_log.last_index();
+        peer.step(ack);
+        let sent = turn(peer);
+        assert_eq!(peer.applied_index, peer.raw.raft.raft_log.last_index());
+        sent
+    }
+
+    /// Whether `sent` tells store 2 that everything up to `peer`'s commit
+    /// index is committed.
+    fn announces_commit(peer: &Peer, sent: &[Message]) -> bool {
+        sent.iter().any(|m| {
+            m.get_msg_type() == MessageType::MsgAppend
+                && m.to == 2
+                && m.commit == peer.raw.raft.raft_log.committed
+        })
+    }
+
+    fn put(key: &[u8]) -> WriteOp {
+        WriteOp::Put {
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+        }
+    }
+
+    /// Followers learn a new commit index from the next append or
+    /// heartbeat; only a change of the region's shape is announced at once,
+    /// so that followers split with the leader.
+    #[test]
+    fn only_a_shape_change_announces_its_commit() {
+        let mut peer = leader_of_three();
+        commit_with_store_2(&mut peer, put(b"a")); // and the term's no-op
+        let sent = commit_with_store_2(&mut peer, put(b"b"));
+        assert!(
+            !announces_commit(&peer, &sent),
+            "a data write waits for the next append"
+        );
+        let split = WriteOp::Split {
+            split_key: b"m".to_vec(),
+            new_region_id: REGION + 1,
+        };
+        let version = peer.region().epoch.version;
+        let sent = commit_with_store_2(&mut peer, split);
+        assert_eq!(peer.region().epoch.version, version + 1, "split applied");
+        assert!(announces_commit(&peer, &sent));
+    }
+
     #[test]
     fn a_silent_follower_is_down_after_an_election_timeout_of_leading() {
         let mut peer = leader_of_three();
