@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use client::{PlacementStore, StoreLiveness, StoreState};
+use client::{PlacementDriverClient, PlacementStore, StoreLiveness, StoreState};
 use flotilla_tests::checks::wait_until;
 use flotilla_tests::cluster::Cluster;
 use flotilla_tests::test_environment;
@@ -58,6 +58,23 @@ fn all_up_and_counted(stores: &[PlacementStore], regions: u64) -> Result<(), Str
     }
 }
 
+/// Waits until the driver reports the three stores as [`all_up_and_counted`]
+/// for `regions` regions.
+async fn wait_all_up_and_counted(placement: &PlacementDriverClient, regions: u64) {
+    wait_until(
+        &format!("three stores reporting {regions} regions"),
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let stores = placement
+                .get_all_stores()
+                .await
+                .map_err(|e| e.to_string())?;
+            all_up_and_counted(&stores, regions)
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_report_regions_are_found_and_a_new_leader_knows_every_store() {
     let args = SERVER_ARGS.iter().map(|a| a.to_string()).collect();
@@ -68,18 +85,7 @@ async fn stores_report_regions_are_found_and_a_new_leader_knows_every_store() {
     let placement = client.placement();
 
     // A fresh cluster has two regions: user keys and system keys.
-    wait_until(
-        "three stores reporting two regions",
-        Instant::now() + SETTLE_TIMEOUT,
-        || async {
-            let stores = placement
-                .get_all_stores()
-                .await
-                .map_err(|e| e.to_string())?;
-            all_up_and_counted(&stores, 2)
-        },
-    )
-    .await;
+    wait_all_up_and_counted(placement, 2).await;
 
     let (left, right) = client.split_region("m").await.expect("split at m");
     wait_until(
@@ -116,18 +122,7 @@ async fn stores_report_regions_are_found_and_a_new_leader_knows_every_store() {
         .await
         .expect("scan regions");
     assert_eq!(scanned.len(), 3, "{scanned:?}");
-    wait_until(
-        "store counts after the split",
-        Instant::now() + SETTLE_TIMEOUT,
-        || async {
-            let stores = placement
-                .get_all_stores()
-                .await
-                .map_err(|e| e.to_string())?;
-            all_up_and_counted(&stores, 3)
-        },
-    )
-    .await;
+    wait_all_up_and_counted(placement, 3).await;
 
     // A burst of writes above "m": the region there is hot, and the driver
     // splits it at its middle key through its leader.
