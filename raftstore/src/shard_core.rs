@@ -891,9 +891,8 @@ impl ShardCore {
                 source: stale.id,
                 target: region_id,
             };
-            if self.cfg.shard_of(stale.id) != self.shard_index {
+            if self.ask_release_elsewhere(release) {
                 all_gone = false;
-                self.ask_release(release);
                 continue;
             }
             tracing::info!(
@@ -1084,8 +1083,7 @@ impl ShardCore {
         // A resumed target may hold again, at a later `CommitMerge`.
         while !out.merge_releases.is_empty() {
             for release in std::mem::take(&mut out.merge_releases) {
-                if self.cfg.shard_of(release.source) != self.shard_index {
-                    self.ask_release(release);
+                if self.ask_release_elsewhere(release) {
                     continue;
                 }
                 self.destroy_merge_source(release)?;
@@ -1098,11 +1096,14 @@ impl ShardCore {
         Ok(())
     }
 
-    /// Asks the shard that runs `release.source` to destroy its replica
-    /// and answer this one.
-    fn ask_release(&mut self, release: MergeRelease) {
+    /// When another shard runs `release.source`, asks it to destroy its
+    /// replica and answer this one, and returns true; false when this
+    /// shard runs the source.
+    fn ask_release_elsewhere(&mut self, release: MergeRelease) -> bool {
         let shard = self.cfg.shard_of(release.source);
-        debug_assert_ne!(shard, self.shard_index);
+        if shard == self.shard_index {
+            return false;
+        }
         self.shard_outbox.push((
             shard,
             ShardMsg::ReleaseMergeSource {
@@ -1110,6 +1111,7 @@ impl ShardCore {
                 reply_to: self.shard_index,
             },
         ));
+        true
     }
 
     /// Destroys this shard's replica of a merge source, keeping its data

@@ -58,19 +58,18 @@ fn all_up_and_counted(stores: &[PlacementStore], regions: u64) -> Result<(), Str
     }
 }
 
+/// Every store the driver knows, or why it could not say.
+async fn all_stores(placement: &PlacementDriverClient) -> Result<Vec<PlacementStore>, String> {
+    placement.get_all_stores().await.map_err(|e| e.to_string())
+}
+
 /// Waits until the driver reports the three stores as [`all_up_and_counted`]
 /// for `regions` regions.
 async fn wait_all_up_and_counted(placement: &PlacementDriverClient, regions: u64) {
     wait_until(
         &format!("three stores reporting {regions} regions"),
         Instant::now() + SETTLE_TIMEOUT,
-        || async {
-            let stores = placement
-                .get_all_stores()
-                .await
-                .map_err(|e| e.to_string())?;
-            all_up_and_counted(&stores, regions)
-        },
+        || async { all_up_and_counted(&all_stores(placement).await?, regions) },
     )
     .await;
 }
@@ -180,10 +179,7 @@ async fn stores_report_regions_are_found_and_a_new_leader_knows_every_store() {
         "a new placement leader with every store",
         Instant::now() + FAILOVER_TIMEOUT,
         || async {
-            let stores = placement
-                .get_all_stores()
-                .await
-                .map_err(|e| e.to_string())?;
+            let stores = all_stores(placement).await?;
             let ids: Vec<u64> = stores.iter().map(|s| s.id).collect();
             let (dead, live): (Vec<&PlacementStore>, Vec<&PlacementStore>) =
                 stores.iter().partition(|s| s.id == leader);
