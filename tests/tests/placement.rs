@@ -4,8 +4,10 @@
 //! a region written hard is split by the driver (scheduled from the write
 //! rate in its leader's heartbeat, dispatched to that leader), and after the placement leader is killed with SIGKILL a new leader
 //! answers with all three stores (from the registry it reads from the
-//! system keyspace), the killed one no longer heard from.
+//! system keyspace), the killed one no longer heard from. `ctl stores`
+//! into a closed pipe ends quietly.
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use client::{PlacementDriverClient, PlacementStore, StoreLiveness, StoreState};
@@ -74,6 +76,27 @@ async fn wait_all_up_and_counted(placement: &PlacementDriverClient, regions: u64
     .await;
 }
 
+/// `flotilla ctl stores` writing its table into a pipe nobody reads any
+/// more (as in `ctl stores | head -0`) is ended by SIGPIPE, like any Unix
+/// filter, and prints no panic. The reader is closed before ctl starts.
+fn ctl_into_a_closed_pipe_ends_quietly(endpoint: &str) {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla-under-test"))
+        .args(["ctl", "--endpoints", endpoint, "stores"])
+        .stdout(writer)
+        .output()
+        .expect("run flotilla ctl stores");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "ctl should end by SIGPIPE: {:?}, stderr: {stderr}",
+        output.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_report_regions_are_found_and_a_new_leader_knows_every_store() {
     let args = SERVER_ARGS.iter().map(|a| a.to_string()).collect();
@@ -85,6 +108,7 @@ async fn stores_report_regions_are_found_and_a_new_leader_knows_every_store() {
 
     // A fresh cluster has two regions: user keys and system keys.
     wait_all_up_and_counted(placement, 2).await;
+    ctl_into_a_closed_pipe_ends_quietly(&cluster.endpoints()[0]);
 
     let (left, right) = client.split_region("m").await.expect("split at m");
     wait_until(

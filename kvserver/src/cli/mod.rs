@@ -41,7 +41,10 @@ pub fn main() -> ExitCode {
         // The server builds its own runtimes (glommio shards + tokio).
         Command::Server(args) => server::run(args),
         Command::Playground(args) => tokio_main(playground::run(args)),
-        Command::Ctl(args) => tokio_main(ctl::run(args)),
+        Command::Ctl(args) => {
+            end_quietly_on_closed_stdout();
+            tokio_main(ctl::run(args))
+        }
         Command::Bench(args) => tokio_main(bench::run(args)),
     };
     match result {
@@ -50,6 +53,19 @@ pub fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Lets `ctl` end like any Unix filter when the reader of its output goes
+/// away (`flotilla ctl regions | head`): killed by SIGPIPE, instead of
+/// `println!` panicking on the broken pipe. Only for `ctl`, whose one other
+/// output is gRPC sockets, and sends on sockets never raise SIGPIPE (Rust's
+/// standard library passes `MSG_NOSIGNAL`); a server keeps it ignored.
+fn end_quietly_on_closed_stdout() {
+    // SAFETY: restores the default disposition of one signal before any
+    // other thread exists; no handler of ours is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
