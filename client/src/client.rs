@@ -17,6 +17,7 @@ use crate::retry::{send_part, Attempts, OpKind, PartError, Routed};
 use crate::router::Router;
 use crate::routing::Routing;
 use crate::tso::{Timestamp, TsoClient};
+use crate::write_sequences::{OpenWrite, WriteSequences};
 use flotilla_proto::kvpb::{
     BatchGetRequest, BatchPutRequest, CompareAndSwapRequest, DeleteRangeRequest, DeleteRequest,
     GetRequest, KvPair, PutRequest, Region, RequestHeader, ScanRequest, SplitRegionRequest,
@@ -25,7 +26,6 @@ use flotilla_proto::kvpb::{
 use rand::Rng;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Pairs a scan asks one region for at most: the server's per-request
@@ -51,8 +51,7 @@ struct Shared {
     config: ClientConfig,
     routing: Routing,
     client_id: u64,
-    /// The last sequence handed out; writes use strictly increasing values.
-    last_sequence: AtomicU64,
+    sequences: WriteSequences,
     /// The timestamp batching task, started by the first `get_timestamp`.
     tso: OnceLock<TsoClient>,
     placement: PlacementDriverClient,
@@ -89,7 +88,7 @@ impl Client {
                 config,
                 routing,
                 client_id,
-                last_sequence: AtomicU64::new(0),
+                sequences: WriteSequences::default(),
                 tso: OnceLock::new(),
                 placement,
             }),
@@ -169,8 +168,9 @@ impl Client {
 
     /// Sets `key` to `value`.
     pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<()> {
+        let write = self.shared.sequences.open();
         let request = PutRequest {
-            header: Some(self.write_header()),
+            header: Some(self.write_header(&write)),
             key: key.into(),
             value: value.into(),
         };
@@ -192,14 +192,16 @@ impl Client {
     pub async fn batch_put(&self, pairs: Vec<KvPair>) -> Result<()> {
         let routing = &self.shared.routing;
         let client_id = self.shared.client_id;
+        let write = self.shared.sequences.open();
+        let answered_below = write.answered_below;
         send_by_region(
             routing,
             Attempts::new(&self.shared.config, OpKind::Write),
-            || self.next_sequence(),
+            || self.shared.sequences.next(),
             pairs,
             |mut part: Part<Vec<KvPair>>| async move {
                 let request = BatchPutRequest {
-                    header: Some(write_header(client_id, part.sequence)),
+                    header: Some(write_header(client_id, part.sequence, answered_below)),
                     pairs: std::mem::take(&mut part.scope),
                 };
                 let result = send_part(
@@ -220,8 +222,9 @@ impl Client {
 
     /// Removes `key`; returns whether it existed.
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<bool> {
+        let write = self.shared.sequences.open();
         let request = DeleteRequest {
-            header: Some(self.write_header()),
+            header: Some(self.write_header(&write)),
             key: key.into(),
         };
         let response = self
@@ -269,14 +272,16 @@ impl Client {
         }
         let routing = &self.shared.routing;
         let client_id = self.shared.client_id;
+        let write = self.shared.sequences.open();
+        let answered_below = write.answered_below;
         let answered = send_by_region(
             routing,
             Attempts::new(&self.shared.config, OpKind::Write),
-            || self.next_sequence(),
+            || self.shared.sequences.next(),
             range,
             |mut part: Part<KeyRange>| async move {
                 let request = DeleteRangeRequest {
-                    header: Some(write_header(client_id, part.sequence)),
+                    header: Some(write_header(client_id, part.sequence, answered_below)),
                     start_key: part.scope.start.clone(),
                     end_key: part.scope.end.clone(),
                 };
@@ -403,8 +408,9 @@ impl Client {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<CasOutcome> {
+        let write = self.shared.sequences.open();
         let request = CompareAndSwapRequest {
-            header: Some(self.write_header()),
+            header: Some(self.write_header(&write)),
             key: key.into(),
             expect_absent: expected.is_none(),
             expected_value: expected.unwrap_or_default(),
@@ -431,8 +437,9 @@ impl Client {
     /// already starts at `split_key` (a retry whose first answer was lost,
     /// or an earlier split), returns the two regions meeting there.
     pub async fn split_region(&self, split_key: impl Into<Vec<u8>>) -> Result<(Region, Region)> {
+        let write = self.shared.sequences.open();
         let request = SplitRegionRequest {
-            header: Some(self.write_header()),
+            header: Some(self.write_header(&write)),
             split_key: split_key.into(),
             at_middle_key: false,
         };
@@ -525,15 +532,13 @@ impl Client {
         &self.shared.config
     }
 
-    /// A fresh sequence for a write.
-    fn next_sequence(&self) -> u64 {
-        let sequence = self.shared.last_sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        debug_assert!(sequence > 0, "sequence wrapped");
-        sequence
-    }
-
-    fn write_header(&self) -> RequestHeader {
-        write_header(self.shared.client_id, self.next_sequence())
+    /// The header of `write`'s one request, with a fresh sequence.
+    fn write_header(&self, write: &OpenWrite<'_>) -> RequestHeader {
+        write_header(
+            self.shared.client_id,
+            self.shared.sequences.next(),
+            write.answered_below,
+        )
     }
 
     /// The region holding `key`, from the cache (refreshed once on a miss);
@@ -596,12 +601,14 @@ impl Client {
     }
 }
 
-fn write_header(client_id: u64, sequence: u64) -> RequestHeader {
+fn write_header(client_id: u64, sequence: u64, answered_below: u64) -> RequestHeader {
+    debug_assert!(answered_below <= sequence, "{answered_below} > {sequence}");
     RequestHeader {
         region_id: 0,
         region_epoch: None,
         client_id,
         sequence,
+        answered_below,
     }
 }
 

@@ -23,6 +23,9 @@
 //!   client may reach the server in any order: the server deduplicates by the
 //!   exact pair, not by the highest sequence seen. A write spanning several
 //!   regions (`batch_put`, `delete_range`) is one such write per region.
+//!   Each write also tells the server the lowest sequence this client still
+//!   has in flight (`answered_below`), so the server forgets the results of
+//!   older writes and refuses any late copy of them.
 //! * **Linearizable reads.** The server answers reads only from the leader,
 //!   after a ReadIndex round, so a successful read observes every write that
 //!   completed before the read started. A read spanning several regions
@@ -93,6 +96,7 @@ mod retry;
 mod router;
 mod routing;
 mod tso;
+mod write_sequences;
 
 pub use admin::PeerChange;
 pub use client::{CasOutcome, Client, SYSTEM_KEY_PREFIX};

@@ -252,7 +252,7 @@ impl MergeCoordinator {
             epoch: Some(source.epoch),
         };
         self.router
-            .write(header, WriteId::default(), WriteOp::RollbackMerge)
+            .write(header, WriteId::default(), 0, WriteOp::RollbackMerge)
             .await?;
         Err(RaftstoreError::Refused(format!(
             "the merge was refused and rolled back: {why}"
@@ -294,6 +294,7 @@ fn commit_command(frozen: MergeSource) -> WriteCommand {
             epoch: Some(frozen.target.epoch),
         },
         id: WriteId::default(),
+        answered_below: 0,
         op: WriteOp::CommitMerge {
             source: frozen.source,
             sessions: frozen.sessions,

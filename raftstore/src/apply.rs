@@ -24,18 +24,52 @@ pub enum ApplyRejection {
     /// A split or merge command: it changes the region's shape, and is
     /// applied by the peer (`Peer::apply_split`, `peer::merge`), never here.
     NotADataWrite,
+    /// A late copy of a write its client said was answered (a later
+    /// write's `answered_below` passed its sequence): its result may be
+    /// forgotten, so applying it could apply it twice. Nobody waits for it.
+    AlreadyAnswered,
 }
 
 /// Results of recently applied writes by [`WriteId`], so a retried write is
-/// answered from here instead of being applied twice. Bounded in entries and
-/// bytes; the oldest results are evicted first (in log order, so every
-/// replica evicts the same ones).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// answered from here instead of being applied twice.
+///
+/// A result goes when its client says it was answered (a later write's
+/// `answered_below`: that client retries none of those writes any more),
+/// or, as a bound for clients that never say so, when the table holds more
+/// than [`SESSION_ENTRIES_MAX`] results or [`SESSION_BYTES_MAX`] bytes: the
+/// oldest first, in log order. Every replica applies the same log, so every
+/// replica forgets the same results.
+///
+/// What a client said stays as its *floor*: a copy of an answered write
+/// that arrives late (an old attempt a node held, or the network kept) is
+/// refused, because its result may be gone. Floors are kept for the last
+/// [`SESSION_FLOORS_MAX`] clients that set one.
+#[derive(Debug, Default, Clone)]
 pub struct SessionTable {
     results: BTreeMap<WriteId, RememberedResult>,
+    /// Log order of the results, and of ids forgotten since (skipped; cut
+    /// off the front as they reach it, and all dropped when they outnumber
+    /// the results).
     order: VecDeque<WriteId>,
     bytes: usize,
+    /// Per client: every write with a lower sequence was answered.
+    floors: BTreeMap<u64, u64>,
+    /// Clients with a floor, in the log order they first set one.
+    floor_order: VecDeque<u64>,
 }
+
+/// Tables are equal when they remember the same results in the same log
+/// order, and the same floors; forgotten ids still in `order` do not count.
+impl PartialEq for SessionTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.results == other.results
+            && self.remembered().eq(other.remembered())
+            && self.floors == other.floors
+            && self.floor_order == other.floor_order
+    }
+}
+
+impl Eq for SessionTable {}
 
 /// A write result as the session table keeps it: 16 bytes, where a
 /// [`WriteResult`] takes twelve times that for its rare large variants. A
@@ -80,6 +114,11 @@ impl RememberedResult {
 pub const SESSION_ENTRIES_MAX: usize = 200_000;
 /// How many bytes of write results the session table keeps.
 pub const SESSION_BYTES_MAX: usize = 64 << 20;
+/// How many clients' floors the session table keeps.
+pub const SESSION_FLOORS_MAX: usize = 100_000;
+/// First word of an encoded table that carries floors; an older table
+/// starts with its result count, which never comes near it.
+const FLOORS_FOLLOW: u64 = u64::MAX;
 
 impl SessionTable {
     /// The result of the write `id`, if it was applied and is remembered.
@@ -99,7 +138,7 @@ impl SessionTable {
         if self.results.insert(id, result).is_none() {
             self.order.push_back(id);
         }
-        while self.order.len() > SESSION_ENTRIES_MAX || self.bytes > SESSION_BYTES_MAX {
+        while self.results.len() > SESSION_ENTRIES_MAX || self.bytes > SESSION_BYTES_MAX {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
@@ -107,7 +146,85 @@ impl SessionTable {
                 self.bytes -= r.size_bytes();
             }
         }
-        debug_assert_eq!(self.order.len(), self.results.len());
+        self.tidy_order();
+    }
+
+    /// Whether `id` is below its client's floor: answered, and perhaps
+    /// forgotten.
+    pub fn is_answered(&self, id: &WriteId) -> bool {
+        self.floors
+            .get(&id.client_id)
+            .is_some_and(|&floor| id.sequence < floor)
+    }
+
+    /// Raises `client_id`'s floor to `answered_below` and forgets the
+    /// results of its writes below it: the client has their answers and
+    /// retries none.
+    pub fn forget_answered(&mut self, client_id: u64, answered_below: u64) {
+        if client_id == 0 || !self.raise_floor(client_id, answered_below) {
+            return;
+        }
+        let from = WriteId {
+            client_id,
+            sequence: 0,
+        };
+        let below = WriteId {
+            client_id,
+            sequence: answered_below,
+        };
+        let answered: Vec<WriteId> = self.results.range(from..below).map(|(id, _)| *id).collect();
+        for id in answered {
+            if let Some(r) = self.results.remove(&id) {
+                self.bytes -= r.size_bytes();
+            }
+        }
+        self.tidy_order();
+    }
+
+    /// Raises a floor; false if `floor` is not above the one kept.
+    fn raise_floor(&mut self, client_id: u64, floor: u64) -> bool {
+        match self.floors.get_mut(&client_id) {
+            Some(kept) if *kept >= floor => false,
+            Some(kept) => {
+                *kept = floor;
+                true
+            }
+            None if floor == 0 => false,
+            None => {
+                self.floors.insert(client_id, floor);
+                self.floor_order.push_back(client_id);
+                while self.floor_order.len() > SESSION_FLOORS_MAX {
+                    if let Some(old) = self.floor_order.pop_front() {
+                        self.floors.remove(&old);
+                    }
+                }
+                debug_assert_eq!(self.floors.len(), self.floor_order.len());
+                true
+            }
+        }
+    }
+
+    /// Cuts forgotten ids off the front of `order`, and rebuilds it from
+    /// the remembered ones when forgotten ids are the majority (a client
+    /// that never said its writes were answered holds the front).
+    fn tidy_order(&mut self) {
+        while self
+            .order
+            .front()
+            .is_some_and(|id| !self.results.contains_key(id))
+        {
+            self.order.pop_front();
+        }
+        if self.order.len() > 2 * self.results.len() + 64 {
+            let results = &self.results;
+            self.order.retain(|id| results.contains_key(id));
+        }
+        debug_assert!(self.order.len() >= self.results.len());
+    }
+
+    /// The remembered ids, in log order.
+    fn remembered(&self) -> impl Iterator<Item = &WriteId> {
+        self.order.iter().filter(|id| self.results.contains_key(id))
     }
 
     pub fn len(&self) -> usize {
@@ -118,8 +235,13 @@ impl SessionTable {
     /// merge: retries of writes the source applied must still be
     /// recognised by the target). Deterministic: `other`'s log order.
     pub fn absorb(&mut self, other: &SessionTable) {
-        for id in &other.order {
-            if self.results.contains_key(id) {
+        for &client_id in &other.floor_order {
+            if let Some(&floor) = other.floors.get(&client_id) {
+                self.forget_answered(client_id, floor);
+            }
+        }
+        for id in other.remembered() {
+            if self.results.contains_key(id) || self.is_answered(id) {
                 continue;
             }
             if let Some(result) = other.results.get(id) {
@@ -133,8 +255,14 @@ impl SessionTable {
     }
 
     pub fn encode(&self, enc: &mut Encoder) {
-        enc.u64(self.order.len() as u64);
-        for id in &self.order {
+        if !self.floors.is_empty() {
+            enc.u64(FLOORS_FOLLOW).u64(self.floor_order.len() as u64);
+            for client_id in &self.floor_order {
+                enc.u64(*client_id).u64(self.floors[client_id]);
+            }
+        }
+        enc.u64(self.results.len() as u64);
+        for id in self.remembered() {
             enc.u64(id.client_id).u64(id.sequence);
             match &self.results[id] {
                 RememberedResult::Other(result) => result.encode(enc),
@@ -144,8 +272,21 @@ impl SessionTable {
     }
 
     pub fn decode(dec: &mut Decoder<'_>) -> Result<Self, CodecError> {
-        let n = dec.count(17)?;
         let mut table = SessionTable::default();
+        if dec.take_marker(FLOORS_FOLLOW) {
+            for _ in 0..dec.count(16)? {
+                let client_id = dec.u64()?;
+                let floor = dec.u64()?;
+                if client_id == 0 || floor == 0 || table.floors.contains_key(&client_id) {
+                    return Err(CodecError {
+                        what: "session table",
+                        reason: format!("floor {floor} of client {client_id}"),
+                    });
+                }
+                table.raise_floor(client_id, floor);
+            }
+        }
+        let n = dec.count(17)?;
         for _ in 0..n {
             let id = WriteId {
                 client_id: dec.u64()?,
@@ -168,6 +309,10 @@ pub fn apply_write(
     sessions: &mut SessionTable,
     cmd: &WriteCommand,
 ) -> Result<WriteResult, ApplyRejection> {
+    sessions.forget_answered(cmd.id.client_id, cmd.answered_below);
+    if sessions.is_answered(&cmd.id) {
+        return Err(ApplyRejection::AlreadyAnswered);
+    }
     if let Some(result) = sessions.get(&cmd.id) {
         return Ok(result);
     }
@@ -242,6 +387,15 @@ mod tests {
     use crate::region::RegionEpoch;
 
     fn cmd(client_id: u64, sequence: u64, op: WriteOp) -> WriteCommand {
+        answered_cmd(client_id, sequence, 0, op)
+    }
+
+    fn answered_cmd(
+        client_id: u64,
+        sequence: u64,
+        answered_below: u64,
+        op: WriteOp,
+    ) -> WriteCommand {
         WriteCommand {
             header: RequestHeader {
                 region_id: 1,
@@ -251,8 +405,26 @@ mod tests {
                 client_id,
                 sequence,
             },
+            answered_below,
             op,
         }
+    }
+
+    fn put(value: &[u8]) -> WriteOp {
+        WriteOp::Put {
+            key: b"k".to_vec(),
+            value: value.to_vec(),
+        }
+    }
+
+    fn round_trip(t: &SessionTable) -> SessionTable {
+        let mut enc = Encoder::new();
+        t.encode(&mut enc);
+        let buf = enc.finish();
+        let mut dec = Decoder::new("sessions", &buf);
+        let decoded = SessionTable::decode(&mut dec).unwrap();
+        dec.finish().unwrap();
+        decoded
     }
 
     fn cas(expected: Option<&[u8]>, new: &[u8]) -> WriteOp {
@@ -365,6 +537,89 @@ mod tests {
     }
 
     #[test]
+    fn answered_writes_are_forgotten_and_their_late_copies_refused() {
+        let store = KvStore::new();
+        let region = RegionMeta::whole_keyspace(1, &[1]);
+        let mut sessions = SessionTable::default();
+        let first = answered_cmd(7, 1, 1, put(b"a"));
+        apply_write(&store, &region, &mut sessions, &first).unwrap();
+        // Another client's writes are not the business of client 7's floor.
+        apply_write(
+            &store,
+            &region,
+            &mut sessions,
+            &answered_cmd(8, 1, 1, put(b"x")),
+        )
+        .unwrap();
+        apply_write(
+            &store,
+            &region,
+            &mut sessions,
+            &answered_cmd(7, 2, 2, put(b"b")),
+        )
+        .unwrap();
+        assert_eq!(sessions.len(), 2, "write 1 of client 7 is forgotten");
+        assert!(sessions.get(&first.id).is_none());
+        assert_eq!(
+            apply_write(&store, &region, &mut sessions, &first),
+            Err(ApplyRejection::AlreadyAnswered),
+            "a late copy of write 1 must not put \"a\" back"
+        );
+        assert_eq!(store.get(b"k"), Some(b"b".to_vec()));
+        // A retry of the write in flight is still answered from the table,
+        // even one sent before the client learnt of any answer.
+        let retry = answered_cmd(7, 2, 0, put(b"b"));
+        assert_eq!(
+            apply_write(&store, &region, &mut sessions, &retry),
+            Ok(WriteResult::Done)
+        );
+        // The floor survives the checkpoint.
+        let restored = round_trip(&sessions);
+        assert_eq!(restored, sessions);
+        assert!(restored.is_answered(&first.id));
+        assert!(!restored.is_answered(&retry.id));
+    }
+
+    #[test]
+    fn a_merge_takes_the_floors_and_forgets_what_they_cover() {
+        let id = |client_id, sequence| WriteId {
+            client_id,
+            sequence,
+        };
+        let mut target = SessionTable::default();
+        target.remember(id(7, 1), WriteResult::Done);
+        target.remember(id(7, 5), WriteResult::Done);
+        let mut source = SessionTable::default();
+        source.remember(id(7, 3), WriteResult::Done);
+        source.forget_answered(7, 4);
+        source.remember(id(7, 4), WriteResult::Done);
+        target.absorb(&source);
+        assert!(target.is_answered(&id(7, 3)));
+        assert!(target.get(&id(7, 1)).is_none(), "below the source's floor");
+        assert!(target.get(&id(7, 4)).is_some());
+        assert!(target.get(&id(7, 5)).is_some());
+        assert_eq!(round_trip(&target), target);
+    }
+
+    #[test]
+    fn a_table_written_before_floors_existed_still_decodes() {
+        let mut t = SessionTable::default();
+        t.remember(
+            WriteId {
+                client_id: 3,
+                sequence: 9,
+            },
+            WriteResult::Done,
+        );
+        let mut enc = Encoder::new();
+        t.encode(&mut enc);
+        let buf = enc.finish();
+        // No floors: the encoding is the old one, the result count first.
+        assert_eq!(buf[..8], 1u64.to_le_bytes());
+        assert_eq!(round_trip(&t), t);
+    }
+
+    #[test]
     fn session_table_round_trips_and_is_bounded() {
         let mut t = SessionTable::default();
         for i in 0..(SESSION_ENTRIES_MAX as u64 + 10) {
@@ -383,10 +638,6 @@ mod tests {
                 sequence: 0
             })
             .is_none());
-        let mut enc = Encoder::new();
-        t.encode(&mut enc);
-        let buf = enc.finish();
-        let mut dec = Decoder::new("sessions", &buf);
-        assert_eq!(SessionTable::decode(&mut dec).unwrap(), t);
+        assert_eq!(round_trip(&t), t);
     }
 }

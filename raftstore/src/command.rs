@@ -139,6 +139,10 @@ pub enum WriteResult {
 pub struct WriteCommand {
     pub header: RequestHeader,
     pub id: WriteId,
+    /// Every write of `id.client_id` with a lower sequence was answered:
+    /// applying this command forgets their results (see `SessionTable`).
+    /// 0: nothing to forget.
+    pub answered_below: u64,
     pub op: WriteOp,
 }
 
@@ -168,8 +172,10 @@ pub enum ReadResult {
 }
 
 /// Format version of an encoded [`WriteCommand`]; the first byte of every
-/// entry this store proposes.
+/// entry this store proposes. Version 2 adds `answered_below` after the
+/// write id; version 1 entries (written before it) still decode, with 0.
 const COMMAND_FORMAT_V1: u8 = 1;
+const COMMAND_FORMAT_V2: u8 = 2;
 
 fn encode_opt(enc: &mut Encoder, v: &Option<Vec<u8>>) {
     match v {
@@ -204,12 +210,14 @@ fn decode_pairs(dec: &mut Decoder<'_>) -> Result<Pairs, CodecError> {
 impl WriteCommand {
     pub fn encode(&self) -> Vec<u8> {
         let mut enc = Encoder::new();
-        enc.u8(COMMAND_FORMAT_V1).u64(self.header.region_id);
+        enc.u8(COMMAND_FORMAT_V2).u64(self.header.region_id);
         match self.header.epoch {
             None => enc.u8(0),
             Some(e) => enc.u8(1).u64(e.conf_ver).u64(e.version),
         };
-        enc.u64(self.id.client_id).u64(self.id.sequence);
+        enc.u64(self.id.client_id)
+            .u64(self.id.sequence)
+            .u64(self.answered_below);
         match &self.op {
             WriteOp::Put { key, value } => enc.u8(1).bytes(key).bytes(value),
             WriteOp::BatchPut { pairs } => {
@@ -258,7 +266,7 @@ impl WriteCommand {
     pub fn decode(buf: &[u8]) -> Result<Self, CodecError> {
         let mut dec = Decoder::new("write command", buf);
         let format = dec.u8()?;
-        if format != COMMAND_FORMAT_V1 {
+        if format != COMMAND_FORMAT_V1 && format != COMMAND_FORMAT_V2 {
             return Err(CodecError {
                 what: "write command",
                 reason: format!("unknown format {format}"),
@@ -281,6 +289,11 @@ impl WriteCommand {
         let id = WriteId {
             client_id: dec.u64()?,
             sequence: dec.u64()?,
+        };
+        let answered_below = if format == COMMAND_FORMAT_V2 {
+            dec.u64()?
+        } else {
+            0
         };
         let op = match dec.u8()? {
             1 => WriteOp::Put {
@@ -324,6 +337,7 @@ impl WriteCommand {
         Ok(WriteCommand {
             header: RequestHeader { region_id, epoch },
             id,
+            answered_below,
             op,
         })
     }
@@ -456,6 +470,7 @@ mod tests {
                     client_id: 9,
                     sequence: i as u64,
                 },
+                answered_below: i as u64 / 2,
                 op,
             })
             .collect()
@@ -470,6 +485,7 @@ mod tests {
                 client_id: 9,
                 sequence: 1,
             },
+            answered_below: 0,
             op: WriteOp::Put {
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),
@@ -486,6 +502,27 @@ mod tests {
     fn commands_round_trip() {
         for cmd in sample_commands() {
             assert_eq!(WriteCommand::decode(&cmd.encode()).unwrap(), cmd);
+        }
+    }
+
+    #[test]
+    fn entries_of_the_first_format_decode_with_nothing_answered() {
+        for cmd in sample_commands() {
+            let v2 = cmd.encode();
+            // Version 1: no `answered_below` after the id (format byte,
+            // region id, epoch, client id and sequence come first).
+            let id_end = 1 + 8 + if cmd.header.epoch.is_some() { 17 } else { 1 } + 16;
+            let mut v1 = v2[..id_end].to_vec();
+            v1[0] = COMMAND_FORMAT_V1;
+            v1.extend_from_slice(&v2[id_end + 8..]);
+            let decoded = WriteCommand::decode(&v1).unwrap();
+            assert_eq!(
+                decoded,
+                WriteCommand {
+                    answered_below: 0,
+                    ..cmd
+                }
+            );
         }
     }
 

@@ -92,10 +92,16 @@ impl StoreRouter {
         &self,
         header: RequestHeader,
         id: WriteId,
+        answered_below: u64,
         op: WriteOp,
     ) -> Result<WriteResult, RaftstoreError> {
         self.rerouted(header, op, first_key, |region_id, op| {
-            let cmd = Box::new(WriteCommand { header, id, op });
+            let cmd = Box::new(WriteCommand {
+                header,
+                id,
+                answered_below,
+                op,
+            });
             self.call(region_id, move |reply| ShardMsg::Write {
                 region_id,
                 cmd,

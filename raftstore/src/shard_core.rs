@@ -1237,6 +1237,7 @@ impl ShardCore {
                 epoch: Some(region.epoch),
             },
             id: WriteId::default(),
+            answered_below: 0,
             op: WriteOp::PrepareMerge {
                 target: RegionMeta::clone(&target),
             },
@@ -1262,6 +1263,7 @@ impl ShardCore {
                     epoch: Some(epoch),
                 },
                 id: WriteId::default(),
+                answered_below: 0,
                 op: WriteOp::Split {
                     split_key: request.split_key,
                     new_region_id: io.allocate_region_id()?,
@@ -1527,6 +1529,7 @@ mod tests {
                 epoch: None,
             },
             id: WriteId::default(),
+            answered_below: 0,
             op: WriteOp::Put {
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),

@@ -418,7 +418,7 @@ impl PlacementDriver {
         let op = store_registry::swap_op(expected.as_ref(), &new);
         let written = self
             .router
-            .write(RequestHeader::default(), WriteId::default(), op)
+            .write(RequestHeader::default(), WriteId::default(), 0, op)
             .await;
         match written {
             Ok(WriteResult::CompareAndSwap {

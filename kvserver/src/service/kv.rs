@@ -56,6 +56,20 @@ fn header(h: Option<kvpb::RequestHeader>) -> (RequestHeader, WriteId) {
     )
 }
 
+/// The header's `answered_below`, refused when above the write's own
+/// sequence: the store would take the write for a late copy of itself.
+fn answered_below(h: Option<&kvpb::RequestHeader>) -> Result<u64, Status> {
+    let Some(h) = h else { return Ok(0) };
+    if h.answered_below > h.sequence {
+        return Err(Status::invalid_argument(format!(
+            "answered_below {} is above the write's own sequence {}: a client \
+             cannot have the answer of a write it has not sent",
+            h.answered_below, h.sequence
+        )));
+    }
+    Ok(h.answered_below)
+}
+
 impl KvService {
     async fn write(
         &self,
@@ -63,8 +77,9 @@ impl KvService {
         op: WriteOp,
     ) -> Result<WriteResult, Status> {
         let started = std::time::Instant::now();
+        let answered_below = answered_below(h.as_ref())?;
         let (header, id) = header(h);
-        let result = self.router.write(header, id, op).await;
+        let result = self.router.write(header, id, answered_below, op).await;
         crate::metrics::observe_request("write", result.is_ok(), started);
         result.map_err(|e| to_status(e, &self.members))
     }
@@ -429,7 +444,11 @@ impl Kv for KvService {
                 refused: why,
             }))
         };
-        match self.router.write(cmd.header, cmd.id, cmd.op).await {
+        match self
+            .router
+            .write(cmd.header, cmd.id, cmd.answered_below, cmd.op)
+            .await
+        {
             Ok(WriteResult::Region(region)) => Ok(Response::new(kvpb::CommitMergeResponse {
                 region: Some(region_to_proto(&region, &[])),
                 refused: String::new(),
@@ -463,5 +482,27 @@ impl Kv for KvService {
         Ok(Response::new(kvpb::ChangePeersResponse {
             region: Some(region_to_proto(&status.region, &status.learners)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answered_below_may_reach_the_write_but_not_pass_it() {
+        let header = |sequence, answered_below| kvpb::RequestHeader {
+            client_id: 7,
+            sequence,
+            answered_below,
+            ..Default::default()
+        };
+        assert_eq!(answered_below(None).ok(), Some(0));
+        assert_eq!(answered_below(Some(&header(5, 5))).ok(), Some(5));
+        let refused = answered_below(Some(&header(5, 6))).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused
+            .message()
+            .contains("above the write's own sequence 5"));
     }
 }

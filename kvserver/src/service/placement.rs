@@ -270,7 +270,7 @@ impl TsoTask {
                     // table, decides whether a retry applies.
                     let written = self
                         .router
-                        .write(header, WriteId::default(), swap.op())
+                        .write(header, WriteId::default(), 0, swap.op())
                         .await;
                     self.leader.window_swapped(swap, written, now_ms())
                 }

@@ -1458,6 +1458,9 @@ impl Peer {
             ApplyRejection::NotADataWrite => {
                 RaftstoreError::Internal(format!("region {region_id}: a split reached apply_write"))
             }
+            ApplyRejection::AlreadyAnswered => RaftstoreError::Refused(
+                "a late copy of a write its client already had answered; not applied".into(),
+            ),
         }
     }
 
@@ -1899,6 +1902,7 @@ mod tests {
                 epoch: Some(peer.region().epoch),
             },
             id: Default::default(),
+            answered_below: 0,
             op,
         };
         peer.propose_write(cmd, reply, Instant::now());

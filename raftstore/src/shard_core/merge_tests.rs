@@ -139,6 +139,7 @@ impl TwoShards {
         let cmd = WriteCommand {
             header: RequestHeader { region_id, epoch },
             id: WriteId::default(),
+            answered_below: 0,
             op,
         };
         let shard = self.cores[0].cfg.shard_of(region_id);

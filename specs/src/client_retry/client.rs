@@ -3,7 +3,10 @@
 //!
 //! Under [`RetryPolicy::ReuseWriteId`] (what Flotilla's client does) every
 //! attempt of a write carries the same [`WriteId`], so the server's session
-//! table recognises the retry. [`RetryPolicy::FreshWriteId`] is the
+//! table recognises the retry. Every write also says which of the client's
+//! writes were answered (`answered_below`: all before the operation in
+//! flight), so the server forgets their results and refuses their late
+//! copies. [`RetryPolicy::FreshWriteId`] is the
 //! deliberately broken variant: each attempt takes a new sequence number,
 //! which defeats deduplication exactly as a server without a session table
 //! would.
@@ -133,6 +136,16 @@ impl RetryingClient {
         o.set_timer(RetryTimer, model_timeout());
     }
 
+    /// What a write says was answered: every write before the operation in
+    /// flight (one operation at a time). The broken variant says nothing,
+    /// like a client with no session protocol at all.
+    fn answered_below(&self, state: &ClientState) -> u64 {
+        match self.policy {
+            RetryPolicy::ReuseWriteId => state.op_first_sequence,
+            RetryPolicy::FreshWriteId => 0,
+        }
+    }
+
     /// The request for the current attempt of `op`.
     fn request(&self, id: Id, state: &ClientState, op: &RegisterOp) -> RegisterMsg {
         match RegisterWrite::from_op(op) {
@@ -141,6 +154,7 @@ impl RetryingClient {
                     client_id: client_id(id),
                     sequence: state.last_sequence,
                 },
+                answered_below: self.answered_below(state),
                 write,
                 attempt: state.retries,
             },

@@ -60,9 +60,11 @@ impl RegisterWrite {
 /// A message between a client and the server.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RegisterMsg {
-    /// Client to server: apply `write` exactly once under `id`.
+    /// Client to server: apply `write` exactly once under `id`; every
+    /// write of the client below `answered_below` was answered.
     Write {
         id: WriteId,
+        answered_below: u64,
         write: RegisterWrite,
         attempt: u8,
     },

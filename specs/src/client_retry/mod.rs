@@ -9,9 +9,11 @@
 //!   linearizable against [`CasRegister`](crate::register_spec::CasRegister).
 //! - [`NO_WRITE_REFUSED`] (always): the real apply path never refuses nor
 //!   mis-answers a write built for the region's current epoch.
-//! - [`ALL_CLIENTS_DONE`] and [`DUPLICATE_ANSWERED`] (sometimes): the model
-//!   is not vacuous: every workload can complete, and a duplicate write does
-//!   reach the server and is answered from its session table.
+//! - [`ALL_CLIENTS_DONE`], [`DUPLICATE_ANSWERED`] and [`LATE_COPY_REFUSED`]
+//!   (sometimes): the model is not vacuous: every workload can complete, a
+//!   duplicate write does reach the server and is answered from its session
+//!   table, and a copy of a write whose client moved on (so its result was
+//!   forgotten) does reach the server and is refused.
 //!
 //! The network is stateright's unordered duplicating network without its
 //! lossy option: a message can always stay undelivered while timers fire,
@@ -41,6 +43,7 @@ pub const LINEARIZABLE: &str = "linearizable";
 pub const NO_WRITE_REFUSED: &str = "no write refused";
 pub const ALL_CLIENTS_DONE: &str = "all clients done";
 pub const DUPLICATE_ANSWERED: &str = "duplicate write answered from the session table";
+pub const LATE_COPY_REFUSED: &str = "late copy of an answered write refused";
 
 /// The client-retry model.
 pub type RetryModel = ActorModel<RegisterNode, Verdicts, History>;
@@ -87,6 +90,9 @@ impl RetryModelConfig {
             })
             .property(Expectation::Sometimes, DUPLICATE_ANSWERED, |_, state| {
                 server_state(state).is_some_and(|server| server.answered_duplicate)
+            })
+            .property(Expectation::Sometimes, LATE_COPY_REFUSED, |_, state| {
+                server_state(state).is_some_and(|server| server.refused_late_copy)
             })
             .record_msg_out(history::record_invocation)
             .record_msg_in(history::record_return)

@@ -39,6 +39,9 @@ pub enum ServerFault {
     SessionsDoNotRoundTrip,
     /// `apply_write` answered a put or CAS with another kind of result.
     UnexpectedResult,
+    /// `apply_write` refused as answered a write whose client still waits
+    /// for it (a late copy of an answered write is refused without a fault).
+    AnsweredWriteRefused,
 }
 
 impl From<ApplyRejection> for ServerFault {
@@ -47,6 +50,7 @@ impl From<ApplyRejection> for ServerFault {
             ApplyRejection::EpochNotMatch => ServerFault::EpochNotMatch,
             ApplyRejection::KeyNotInRegion => ServerFault::KeyNotInRegion,
             ApplyRejection::NotADataWrite => ServerFault::UnexpectedResult,
+            ApplyRejection::AlreadyAnswered => ServerFault::AnsweredWriteRefused,
         }
     }
 }
@@ -60,6 +64,8 @@ pub struct ServerState {
     pub sessions: Vec<u8>,
     /// A delivered write was answered from the session table at least once.
     pub answered_duplicate: bool,
+    /// A late copy of an answered write was delivered and refused at least once.
+    pub refused_late_copy: bool,
     /// The first fault of the apply path, if any; no write is answered after one.
     pub fault: Option<ServerFault>,
 }
@@ -127,6 +133,7 @@ impl RegisterServer {
             store_pairs: empty.store_pairs(),
             sessions: empty.encoded_sessions(),
             answered_duplicate: false,
+            refused_late_copy: false,
             fault: None,
         }
     }
@@ -143,11 +150,18 @@ impl RegisterServer {
             return None;
         }
         match msg {
-            RegisterMsg::Write { id, write, .. } => match self.apply(state, *id, write) {
-                Ok((next, ret)) => {
+            RegisterMsg::Write {
+                id,
+                answered_below,
+                write,
+                ..
+            } => match self.apply(state, *id, *answered_below, write) {
+                Ok((next, Some(ret))) => {
                     o.send(src, RegisterMsg::WriteReply { id: *id, ret });
                     (next != *state).then_some(next)
                 }
+                // Refused as a late copy: nobody waits for an answer.
+                Ok((next, None)) => (next != *state).then_some(next),
                 Err(fault) => Some(ServerState {
                     fault: Some(fault),
                     ..state.clone()
@@ -168,13 +182,19 @@ impl RegisterServer {
         }
     }
 
-    /// Applies `write` under `id` through the real apply path.
+    /// Applies `write` under `id` through the real apply path; no answer
+    /// when it is refused as a late copy of an answered write. That refusal
+    /// is a fault unless the copy's sequence is below the floor the
+    /// session table had before this write: only the write's own
+    /// `answered_below` is taken on trust, and the model's clients never
+    /// send one above their write in flight.
     fn apply(
         &self,
         state: &ServerState,
         id: WriteId,
+        answered_below: u64,
         write: &RegisterWrite,
-    ) -> Result<(ServerState, RegisterRet), ServerFault> {
+    ) -> Result<(ServerState, Option<RegisterRet>), ServerFault> {
         let mut machine = StateMachine::restore(state)?;
         let cmd = WriteCommand {
             header: RequestHeader {
@@ -182,15 +202,20 @@ impl RegisterServer {
                 epoch: Some(self.region.epoch),
             },
             id,
+            answered_below,
             op: write.to_write_op(),
         };
         let duplicate = machine.sessions.get(&id).is_some();
-        let result = apply_write(&machine.store, &self.region, &mut machine.sessions, &cmd)?;
-        let ret = register_ret(write, result).ok_or(ServerFault::UnexpectedResult)?;
+        let late_copy = machine.sessions.is_answered(&id);
+        let ret = match apply_write(&machine.store, &self.region, &mut machine.sessions, &cmd) {
+            Err(ApplyRejection::AlreadyAnswered) if late_copy => None,
+            result => Some(register_ret(write, result?).ok_or(ServerFault::UnexpectedResult)?),
+        };
         let next = ServerState {
             store_pairs: machine.store_pairs(),
             sessions: machine.encoded_sessions(),
-            answered_duplicate: state.answered_duplicate || duplicate,
+            answered_duplicate: state.answered_duplicate || (duplicate && ret.is_some()),
+            refused_late_copy: state.refused_late_copy || ret.is_none(),
             fault: None,
         };
         Ok((next, ret))
@@ -230,6 +255,7 @@ mod tests {
                 client_id,
                 sequence,
             },
+            answered_below: sequence,
             write,
             attempt: 0,
         }

@@ -210,6 +210,8 @@ impl SimClient {
                 client_id: self.process + 1,
                 sequence: self.sequence,
             },
+            // One operation at a time: every earlier one is over.
+            answered_below: self.sequence,
             op,
         }
     }
