@@ -181,7 +181,9 @@ impl SessionTable {
         self.tidy_order();
     }
 
-    /// Raises a floor; false if `floor` is not above the one kept.
+    /// Raises a floor; false if `floor` is not above the one kept. Sequences
+    /// start at 1, so a floor of 1 says nothing and is not kept: a client
+    /// that writes once (a one-shot `ctl put`) leaves no floor behind.
     fn raise_floor(&mut self, client_id: u64, floor: u64) -> bool {
         match self.floors.get_mut(&client_id) {
             Some(kept) if *kept >= floor => false,
@@ -189,7 +191,7 @@ impl SessionTable {
                 *kept = floor;
                 true
             }
-            None if floor == 0 => false,
+            None if floor <= 1 => false,
             None => {
                 self.floors.insert(client_id, floor);
                 self.floor_order.push_back(client_id);
@@ -277,7 +279,7 @@ impl SessionTable {
             for _ in 0..dec.count(16)? {
                 let client_id = dec.u64()?;
                 let floor = dec.u64()?;
-                if client_id == 0 || floor == 0 || table.floors.contains_key(&client_id) {
+                if client_id == 0 || floor <= 1 || table.floors.contains_key(&client_id) {
                     return Err(CodecError {
                         what: "session table",
                         reason: format!("floor {floor} of client {client_id}"),
@@ -543,6 +545,7 @@ mod tests {
         let mut sessions = SessionTable::default();
         let first = answered_cmd(7, 1, 1, put(b"a"));
         apply_write(&store, &region, &mut sessions, &first).unwrap();
+        assert!(sessions.floors.is_empty(), "a first write sets no floor");
         // Another client's writes are not the business of client 7's floor.
         apply_write(
             &store,
