@@ -42,8 +42,9 @@ pub enum ApplyRejection {
 ///
 /// What a client said stays as its *floor*: a copy of an answered write
 /// that arrives late (an old attempt a node held, or the network kept) is
-/// refused, because its result may be gone. Floors are kept for the last
-/// [`SESSION_FLOORS_MAX`] clients that set one.
+/// refused, because its result may be gone. At most
+/// [`SESSION_FLOORS_MAX`] clients keep a floor; past that, the client that
+/// set its first floor longest ago loses its floor first.
 #[derive(Debug, Default, Clone)]
 pub struct SessionTable {
     results: BTreeMap<WriteId, RememberedResult>,
