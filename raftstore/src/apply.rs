@@ -280,13 +280,15 @@ impl SessionTable {
             for _ in 0..dec.count(16)? {
                 let client_id = dec.u64()?;
                 let floor = dec.u64()?;
-                if client_id == 0 || floor <= 1 || table.floors.contains_key(&client_id) {
+                if client_id == 0
+                    || table.floors.contains_key(&client_id)
+                    || !table.raise_floor(client_id, floor)
+                {
                     return Err(CodecError {
                         what: "session table",
                         reason: format!("floor {floor} of client {client_id}"),
                     });
                 }
-                table.raise_floor(client_id, floor);
             }
         }
         let n = dec.count(17)?;
@@ -528,10 +530,7 @@ mod tests {
         for (sequence, result) in (1..).zip(&results) {
             t.remember(id(sequence), result.clone());
         }
-        let mut enc = Encoder::new();
-        t.encode(&mut enc);
-        let buf = enc.finish();
-        let decoded = SessionTable::decode(&mut Decoder::new("sessions", &buf)).unwrap();
+        let decoded = round_trip(&t);
         for (sequence, result) in (1..).zip(&results) {
             assert_eq!(t.get(&id(sequence)).as_ref(), Some(result));
             assert_eq!(decoded.get(&id(sequence)).as_ref(), Some(result));

@@ -87,8 +87,6 @@ impl<'a> Decoder<'a> {
         Ok(self.take(len)?.to_vec())
     }
 
-    /// A count of items that follow, each at least `min_item_bytes` long:
-    /// bounded by the remaining input so a corrupt count cannot allocate.
     /// Consumes the next eight bytes if they are `marker`, as a `u64`.
     pub fn take_marker(&mut self, marker: u64) -> bool {
         let found = self.rest.get(..8) == Some(&marker.to_le_bytes()[..]);
@@ -98,6 +96,8 @@ impl<'a> Decoder<'a> {
         found
     }
 
+    /// A count of items that follow, each at least `min_item_bytes` long:
+    /// bounded by the remaining input so a corrupt count cannot allocate.
     pub fn count(&mut self, min_item_bytes: usize) -> Result<usize, CodecError> {
         let n = self.u64()?;
         let max = (self.rest.len() / min_item_bytes.max(1)) as u64;
