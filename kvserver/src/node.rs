@@ -70,6 +70,8 @@ pub struct NodeConfig {
     pub shards: usize,
     pub pin_cores: bool,
     pub checkpoint_every_entries: u64,
+    /// Reads may be served on the leader's lease (`raftstore::lease`).
+    pub lease_reads: bool,
     pub split: raftstore::peer::SplitThresholds,
     pub limits: RequestLimits,
     pub placement: PlacementDriverConfig,
@@ -108,6 +110,7 @@ pub async fn run_node(
     store_cfg.pin_cores = cfg.pin_cores;
     store_cfg.checkpoint_every_entries = cfg.checkpoint_every_entries.max(1);
     store_cfg.split = cfg.split;
+    store_cfg.lease_reads = cfg.lease_reads;
     store_cfg.on_idle = Some(crate::allocator::release_freed_memory);
 
     let configured = cfg.initial_cluster.iter().map(|(id, addr)| {

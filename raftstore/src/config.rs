@@ -46,6 +46,10 @@ pub struct StoreConfig {
     pub split: SplitThresholds,
     /// Idle regions stop ticking and heartbeating (see `Peer::hibernate_if_idle`).
     pub hibernate: bool,
+    /// A leader may serve reads on its lease, without a ReadIndex round of
+    /// their own (see `lease`); a store then refuses votes for an election
+    /// timeout after it starts.
+    pub lease_reads: bool,
     /// Called by a shard thread whenever it is about to wait for messages
     /// or its next tick: the binary's allocator upkeep (returning freed
     /// pages to the OS). It must cost next to nothing when it has nothing
@@ -75,6 +79,7 @@ impl StoreConfig {
                 bytes: 96 << 20,
             },
             hibernate: true,
+            lease_reads: true,
             on_idle: None,
         }
     }
@@ -116,6 +121,15 @@ impl StoreConfig {
     pub fn idle_checkpoint_ticks(&self) -> u64 {
         let ticks = self.idle_checkpoint_interval.as_nanos() / self.tick.as_nanos().max(1);
         (ticks as u64).max(1)
+    }
+
+    /// How long a leader's lease lasts after the start of the ReadIndex
+    /// round that confirmed it; `None` when reads take no lease.
+    pub fn leader_lease(&self) -> Option<std::time::Duration> {
+        if !self.lease_reads {
+            return None;
+        }
+        crate::lease::lease_duration(self.tick, self.election_ticks)
     }
 
     /// Which shard runs `region_id`.

@@ -20,7 +20,8 @@
 //! Guarantees: a write is acknowledged only once applied after a quorum made
 //! it durable; no message depending on local state leaves before the WAL
 //! batch holding that state is synced; reads are served by a leader after a
-//! quorum-confirmed ReadIndex; requests with stale epochs are refused.
+//! quorum-confirmed ReadIndex, or within the lease such a round granted it
+//! ([`lease`]); requests with stale epochs are refused.
 
 pub mod apply;
 pub mod checkpoint;
@@ -28,6 +29,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod lease;
 pub mod liveness;
 pub mod log_codec;
 mod logger;

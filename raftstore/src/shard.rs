@@ -205,7 +205,9 @@ impl Shard {
             }
             let started = Instant::now();
             for msg in inbox.try_iter().take(INBOX_BATCH_MAX) {
-                shutdown |= self.core.handle(msg, started);
+                // Read per message: a read served on the leader's lease
+                // must be checked against a time no earlier than its arrival.
+                shutdown |= self.core.handle(msg, Instant::now());
                 taken += 1;
             }
             self.core.on_clock(Instant::now());

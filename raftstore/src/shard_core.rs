@@ -267,6 +267,10 @@ pub struct ShardCore {
     next_tick: Instant,
     /// The latest time passed in.
     clock: Instant,
+    /// With leader leases, the store refuses votes until then (an election
+    /// timeout after it started): a replica that restarted forgot when it
+    /// last heard from its leader, whose lease may count on it (see `lease`).
+    votes_refused_until: Option<Instant>,
 }
 
 impl ShardCore {
@@ -292,6 +296,7 @@ impl ShardCore {
         let mut core = ShardCore {
             next_tick: now + cfg.tick,
             clock: now,
+            votes_refused_until: cfg.leader_lease().map(|_| now + cfg.election_timeout()),
             cfg,
             shard_index,
             peers: ShardPeers::new(),
@@ -702,6 +707,14 @@ impl ShardCore {
     /// message is still stepped; raft-rs ignores what it must.
     fn step(&mut self, region_id: u64, msg: Message) {
         use raft::prelude::MessageType as T;
+        if self.refuses_vote(&msg) {
+            tracing::debug!(
+                region = region_id,
+                from = msg.from,
+                "vote request in this store's first election timeout; refused"
+            );
+            return;
+        }
         if let Some(epoch) = parse_removed_marker(&msg) {
             self.on_removed_marker(region_id, msg.from, epoch);
             return;
@@ -798,6 +811,18 @@ impl ShardCore {
         if let Some(mut peer) = self.peers.get_mut(&region_id) {
             peer.step(msg);
         }
+    }
+
+    /// A vote or pre-vote request this store may not answer yet (see
+    /// `votes_refused_until`). A leadership transfer's request is answered:
+    /// its leader gave up its lease when it started the transfer.
+    fn refuses_vote(&self, msg: &Message) -> bool {
+        use raft::prelude::MessageType as T;
+        matches!(msg.get_msg_type(), T::MsgRequestVote | T::MsgRequestPreVote)
+            && msg.context.as_ref() != raft::CAMPAIGN_TRANSFER
+            && self
+                .votes_refused_until
+                .is_some_and(|until| self.clock < until)
     }
 
     /// Another replica said this store is not in the region's
@@ -1506,6 +1531,61 @@ mod tests {
         }
         assert!(done(core), "not reached within {ticks_max} ticks");
         now
+    }
+
+    /// A vote request from store 2 for region 31, in `term`.
+    fn vote_request(kind: MessageType, term: u64, context: &[u8]) -> ShardMsg {
+        let mut msg = Message::default();
+        msg.set_msg_type(kind);
+        msg.from = 2;
+        msg.to = 1;
+        msg.term = term;
+        msg.log_term = 5;
+        msg.index = 5;
+        msg.context = context.to_vec().into();
+        ShardMsg::Raft {
+            region_id: 31,
+            msg: Box::new(msg),
+        }
+    }
+
+    /// Takes the answers to vote and pre-vote requests sent so far.
+    fn vote_answers(io: &mut RecordingIo) -> usize {
+        std::mem::take(&mut io.sent)
+            .into_iter()
+            .flat_map(|(_, msgs)| msgs)
+            .filter(|(_, m)| {
+                matches!(
+                    m.get_msg_type(),
+                    MessageType::MsgRequestVoteResponse | MessageType::MsgRequestPreVoteResponse
+                )
+            })
+            .count()
+    }
+
+    /// A store that restarted may have acknowledged a leader's lease and
+    /// forgotten when: it answers no vote or pre-vote for an election
+    /// timeout after it starts, except a leadership transfer's.
+    #[test]
+    fn a_store_answers_votes_only_an_election_timeout_after_it_starts() {
+        let start = Instant::now();
+        let mut core = shard_with(&[(31, &[1, 2, 3])], start);
+        let mut io = RecordingIo::default();
+        let early = start + core.cfg.tick;
+        core.handle(vote_request(MessageType::MsgRequestPreVote, 6, b""), early);
+        core.handle(vote_request(MessageType::MsgRequestVote, 6, b""), early);
+        futures::executor::block_on(core.turn(&mut io)).expect("the turn succeeds");
+        assert_eq!(vote_answers(&mut io), 0, "refused while just started");
+
+        let transfer = vote_request(MessageType::MsgRequestVote, 6, raft::CAMPAIGN_TRANSFER);
+        core.handle(transfer, early);
+        futures::executor::block_on(core.turn(&mut io)).expect("the turn succeeds");
+        assert_eq!(vote_answers(&mut io), 1, "a transfer's vote is answered");
+
+        let later = start + core.cfg.election_timeout();
+        core.handle(vote_request(MessageType::MsgRequestPreVote, 8, b""), later);
+        futures::executor::block_on(core.turn(&mut io)).expect("the turn succeeds");
+        assert_eq!(vote_answers(&mut io), 1, "answered an election timeout on");
     }
 
     /// A single-voter region elects itself, hibernates and leaves the awake

@@ -1,16 +1,18 @@
 //! Many seeds of a deterministic simulated cluster (3 or 5 nodes, 2 shards
 //! each, 3 initial regions that split as the run goes) under random crashes,
-//! torn persists, pauses, partitions, lossy links and admin splits (and, in
-//! some runs, automatic splits under load), each checked for election
-//! safety, convergence and linearizability; and proof that a seed replays
-//! exactly.
+//! torn persists, pauses, partitions, nodes cut off while paused, lossy
+//! links and admin splits (and, in some runs, automatic splits under load),
+//! each checked for election safety, convergence and linearizability; proof
+//! that a seed replays exactly; and a directed run in which a deposed
+//! leader, cut off and paused, gets a read after its successor overwrote
+//! the key (the leader lease's bound).
 //!
 //! `FLOTILLA_SIM_SEED=S` runs that one seed (replaying a failure);
 //! `FLOTILLA_SIM_SEEDS=N` runs N seeds per test instead of the default (a
 //! failing seed does not stop the others; all are named at the end);
 //! `FLOTILLA_LOG=debug` prints the nodes' and the nemesis's logs.
 
-use flotilla_tests::sim::{simulate, SimConfig, SimReport};
+use flotilla_tests::sim::{read_from_a_deposed_leader, simulate, SimConfig, SimReport};
 use std::panic::AssertUnwindSafe;
 
 /// Seeds each test runs by default: about 15 s of `cargo test` in all.
@@ -150,4 +152,21 @@ fn a_seed_replays_exactly() {
         "the run completed operations: {first:?}"
     );
     assert!(first.regions > 3, "regions split during the run: {first:?}");
+}
+
+/// A leader cut off and paused while the others elect a new leader and
+/// overwrite a key must not answer a later read of it when it resumes: its
+/// lease has run out, so it needs a ReadIndex round it cannot complete.
+#[test]
+fn a_deposed_leader_answers_no_late_read() {
+    for seed in seeds(6) {
+        let scratch = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir");
+        let answer = read_from_a_deposed_leader(seed, scratch.path())
+            .unwrap_or_else(|e| panic!("{e}\nreplay with FLOTILLA_SIM_SEED={seed}"));
+        assert!(
+            !matches!(answer, Some(Ok(_))),
+            "seed {seed}: the deposed leader answered {answer:?} after the key was overwritten\n\
+             replay with FLOTILLA_SIM_SEED={seed}"
+        );
+    }
 }

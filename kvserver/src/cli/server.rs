@@ -46,6 +46,10 @@ pub struct ServerArgs {
     /// segments a checkpoint covers are then dropped.
     #[arg(long, default_value_t = 50_000)]
     pub checkpoint_every_entries: u64,
+    /// Serve every read after a ReadIndex round of its own, never on the
+    /// leader's lease (slower; for comparison).
+    #[arg(long)]
+    pub no_lease_reads: bool,
     /// A region holding more keys than this splits in two (TiKV's default).
     #[arg(long, default_value_t = 960_000)]
     pub region_split_keys: u64,
@@ -219,6 +223,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         shards: args.shards,
         pin_cores: !args.no_pin,
         checkpoint_every_entries: args.checkpoint_every_entries,
+        lease_reads: !args.no_lease_reads,
         split,
         limits: RequestLimits {
             key_bytes_max: args.max_key_bytes,

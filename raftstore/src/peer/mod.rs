@@ -46,6 +46,7 @@ use crate::checkpoint::RegionCheckpoint;
 use crate::command::{ReadOp, ReadResult, RequestHeader, WriteCommand, WriteOp, WriteResult};
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
+use crate::lease::LeaderLease;
 use crate::log_codec::{encode_entries, encode_hard_state, encode_truncation, Truncation};
 use crate::membership::{self, PeerChange};
 use crate::region::{learners, members, RegionEpoch, RegionMeta};
@@ -156,9 +157,15 @@ struct ReadBatch {
     /// Each read with the routing it was sent with, checked again when it
     /// is served (the region may have split in between).
     reads: Vec<(RequestHeader, ReadOp, ReadReply)>,
-    /// Set once a quorum confirmed leadership: serve when applied >= it.
+    /// Set once a quorum confirmed leadership (or, for reads on the lease,
+    /// at once): serve when applied >= it.
     read_index: Option<u64>,
     sent: bool,
+    /// When the batch was opened: no later than its round's heartbeats
+    /// left, so the lease a confirmation grants counts from here.
+    opened: Instant,
+    /// The term its ReadIndex round was started in.
+    term: u64,
     deadline: Instant,
 }
 
@@ -227,6 +234,9 @@ pub struct Peer {
     writes: VecDeque<PendingWrite>,
     reads: Vec<ReadBatch>,
     next_read_ctx: u64,
+    lease: LeaderLease,
+    /// `StoreConfig::leader_lease`.
+    lease_duration: Option<Duration>,
     hard_state_dirty: bool,
     /// The unsynced hard state changed term or vote: it must be in this
     /// turn's WAL batch.
@@ -319,6 +329,8 @@ impl Peer {
             writes: VecDeque::new(),
             reads: Vec::new(),
             next_read_ctx: 1,
+            lease: LeaderLease::default(),
+            lease_duration: cfg.leader_lease(),
             hard_state_dirty: false,
             hard_state_urgent: false,
             last_checkpoint_index: cp.applied_index,
@@ -699,6 +711,8 @@ impl Peer {
             )));
         }
         tracing::info!(region = self.region.id, to, "transferring leadership");
+        // The target's campaign overrides the voters' election timers.
+        self.lease.forbid(self.raw.raft.term);
         self.raw.transfer_leader(to);
         Ok(())
     }
@@ -805,20 +819,71 @@ impl Peer {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
+        if self.may_read_on_lease(now) {
+            self.read_on_lease(header, op, reply, now);
+            return;
+        }
         match self.reads.last_mut() {
             Some(batch) if !batch.sent => batch.reads.push((header, op, reply)),
-            _ => {
-                let ctx = self.next_read_ctx;
-                self.next_read_ctx += 1;
-                self.reads.push(ReadBatch {
-                    ctx,
-                    reads: vec![(header, op, reply)],
-                    read_index: None,
-                    sent: false,
-                    deadline: now + self.request_timeout,
-                });
+            _ => self.open_read_batch(vec![(header, op, reply)], None, now),
+        }
+    }
+
+    /// Whether a read arriving at `now` may skip the ReadIndex round: this
+    /// replica leads with a lease that holds (see `lease`), has committed
+    /// an entry of its term, and neither a leadership transfer nor a
+    /// membership change nor a merge is under way.
+    fn may_read_on_lease(&self, now: Instant) -> bool {
+        let raft = &self.raw.raft;
+        self.is_leader()
+            && raft.commit_to_current_term()
+            && raft.lead_transferee.is_none()
+            && self.pending_conf_change.is_none()
+            && !self.is_joint()
+            && self.merging.is_none()
+            && self.lease.holds(raft.term, now)
+    }
+
+    /// Serves a read on the lease: its read index is the commit index now,
+    /// so it is answered at once if everything committed is applied, or
+    /// once it is. When the lease has less than a third left, a round with
+    /// no reads of its own starts to extend it, so that steady reads never
+    /// wait for one.
+    fn read_on_lease(&mut self, header: RequestHeader, op: ReadOp, reply: ReadReply, now: Instant) {
+        let read_index = self.raw.raft.raft_log.committed;
+        if may_serve_read(Some(read_index), self.applied_index) {
+            self.answer_read(header, op, reply);
+        } else {
+            self.open_read_batch(vec![(header, op, reply)], Some(read_index), now);
+        }
+        let term = self.raw.raft.term;
+        let renewing = self.reads.iter().any(|batch| batch.read_index.is_none());
+        if let Some(duration) = self.lease_duration {
+            if !renewing && self.lease.remaining(term, now) < duration / 3 {
+                self.open_read_batch(Vec::new(), None, now);
             }
         }
+    }
+
+    /// Opens a read batch: waiting for a ReadIndex round when `read_index`
+    /// is `None`, or (on the lease) only for apply to reach it.
+    fn open_read_batch(
+        &mut self,
+        reads: Vec<(RequestHeader, ReadOp, ReadReply)>,
+        read_index: Option<u64>,
+        now: Instant,
+    ) {
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.reads.push(ReadBatch {
+            ctx,
+            reads,
+            sent: read_index.is_some(),
+            read_index,
+            opened: now,
+            term: self.raw.raft.term,
+            deadline: now + self.request_timeout,
+        });
     }
 
     /// Starts a ReadIndex round for the queued reads. raft-rs ignores read
@@ -827,9 +892,11 @@ impl Peer {
         if !may_start_read_index(self.is_leader(), self.raw.raft.commit_to_current_term()) {
             return;
         }
+        let term = self.raw.raft.term;
         for batch in self.reads.iter_mut().filter(|b| !b.sent) {
             self.raw.read_index(batch.ctx.to_le_bytes().to_vec());
             batch.sent = true;
+            batch.term = term;
         }
     }
 
@@ -1056,6 +1123,7 @@ impl Peer {
         if !rd.snapshot().is_empty() {
             self.install_snapshot(rd.snapshot().clone(), out)?;
         }
+        let leading_term = self.is_leader().then_some(self.raw.raft.term);
         for rs in rd.take_read_states() {
             let ctx = rs
                 .request_ctx
@@ -1065,6 +1133,11 @@ impl Peer {
                 .unwrap_or(0);
             if let Some(batch) = self.reads.iter_mut().find(|b| b.ctx == ctx) {
                 batch.read_index = Some(rs.index);
+                if let (Some(duration), Some(term)) = (self.lease_duration, leading_term) {
+                    if batch.term == term {
+                        self.lease.confirm(term, batch.opened, duration);
+                    }
+                }
             }
         }
         self.apply_entries(rd.take_committed_entries(), out)?;
@@ -1161,19 +1234,25 @@ impl Peer {
             if may_serve_read(self.reads[i].read_index, applied) {
                 let batch = self.reads.swap_remove(i);
                 for (header, op, reply) in batch.reads {
-                    let answer = self.check_read(&header, &op).map(|()| self.read(op));
-                    if let Ok(result) = &answer {
-                        self.traffic.read_keys += match result {
-                            ReadResult::Value(_) => 1,
-                            ReadResult::Pairs(pairs) => pairs.len() as u64,
-                        };
-                    }
-                    let _ = reply.send(answer);
+                    self.answer_read(header, op, reply);
                 }
             } else {
                 i += 1;
             }
         }
+    }
+
+    /// Answers a read whose read index is applied, checking its routing
+    /// again (the region may have split since it arrived).
+    fn answer_read(&mut self, header: RequestHeader, op: ReadOp, reply: ReadReply) {
+        let answer = self.check_read(&header, &op).map(|()| self.read(op));
+        if let Ok(result) = &answer {
+            self.traffic.read_keys += match result {
+                ReadResult::Value(_) => 1,
+                ReadResult::Pairs(pairs) => pairs.len() as u64,
+            };
+        }
+        let _ = reply.send(answer);
     }
 
     fn read(&self, op: ReadOp) -> ReadResult {
@@ -1313,6 +1392,8 @@ impl Peer {
         entry: &Entry,
         out: &mut TurnOutput,
     ) -> Result<Result<(), RaftstoreError>, RaftstoreError> {
+        // The quorum that confirmed the lease may not be one any more.
+        self.lease.revoke();
         let corrupt = |e: &dyn std::fmt::Display| {
             RaftstoreError::Corrupt(format!("conf change at {}: {e}", entry.index))
         };
@@ -1955,6 +2036,154 @@ mod tests {
         let sent = commit_with_store_2(&mut peer, split);
         assert_eq!(peer.region().epoch.version, version + 1, "split applied");
         assert!(announces_commit(&peer, &sent));
+    }
+
+    /// Queues a read of `key` at `now`; the receiver holds its answer once
+    /// it is served.
+    fn read_at(
+        peer: &mut Peer,
+        key: &[u8],
+        now: Instant,
+    ) -> oneshot::Receiver<Result<ReadResult, RaftstoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let header = RequestHeader {
+            region_id: REGION,
+            epoch: Some(peer.region().epoch),
+        };
+        let op = ReadOp::Get { key: key.to_vec() };
+        peer.queue_read(header, op, reply, now);
+        answer
+    }
+
+    /// The ReadIndex heartbeats among `sent` (those carrying a read context).
+    fn read_index_heartbeats(sent: &[Message]) -> Vec<Message> {
+        sent.iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgHeartbeat && !m.context.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// Runs one ReadIndex round to its end, store 2 answering: returns
+    /// whether the leader asked for one.
+    fn answer_read_round(peer: &mut Peer) -> bool {
+        peer.flush_reads();
+        let heartbeats = read_index_heartbeats(&turn(peer));
+        let Some(heartbeat) = heartbeats.iter().find(|m| m.to == 2) else {
+            return false;
+        };
+        let mut ack = reply_from(2, MessageType::MsgHeartbeatResponse, peer.raw.raft.term);
+        ack.context = heartbeat.context.clone();
+        peer.step(ack);
+        turn(peer);
+        true
+    }
+
+    fn served(answer: &mut oneshot::Receiver<Result<ReadResult, RaftstoreError>>) -> bool {
+        matches!(answer.try_recv(), Ok(Some(Ok(_))))
+    }
+
+    /// A read that a quorum confirmed grants a lease: reads arriving within
+    /// it are answered at once, with no round; the first after it waits
+    /// for a round of its own.
+    #[test]
+    fn reads_within_the_lease_skip_the_read_index_round() {
+        let mut peer = leader_of_three();
+        commit_with_store_2(&mut peer, put(b"a"));
+        let lease = peer.lease_duration.expect("leases are on by default");
+        let t0 = Instant::now();
+        let mut first = read_at(&mut peer, b"a", t0);
+        assert!(!served(&mut first), "no lease yet");
+        assert!(answer_read_round(&mut peer));
+        assert!(served(&mut first));
+
+        let mut within = read_at(&mut peer, b"a", t0 + lease / 2);
+        assert!(
+            served(&mut within),
+            "answered on the lease, before any turn"
+        );
+        assert!(!answer_read_round(&mut peer), "and no round started");
+
+        let mut after = read_at(&mut peer, b"a", t0 + lease);
+        assert!(!served(&mut after), "the lease ran out");
+        assert!(answer_read_round(&mut peer));
+        assert!(served(&mut after));
+    }
+
+    /// With less than a third of the lease left, a read is still answered
+    /// on it, and a round starts that extends it.
+    #[test]
+    fn a_read_late_in_the_lease_extends_it() {
+        let mut peer = leader_of_three();
+        commit_with_store_2(&mut peer, put(b"a"));
+        let lease = peer.lease_duration.expect("leases are on by default");
+        let t0 = Instant::now();
+        let mut first = read_at(&mut peer, b"a", t0);
+        assert!(answer_read_round(&mut peer));
+        assert!(served(&mut first));
+        let late = t0 + lease - lease / 4;
+        let mut answer = read_at(&mut peer, b"a", late);
+        assert!(served(&mut answer));
+        assert!(answer_read_round(&mut peer), "a renewal round");
+        let mut later = read_at(&mut peer, b"a", t0 + lease + lease / 2);
+        assert!(
+            served(&mut later),
+            "the renewed lease counts from the renewal"
+        );
+    }
+
+    /// A leader that started a leadership transfer serves no read on its
+    /// lease for the rest of its term: the transfer's vote ignores the
+    /// voters' election timers.
+    #[test]
+    fn a_leadership_transfer_ends_the_lease() {
+        let mut peer = leader_of_three();
+        commit_with_store_2(&mut peer, put(b"a"));
+        let lease = peer.lease_duration.expect("leases are on by default");
+        let t0 = Instant::now();
+        let mut first = read_at(&mut peer, b"a", t0);
+        assert!(answer_read_round(&mut peer));
+        assert!(served(&mut first));
+        let header = RequestHeader {
+            region_id: REGION,
+            epoch: Some(peer.region().epoch),
+        };
+        peer.transfer_leader(&header, 3).expect("store 3 votes");
+        let mut answer = read_at(&mut peer, b"a", t0 + lease / 10);
+        assert!(
+            !served(&mut answer),
+            "no read on the lease during a transfer"
+        );
+        // Store 3 never answers: raft-rs gives the transfer up after an
+        // election timeout, and this replica still leads.
+        for _ in 0..peer.raw.raft.election_timeout() {
+            tick_answered_by(&mut peer, &[2]);
+        }
+        assert!(peer.is_leader() && peer.raw.raft.lead_transferee.is_none());
+        let t1 = t0 + lease / 5;
+        let mut confirmed = read_at(&mut peer, b"a", t1);
+        assert!(answer_read_round(&mut peer));
+        assert!(served(&mut confirmed));
+        let mut next = read_at(&mut peer, b"a", t1 + lease / 10);
+        assert!(
+            !served(&mut next),
+            "a confirmed round grants no lease in the transfer's term"
+        );
+    }
+
+    /// With leases off, every read waits for a round.
+    #[test]
+    fn without_leases_every_read_has_a_round() {
+        let mut peer = leader_of_three();
+        peer.lease_duration = None;
+        commit_with_store_2(&mut peer, put(b"a"));
+        let t0 = Instant::now();
+        let mut first = read_at(&mut peer, b"a", t0);
+        assert!(answer_read_round(&mut peer));
+        assert!(served(&mut first));
+        let mut answer = read_at(&mut peer, b"a", t0);
+        assert!(!served(&mut answer));
+        assert!(answer_read_round(&mut peer));
+        assert!(served(&mut answer));
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! turns, or inside a WAL persist with the batch lost or kept), restart it,
 //! pause and resume a node, partition the network (random halves or one
 //! node alone), heal it, and degrade or restore the links (drops,
-//! duplicates, long delays that reorder).
+//! duplicates, long delays that reorder). It also cuts a node off and
+//! pauses it, then resumes it still cut off: the others elect new leaders
+//! and write meanwhile, and reads sent to the old leader wait in its inbox;
+//! a leader that served them on a lease it no longer holds would answer
+//! them stale.
 //!
 //! On a schedule of its own it also splits regions, as an operator would:
 //! it picks a region the nodes report and a key inside it and sends the
@@ -41,6 +45,8 @@ pub struct FaultCounts {
     pub restarts: u32,
     pub pauses: u32,
     pub partitions: u32,
+    /// Nodes cut off and paused, to be resumed still cut off.
+    pub isolated_pauses: u32,
     pub lossy_links: u32,
     /// Admin splits handed to a node, and how many of them applied.
     pub splits_requested: u32,
@@ -52,6 +58,8 @@ pub struct Nemesis {
     /// When the next admin split is due; `None` when the run has none.
     next_split_at_ms: Option<u64>,
     pending_splits: Vec<PendingSplit>,
+    /// A node cut off and paused, and when it resumes (still cut off).
+    isolated_resume: Option<(u64, u64)>,
     pub counts: FaultCounts,
 }
 
@@ -73,6 +81,7 @@ impl Nemesis {
             next_at_ms: first_at_ms,
             next_split_at_ms: admin_splits.then_some(first_at_ms),
             pending_splits: Vec::new(),
+            isolated_resume: None,
             counts: FaultCounts::default(),
         }
     }
@@ -91,6 +100,15 @@ impl Nemesis {
                 Some(now_ms + rng.gen_range(SPLIT_INTERVAL_MS.0..SPLIT_INTERVAL_MS.1));
             self.request_split(now_ms, rng, nodes);
         }
+        if let Some((node, at_ms)) = self.isolated_resume {
+            if now_ms >= at_ms {
+                self.isolated_resume = None;
+                if let Some(node) = nodes.get_mut(&node) {
+                    node.paused = false;
+                }
+                tracing::debug!(node, now_ms, "nemesis: isolated node resumed");
+            }
+        }
         if now_ms < self.next_at_ms {
             return Ok(());
         }
@@ -101,7 +119,7 @@ impl Nemesis {
         let Some(&target) = ids.choose(rng) else {
             return Ok(());
         };
-        match rng.gen_range(0..10) {
+        match rng.gen_range(0..11) {
             0 | 1 => {
                 if let Some(node) = nodes.get_mut(&target).filter(|n| n.is_up()) {
                     if down < minority || rng.gen_bool(0.2) {
@@ -162,6 +180,24 @@ impl Nemesis {
             7 => {
                 network.heal();
                 tracing::debug!(now_ms, "nemesis: heal");
+            }
+            10 => {
+                if self.isolated_resume.is_none() {
+                    if let Some(node) = nodes.get_mut(&target).filter(|n| n.is_up()) {
+                        network.heal();
+                        network.partition(&ids, &[target]);
+                        node.paused = true;
+                        let resume_at = now_ms + rng.gen_range(50..600);
+                        self.isolated_resume = Some((target, resume_at));
+                        self.counts.isolated_pauses += 1;
+                        tracing::debug!(
+                            node = target,
+                            now_ms,
+                            resume_at,
+                            "nemesis: cut off and paused"
+                        );
+                    }
+                }
             }
             8 => {
                 network.faults = LinkFaults {
@@ -270,6 +306,7 @@ impl Nemesis {
         nodes: &mut BTreeMap<u64, SimNode>,
         network: &mut SimNetwork,
     ) -> Result<(), RaftstoreError> {
+        self.isolated_resume = None;
         for node in nodes.values_mut() {
             node.paused = false;
             for shard in &mut node.shards {

@@ -38,8 +38,10 @@ mod faults;
 mod network;
 mod node;
 mod routing;
+mod stale_leader;
 
 pub use faults::FaultCounts;
+pub use stale_leader::{read_from_a_deposed_leader, LateReadAnswer};
 
 use crate::history::{Command, History, Operation, ProcessId};
 use crate::Error;
