@@ -2082,6 +2082,19 @@ mod tests {
         matches!(answer.try_recv(), Ok(Some(Ok(_))))
     }
 
+    /// A leader whose read at the returned instant a quorum confirmed, so
+    /// that it holds a lease from then; and the lease's length.
+    fn leader_with_lease() -> (Peer, Duration, Instant) {
+        let mut peer = leader_of_three();
+        commit_with_store_2(&mut peer, put(b"a"));
+        let lease = peer.lease_duration.expect("leases are on by default");
+        let t0 = Instant::now();
+        let mut first = read_at(&mut peer, b"a", t0);
+        assert!(answer_read_round(&mut peer));
+        assert!(served(&mut first));
+        (peer, lease, t0)
+    }
+
     /// A read that a quorum confirmed grants a lease: reads arriving within
     /// it are answered at once, with no round; the first after it waits
     /// for a round of its own.
@@ -2113,13 +2126,7 @@ mod tests {
     /// on it, and a round starts that extends it.
     #[test]
     fn a_read_late_in_the_lease_extends_it() {
-        let mut peer = leader_of_three();
-        commit_with_store_2(&mut peer, put(b"a"));
-        let lease = peer.lease_duration.expect("leases are on by default");
-        let t0 = Instant::now();
-        let mut first = read_at(&mut peer, b"a", t0);
-        assert!(answer_read_round(&mut peer));
-        assert!(served(&mut first));
+        let (mut peer, lease, t0) = leader_with_lease();
         let late = t0 + lease - lease / 4;
         let mut answer = read_at(&mut peer, b"a", late);
         assert!(served(&mut answer));
@@ -2136,13 +2143,7 @@ mod tests {
     /// voters' election timers.
     #[test]
     fn a_leadership_transfer_ends_the_lease() {
-        let mut peer = leader_of_three();
-        commit_with_store_2(&mut peer, put(b"a"));
-        let lease = peer.lease_duration.expect("leases are on by default");
-        let t0 = Instant::now();
-        let mut first = read_at(&mut peer, b"a", t0);
-        assert!(answer_read_round(&mut peer));
-        assert!(served(&mut first));
+        let (mut peer, lease, t0) = leader_with_lease();
         let header = RequestHeader {
             region_id: REGION,
             epoch: Some(peer.region().epoch),
