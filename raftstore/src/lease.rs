@@ -51,12 +51,12 @@ impl LeaderLease {
             return;
         }
         let until = started + duration;
-        self.held = match self.held {
-            Some((held_term, held_until)) if held_term == term && held_until >= until => {
-                Some((held_term, held_until))
-            }
-            _ => Some((term, until)),
-        };
+        let longer = self
+            .held
+            .is_some_and(|(held_term, held_until)| held_term == term && held_until >= until);
+        if !longer {
+            self.held = Some((term, until));
+        }
     }
 
     /// Whether the lease holds at `now` for a leader in `term`.

@@ -164,7 +164,8 @@ struct ReadBatch {
     /// When the batch was opened: no later than its round's heartbeats
     /// left, so the lease a confirmation grants counts from here.
     opened: Instant,
-    /// The term its ReadIndex round was started in.
+    /// The term it was opened in: its round's confirmation grants a lease
+    /// only if it comes in that term.
     term: u64,
     deadline: Instant,
 }
@@ -892,11 +893,9 @@ impl Peer {
         if !may_start_read_index(self.is_leader(), self.raw.raft.commit_to_current_term()) {
             return;
         }
-        let term = self.raw.raft.term;
         for batch in self.reads.iter_mut().filter(|b| !b.sent) {
             self.raw.read_index(batch.ctx.to_le_bytes().to_vec());
             batch.sent = true;
-            batch.term = term;
         }
     }
 
