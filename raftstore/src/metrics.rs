@@ -1,13 +1,17 @@
 //! Prometheus metrics of the store's runtime, registered in the process's
 //! default registry (the node's status endpoint serves them): WAL group
-//! commits and shard loop turns. Latencies use log-spaced buckets (×2 from
-//! 50 µs), sizes ×2 from 512 bytes.
+//! commits, shard loop turns, and reads by how they were confirmed.
+//! Latencies use log-spaced buckets (×2 from 50 µs), sizes ×2 from 512
+//! bytes.
 //!
 //! Only the runtime (`shard`) records these; the clock-free core does not.
 
 use std::sync::LazyLock;
 
-use prometheus::{exponential_buckets, register_histogram, Histogram};
+use prometheus::{
+    exponential_buckets, register_histogram, register_int_counter_vec, Histogram, IntCounter,
+    IntCounterVec,
+};
 
 /// Latency buckets: 50 µs × 2^k, up to about 6.5 s.
 fn latency_buckets() -> Vec<f64> {
@@ -55,3 +59,20 @@ pub static SHARD_INBOX_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
         exponential_buckets(1.0, 2.0, 14).unwrap_or_default(),
     )
 });
+
+/// Reads leaders took, by `path`: `lease` (no round of their own) or
+/// `read_index` (confirmed by a ReadIndex round).
+static READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "flotilla_reads_total",
+        "Linearizable reads taken by region leaders, by how they were confirmed",
+        &["path"]
+    )
+    .expect("metric names are unique")
+});
+
+pub static READS_ON_LEASE: LazyLock<IntCounter> =
+    LazyLock::new(|| READS.with_label_values(&["lease"]));
+
+pub static READS_BY_READ_INDEX: LazyLock<IntCounter> =
+    LazyLock::new(|| READS.with_label_values(&["read_index"]));

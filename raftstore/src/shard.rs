@@ -211,6 +211,9 @@ impl Shard {
                 taken += 1;
             }
             self.core.on_clock(Instant::now());
+            let reads = self.core.take_read_counts();
+            metrics::READS_ON_LEASE.inc_by(reads.on_lease);
+            metrics::READS_BY_READ_INDEX.inc_by(reads.by_read_index);
             if let Err(err) = self.core.turn(&mut self.io).await {
                 tracing::error!(%err, "shard turn failed; stopping the shard");
                 return Err(err);

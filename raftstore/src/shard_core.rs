@@ -53,7 +53,7 @@ use crate::log_codec::{decode_hard_state, encode_truncation, Truncation};
 use crate::membership::PeerChange;
 use crate::peer::{
     parse_removed_marker, removed_marker, MembershipReply, MergeRelease, MergeSource, NewRegion,
-    Peer, PeerState, ReadReply, RegionStatus, TurnOutput, WriteReply,
+    Peer, PeerState, ReadPath, ReadReply, RegionStatus, TurnOutput, WriteReply,
 };
 use crate::recovery::recover_log;
 use crate::region::{RegionEpoch, RegionMeta};
@@ -271,6 +271,15 @@ pub struct ShardCore {
     /// timeout after it started): a replica that restarted forgot when it
     /// last heard from its leader, whose lease may count on it (see `lease`).
     votes_refused_until: Option<Instant>,
+    /// Reads taken since the runtime last asked (`take_read_counts`).
+    read_counts: ReadCounts,
+}
+
+/// Reads leaders took, by how they were confirmed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadCounts {
+    pub on_lease: u64,
+    pub by_read_index: u64,
 }
 
 impl ShardCore {
@@ -297,6 +306,7 @@ impl ShardCore {
             next_tick: now + cfg.tick,
             clock: now,
             votes_refused_until: cfg.leader_lease().map(|_| now + cfg.election_timeout()),
+            read_counts: ReadCounts::default(),
             cfg,
             shard_index,
             peers: ShardPeers::new(),
@@ -415,6 +425,11 @@ impl ShardCore {
         self.liveness = liveness;
     }
 
+    /// The reads taken since the last call, by how they were confirmed.
+    pub fn take_read_counts(&mut self) -> ReadCounts {
+        std::mem::take(&mut self.read_counts)
+    }
+
     /// When the Raft clock next needs a tick.
     pub fn next_tick(&self) -> Instant {
         self.next_tick
@@ -509,7 +524,11 @@ impl ShardCore {
                 op,
                 reply,
             } => match self.peers.get_mut(&region_id) {
-                Some(mut peer) => peer.queue_read(header, *op, reply, now),
+                Some(mut peer) => match peer.queue_read(header, *op, reply, now) {
+                    Some(ReadPath::Lease) => self.read_counts.on_lease += 1,
+                    Some(ReadPath::ReadIndex) => self.read_counts.by_read_index += 1,
+                    None => {}
+                },
                 None => {
                     let _ = reply.send(Err(RaftstoreError::RegionNotFound { region_id }));
                 }

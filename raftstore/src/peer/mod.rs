@@ -152,6 +152,15 @@ struct PendingConfChange {
     entered_joint: bool,
 }
 
+/// How a read taken by a leader is confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadPath {
+    /// On the leader's lease, with no round of its own.
+    Lease,
+    /// By a ReadIndex round.
+    ReadIndex,
+}
+
 struct ReadBatch {
     ctx: u64,
     /// Each read with the routing it was sent with, checked again when it
@@ -802,32 +811,34 @@ impl Peer {
         });
     }
 
-    /// Queues a linearizable read for the next ReadIndex round.
+    /// Takes a linearizable read: served on the lease, or queued for the
+    /// next ReadIndex round. Returns which, or `None` if it was refused.
     pub fn queue_read(
         &mut self,
         header: RequestHeader,
         op: ReadOp,
         reply: ReadReply,
         now: Instant,
-    ) {
+    ) -> Option<ReadPath> {
         self.wake();
         self.quiet_ticks = 0;
         if let Err(e) = self.check_read(&header, &op) {
             let _ = reply.send(Err(e));
-            return;
+            return None;
         }
         if !self.is_leader() {
             let _ = reply.send(Err(self.not_leader()));
-            return;
+            return None;
         }
         if self.may_read_on_lease(now) {
             self.read_on_lease(header, op, reply, now);
-            return;
+            return Some(ReadPath::Lease);
         }
         match self.reads.last_mut() {
             Some(batch) if !batch.sent => batch.reads.push((header, op, reply)),
             _ => self.open_read_batch(vec![(header, op, reply)], None, now),
         }
+        Some(ReadPath::ReadIndex)
     }
 
     /// Whether a read arriving at `now` may skip the ReadIndex round: this
