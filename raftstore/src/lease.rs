@@ -11,10 +11,10 @@
 //! (`ShardCore::on_clock`), so that is at least `election_ticks - 2` ticks
 //! after `started`. A replica that restarts forgets its timer, so a store
 //! refuses votes for an election timeout after it starts
-//! (`ShardCore::refuses_votes`). No other leader can therefore be elected
+//! (`ShardCore::refuses_vote`). No other leader can therefore be elected
 //! before `started + (election_ticks - 2) * tick`, and the lease ends a
-//! fifth earlier than that: the leader's clock may run at up to 0.8 times
-//! the rate of a voter's (the simulator's clocks run 10 % apart either way;
+//! fifth earlier than that, so the leader's clock may run as slow as 0.8
+//! times a voter's (the simulator's clocks run up to 10 % apart either way;
 //! real ones, parts per million).
 //!
 //! The lease is revoked for good in a term in which this leader started a
