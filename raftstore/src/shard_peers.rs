@@ -38,6 +38,10 @@ struct Slot {
     peer: Box<Peer>,
     /// `Some(leader store)` while the peer is asleep; `None` while awake.
     asleep_under: Option<u64>,
+    /// Whether the region is filed in `unstaged_hard_states` and in
+    /// `removed`: refiling an unchanged peer then touches no set.
+    filed_unstaged: bool,
+    filed_removed: bool,
 }
 
 /// The sets regions are filed in (see the module's invariants).
@@ -76,12 +80,17 @@ impl Filing {
             !peer.is_asleep(),
             "a region is awake iff its peer is not asleep"
         );
-        set_membership(
-            &mut self.unstaged_hard_states,
-            id,
-            peer.has_unstaged_hard_state(),
-        );
-        set_membership(&mut self.removed, id, peer.is_removed());
+        let (unstaged, removed) = (peer.has_unstaged_hard_state(), peer.is_removed());
+        if slot.filed_unstaged != unstaged {
+            set_membership(&mut self.unstaged_hard_states, id, unstaged);
+            slot.filed_unstaged = unstaged;
+        }
+        if slot.filed_removed != removed {
+            set_membership(&mut self.removed, id, removed);
+            slot.filed_removed = removed;
+        }
+        debug_assert_eq!(self.unstaged_hard_states.contains(&id), unstaged);
+        debug_assert_eq!(self.removed.contains(&id), removed);
     }
 
     /// Forgets region `id`, filed as `slot` says.
@@ -170,6 +179,8 @@ impl ShardPeers {
                 slot.insert(Slot {
                     peer: Box::new(peer),
                     asleep_under: None,
+                    filed_unstaged: false,
+                    filed_removed: false,
                 })
             }
         };
