@@ -901,7 +901,11 @@ impl Peer {
     /// Starts a ReadIndex round for the queued reads. raft-rs ignores read
     /// requests until the leader committed an entry of its term, so wait.
     pub fn flush_reads(&mut self) {
-        if !may_start_read_index(self.is_leader(), self.raw.raft.commit_to_current_term()) {
+        // Most regions have no read waiting: they pay no log lookup.
+        let waiting = self.reads.iter().any(|b| !b.sent);
+        if !waiting
+            || !may_start_read_index(self.is_leader(), self.raw.raft.commit_to_current_term())
+        {
             return;
         }
         for batch in self.reads.iter_mut().filter(|b| !b.sent) {
