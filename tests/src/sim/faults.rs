@@ -181,6 +181,15 @@ impl Nemesis {
                 network.heal();
                 tracing::debug!(now_ms, "nemesis: heal");
             }
+            8 => {
+                network.faults = LinkFaults {
+                    drop_per_mille: rng.gen_range(0..150),
+                    duplicate_per_mille: rng.gen_range(0..60),
+                    delay_ms: (1, rng.gen_range(2..60)),
+                };
+                self.counts.lossy_links += 1;
+                tracing::debug!(faults = ?network.faults, now_ms, "nemesis: lossy links");
+            }
             10 => {
                 if self.isolated_resume.is_none() {
                     if let Some(node) = nodes.get_mut(&target).filter(|n| n.is_up()) {
@@ -198,15 +207,6 @@ impl Nemesis {
                         );
                     }
                 }
-            }
-            8 => {
-                network.faults = LinkFaults {
-                    drop_per_mille: rng.gen_range(0..150),
-                    duplicate_per_mille: rng.gen_range(0..60),
-                    delay_ms: (1, rng.gen_range(2..60)),
-                };
-                self.counts.lossy_links += 1;
-                tracing::debug!(faults = ?network.faults, now_ms, "nemesis: lossy links");
             }
             _ => {
                 network.faults = LinkFaults::HEALTHY;

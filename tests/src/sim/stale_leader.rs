@@ -53,17 +53,26 @@ pub fn read_from_a_deposed_leader(seed: u64, scratch: &Path) -> Result<LateReadA
 
     let mut late = sim.send_read(old_leader);
     sim.node_mut(old_leader)?.paused = false;
-    let until = sim.now_ms + WATCH_MS;
-    while sim.now_ms < until {
-        sim.step()?;
-        if let Ok(Some(answer)) = late.try_recv() {
-            return Ok(Some(answer));
-        }
-    }
-    Ok(None)
+    sim.step_until(WATCH_MS, |_| late.try_recv().ok().flatten())
 }
 
 impl Simulation<'_> {
+    /// Steps for at most `ms` virtual ms until `poll` returns something.
+    fn step_until<T>(
+        &mut self,
+        ms: u64,
+        mut poll: impl FnMut(&Self) -> Option<T>,
+    ) -> Result<Option<T>, Error> {
+        let until = self.now_ms + ms;
+        while self.now_ms < until {
+            self.step()?;
+            if let Some(found) = poll(self) {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
     fn node_mut(&mut self, id: u64) -> Result<&mut super::SimNode, Error> {
         let seed = self.seed;
         self.nodes
@@ -74,22 +83,20 @@ impl Simulation<'_> {
     /// Steps until a node other than `not` leads the region and has
     /// committed an entry of its term; returns it.
     fn wait_for_leader(&mut self, not: Option<u64>) -> Result<u64, Error> {
-        let until = self.now_ms + STEP_DEADLINE_MS;
-        while self.now_ms < until {
-            self.step()?;
-            for (&id, node) in &self.nodes {
-                if Some(id) == not || node.paused {
-                    continue;
-                }
-                let leads = node.status().iter().any(|s| {
-                    s.region.id == REGION && s.role == "leader" && s.applied_index == s.commit_index
-                });
-                if leads {
-                    return Ok(id);
-                }
-            }
-        }
-        Err(self.error("no leader was elected".into()))
+        let leader = self.step_until(STEP_DEADLINE_MS, |sim| {
+            sim.nodes
+                .iter()
+                .filter(|(&id, node)| Some(id) != not && !node.paused)
+                .find(|(_, node)| {
+                    node.status().iter().any(|s| {
+                        s.region.id == REGION
+                            && s.role == "leader"
+                            && s.applied_index == s.commit_index
+                    })
+                })
+                .map(|(&id, _)| id)
+        })?;
+        leader.ok_or_else(|| self.error("no leader was elected".into()))
     }
 
     fn header(&self, node: u64) -> Result<RequestHeader, Error> {
@@ -126,16 +133,11 @@ impl Simulation<'_> {
                 reply,
             },
         );
-        let until = self.now_ms + STEP_DEADLINE_MS;
-        while self.now_ms < until {
-            self.step()?;
-            match answer.try_recv() {
-                Ok(Some(Ok(_))) => return Ok(()),
-                Ok(Some(Err(e))) => return Err(self.error(format!("write through {node}: {e}"))),
-                _ => {}
-            }
+        match self.step_until(STEP_DEADLINE_MS, |_| answer.try_recv().ok().flatten())? {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(self.error(format!("write through {node}: {e}"))),
+            None => Err(self.error(format!("write through {node} not acknowledged"))),
         }
-        Err(self.error(format!("write through {node} not acknowledged")))
     }
 
     fn send_read(&mut self, node: u64) -> oneshot::Receiver<Result<ReadResult, RaftstoreError>> {
@@ -158,13 +160,7 @@ impl Simulation<'_> {
         &mut self,
         mut answer: oneshot::Receiver<Result<ReadResult, RaftstoreError>>,
     ) -> Result<Result<ReadResult, RaftstoreError>, Error> {
-        let until = self.now_ms + STEP_DEADLINE_MS;
-        while self.now_ms < until {
-            self.step()?;
-            if let Ok(Some(result)) = answer.try_recv() {
-                return Ok(result);
-            }
-        }
-        Err(self.error("a read went unanswered".into()))
+        self.step_until(STEP_DEADLINE_MS, |_| answer.try_recv().ok().flatten())?
+            .ok_or_else(|| self.error("a read went unanswered".into()))
     }
 }
