@@ -6,10 +6,17 @@
 //! A region frozen for a merge (see `merge`) carries its merge target
 //! here, so it stays frozen across restarts and snapshots. Checkpoints
 //! written before merges existed end after the session table: not merging.
+//!
+//! A periodic checkpoint is taken in the shard's turn as a
+//! [`PendingCheckpoint`]: the region's small state copied, its key range
+//! captured, not copied. The pairs are read from the capture off the turn,
+//! while the region keeps applying, and still read as they were at
+//! `applied_index`.
 
 use std::path::Path;
 
 use engine::checkpoint::Checkpoint;
+use engine::store::RangeCapture;
 use protobuf::Message as _;
 use raft::prelude::ConfState;
 
@@ -30,6 +37,41 @@ pub struct RegionCheckpoint {
     /// The region is frozen for a merge into this region (as it was when
     /// the merge was prepared).
     pub merging: Option<RegionMeta>,
+}
+
+/// A checkpoint whose pairs are still to be read from a capture of the
+/// region's range, taken at the same applied index as the rest of it.
+pub struct PendingCheckpoint {
+    /// Complete but for its pairs (empty).
+    checkpoint: RegionCheckpoint,
+    pairs: RangeCapture,
+}
+
+impl PendingCheckpoint {
+    pub fn new(checkpoint: RegionCheckpoint, pairs: RangeCapture) -> PendingCheckpoint {
+        debug_assert!(
+            checkpoint.pairs.is_empty(),
+            "the pairs come from the capture"
+        );
+        PendingCheckpoint { checkpoint, pairs }
+    }
+
+    pub fn region_id(&self) -> u64 {
+        self.checkpoint.region.id
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.checkpoint.applied_index
+    }
+
+    /// Reads the captured pairs: the whole range, so call it where a copy
+    /// holds nothing up.
+    pub fn finish(self) -> RegionCheckpoint {
+        RegionCheckpoint {
+            pairs: self.pairs.pairs(),
+            ..self.checkpoint
+        }
+    }
 }
 
 impl RegionCheckpoint {

@@ -25,6 +25,7 @@
 
 pub mod apply;
 pub mod checkpoint;
+mod checkpoint_writer;
 pub mod codec;
 pub mod command;
 pub mod config;

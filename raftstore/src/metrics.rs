@@ -1,6 +1,7 @@
 //! Prometheus metrics of the store's runtime, registered in the process's
 //! default registry (the node's status endpoint serves them): WAL group
-//! commits, shard loop turns, and reads by how they were confirmed.
+//! commits, shard loop turns, checkpoint writes, and reads by how they were
+//! confirmed.
 //! Latencies use log-spaced buckets (×2 from 50 µs), sizes ×2 from 512
 //! bytes.
 //!
@@ -29,6 +30,16 @@ pub static WAL_PERSIST_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
         "flotilla_wal_persist_seconds",
         "Time to write and fdatasync one WAL batch",
+        latency_buckets(),
+    )
+});
+
+/// One checkpoint, off the turn: copying its captured pairs, then writing
+/// and syncing its file.
+pub static CHECKPOINT_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "flotilla_checkpoint_write_seconds",
+        "Time to copy a region's captured pairs and write its checkpoint file",
         latency_buckets(),
     )
 });

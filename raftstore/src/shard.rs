@@ -3,8 +3,9 @@
 //!
 //! A loop turn: wait for inbox messages or the next Raft tick, drain the
 //! inbox in a batch, tick on schedule, then run the core's turn (one WAL
-//! batch: one write, one fdatasync). Checkpoints are written on glommio's
-//! blocking thread pool, off the loop.
+//! batch: one write, one fdatasync). Checkpoints are copied from their
+//! capture and written by the shard's checkpoint writer thread, off the
+//! loop.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use engine::wal::{ShardWal, WalBatch, WalOptions};
 use futures::future::{select, Either};
 use raft::prelude::Message;
 
-use crate::checkpoint::RegionCheckpoint;
+use crate::checkpoint::{PendingCheckpoint, RegionCheckpoint};
+use crate::checkpoint_writer::CheckpointWriter;
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
 use crate::liveness::NodeLiveness;
@@ -50,16 +52,12 @@ pub(crate) struct ShardContext {
     pub checkpoint_dir: PathBuf,
 }
 
-/// The shard's disk and network: the direct-I/O WAL, checkpoint files
-/// written on the blocking pool, the node's message sink, and the other
-/// shards' inboxes.
+/// The shard's disk and network: the direct-I/O WAL, the checkpoint
+/// writer, the node's message sink, and the other shards' inboxes.
 struct GlommioIo {
     wal: ShardWal,
     ctx: ShardContext,
-    checkpoint_done: (
-        flume::Sender<CheckpointDone>,
-        flume::Receiver<CheckpointDone>,
-    ),
+    checkpoints: CheckpointWriter,
 }
 
 impl ShardIo for GlommioIo {
@@ -78,24 +76,12 @@ impl ShardIo for GlommioIo {
         self.ctx.sink.send(to_node, messages);
     }
 
-    fn write_checkpoint(&mut self, checkpoint: RegionCheckpoint) {
-        let (id, index) = (checkpoint.region.id, checkpoint.applied_index);
-        let (dir, done) = (
-            self.ctx.checkpoint_dir.clone(),
-            self.checkpoint_done.0.clone(),
-        );
-        glommio::spawn_local(async move {
-            let result = glommio::executor()
-                .spawn_blocking(move || checkpoint.write(&dir))
-                .await
-                .map(|()| index);
-            let _ = done.send((id, result));
-        })
-        .detach();
+    fn write_checkpoint(&mut self, checkpoint: PendingCheckpoint) {
+        self.checkpoints.write(checkpoint);
     }
 
     fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
-        self.checkpoint_done.1.try_iter().collect()
+        self.checkpoints.finished()
     }
 
     async fn log_compacted(&mut self, compacted: &[(u64, u64)]) -> Result<(), RaftstoreError> {
@@ -163,13 +149,14 @@ impl Shard {
             Instant::now(),
         )?;
         core.set_liveness(ctx.liveness.clone());
+        let checkpoints = CheckpointWriter::start(shard_index, ctx.checkpoint_dir.clone())?;
         Ok(Shard {
             core,
             on_idle,
             io: GlommioIo {
                 wal,
                 ctx,
-                checkpoint_done: flume::unbounded(),
+                checkpoints,
             },
         })
     }

@@ -44,7 +44,7 @@ use engine::wal::{RecordKind, WalBatch, WalRecord};
 use futures::channel::oneshot;
 use raft::prelude::Message;
 
-use crate::checkpoint::RegionCheckpoint;
+use crate::checkpoint::{PendingCheckpoint, RegionCheckpoint};
 use crate::command::{ReadOp, RequestHeader, WriteCommand, WriteId, WriteOp};
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
@@ -196,9 +196,10 @@ pub trait ShardIo {
     /// Hands `(region, message)` pairs for one node to the network. Never
     /// blocks; may drop (Raft retransmits).
     fn send(&mut self, to_node: u64, messages: Vec<(u64, Message)>);
-    /// Starts writing a checkpoint; its outcome comes back through
+    /// Starts writing a checkpoint (reading its captured pairs first, off
+    /// the turn); its outcome comes back through
     /// [`ShardIo::finished_checkpoints`].
-    fn write_checkpoint(&mut self, checkpoint: RegionCheckpoint);
+    fn write_checkpoint(&mut self, checkpoint: PendingCheckpoint);
     /// Checkpoint writes that finished since the last call.
     fn finished_checkpoints(&mut self) -> Vec<CheckpointDone>;
     /// Each `(region, index)`: the region's log up to `index` is covered by
@@ -1468,9 +1469,9 @@ mod tests {
         fn send(&mut self, to_node: u64, messages: Vec<(u64, Message)>) {
             self.sent.push((to_node, messages));
         }
-        fn write_checkpoint(&mut self, checkpoint: RegionCheckpoint) {
+        fn write_checkpoint(&mut self, checkpoint: PendingCheckpoint) {
             self.checkpoints
-                .push((checkpoint.region.id, checkpoint.applied_index));
+                .push((checkpoint.region_id(), checkpoint.applied_index()));
         }
         fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
             std::mem::take(&mut self.finished)

@@ -42,7 +42,7 @@ use raft::prelude::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Messa
 use raft::{ProgressState, RawNode, SnapshotStatus, StateRole};
 
 use crate::apply::{apply_write, ApplyRejection, SessionTable};
-use crate::checkpoint::RegionCheckpoint;
+use crate::checkpoint::{PendingCheckpoint, RegionCheckpoint};
 use crate::command::{ReadOp, ReadResult, RequestHeader, WriteCommand, WriteOp, WriteResult};
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
@@ -1738,7 +1738,7 @@ impl Peer {
     }
 
     /// A copy of the region at its applied index, if one is due.
-    pub fn checkpoint_if_due(&mut self, every_entries: u64) -> Option<RegionCheckpoint> {
+    pub fn checkpoint_if_due(&mut self, every_entries: u64) -> Option<PendingCheckpoint> {
         if self.checkpoint_in_flight
             || self.applied_index < self.last_checkpoint_index + every_entries
         {
@@ -1756,21 +1756,24 @@ impl Peer {
             && self.applied_index > self.last_checkpoint_index
     }
 
-    /// A copy of the region at its applied index, now.
-    pub fn checkpoint(&mut self) -> RegionCheckpoint {
+    /// The region at its applied index, now: its key range captured, to
+    /// be read off the turn.
+    pub fn checkpoint(&mut self) -> PendingCheckpoint {
         debug_assert!(!self.checkpoint_in_flight, "one checkpoint at a time");
         self.checkpoint_in_flight = true;
-        RegionCheckpoint {
+        let checkpoint = RegionCheckpoint {
             region: RegionMeta::clone(&self.region),
             applied_index: self.applied_index,
             applied_term: self.applied_term,
             conf_state: self.raw.store().conf_state().clone(),
             sessions: self.sessions.clone(),
             merging: self.merging.as_deref().cloned(),
-            pairs: self
-                .store
-                .range_pairs(&self.region.start_key, &self.region.end_key),
-        }
+            pairs: Vec::new(),
+        };
+        let pairs = self
+            .store
+            .capture(&self.region.start_key, &self.region.end_key);
+        PendingCheckpoint::new(checkpoint, pairs)
     }
 
     /// The checkpoint at `index` is durable: the log before it can go.

@@ -9,7 +9,7 @@
 
 use engine::store::KvStore;
 use engine::wal::{WalBatch, WalRecord};
-use raftstore::checkpoint::RegionCheckpoint;
+use raftstore::checkpoint::PendingCheckpoint;
 use raftstore::liveness::NodeLiveness;
 use raftstore::recovery::load_checkpoints;
 use raftstore::region_map::RegionMap;
@@ -42,6 +42,12 @@ pub struct SimIo {
     /// Durable WAL records, in log order.
     durable: Vec<WalRecord>,
     checkpoint_dir: PathBuf,
+    /// Checkpoints taken in this turn, and in the turn before. Each is
+    /// copied from its capture and written at the start of the turn after
+    /// next, so the region applies a turn's entries in between: the copy
+    /// must still read the region as it was when taken.
+    taken: Vec<PendingCheckpoint>,
+    copying: Vec<PendingCheckpoint>,
     finished: Vec<CheckpointDone>,
     /// Messages handed to the network this turn: (to, region, message).
     pub outbox: Vec<(u64, Vec<(u64, RaftMessage)>)>,
@@ -73,13 +79,20 @@ impl ShardIo for SimIo {
         self.outbox.push((to_node, messages));
     }
 
-    fn write_checkpoint(&mut self, checkpoint: RegionCheckpoint) {
-        let (id, index) = (checkpoint.region.id, checkpoint.applied_index);
-        let result = checkpoint.write(&self.checkpoint_dir).map(|()| index);
-        self.finished.push((id, result));
+    fn write_checkpoint(&mut self, checkpoint: PendingCheckpoint) {
+        self.taken.push(checkpoint);
     }
 
     fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
+        for checkpoint in std::mem::take(&mut self.copying) {
+            let (id, index) = (checkpoint.region_id(), checkpoint.applied_index());
+            let result = checkpoint
+                .finish()
+                .write(&self.checkpoint_dir)
+                .map(|()| index);
+            self.finished.push((id, result));
+        }
+        self.copying = std::mem::take(&mut self.taken);
         std::mem::take(&mut self.finished)
     }
 
@@ -137,6 +150,8 @@ impl SimNode {
                     handoffs: Vec::new(),
                     durable: Vec::new(),
                     checkpoint_dir: checkpoint_dir.clone(),
+                    taken: Vec::new(),
+                    copying: Vec::new(),
                     finished: Vec::new(),
                     outbox: Vec::new(),
                     crash_in_persist: None,
@@ -206,6 +221,8 @@ impl SimNode {
             shard.inbox.clear();
             shard.io.outbox.clear();
             shard.io.finished.clear();
+            shard.io.taken.clear();
+            shard.io.copying.clear();
             shard.io.handoffs.clear();
             shard.io.crash_in_persist = None;
         }

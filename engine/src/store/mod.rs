@@ -7,11 +7,19 @@
 //! one shard). The interface is kept narrow so an LSM can replace the map.
 //!
 //! Ranges are `[start, end)`; an empty `end` means unbounded.
+//!
+//! A range can be captured as it is at one moment and read later, while
+//! writes go on ([`RangeCapture`]): checkpoints copy a region that way,
+//! off the thread that applies it.
+
+mod capture;
 
 use std::ops::Bound;
 
 use crossbeam_epoch as epoch;
 use crossbeam_skiplist::base::SkipList;
+
+pub use capture::RangeCapture;
 
 /// The map is crossbeam's lower-level `SkipList`, used with explicit epoch
 /// guards: iteration borrows entries under one guard instead of taking a
@@ -22,12 +30,15 @@ use crossbeam_skiplist::base::SkipList;
 /// before the guard goes.
 pub struct KvStore {
     map: SkipList<Vec<u8>, Vec<u8>>,
+    /// Every write tells them first (`OpenCaptures::before_write`).
+    captures: capture::OpenCaptures,
 }
 
 impl Default for KvStore {
     fn default() -> Self {
         KvStore {
             map: SkipList::new(epoch::default_collector().clone()),
+            captures: capture::OpenCaptures::default(),
         }
     }
 }
@@ -68,12 +79,18 @@ impl KvStore {
 
     pub fn put(&self, key: Vec<u8>, value: Vec<u8>) {
         let guard = &epoch::pin();
+        self.captures.before_write(&key, || {
+            self.map.get(&key, guard).map(|entry| entry.value().clone())
+        });
         self.map.insert(key, value, guard).release(guard);
     }
 
     /// Removes `key`; returns whether it existed.
     pub fn delete(&self, key: &[u8]) -> bool {
         let guard = &epoch::pin();
+        self.captures.before_write(key, || {
+            self.map.get(key, guard).map(|entry| entry.value().clone())
+        });
         match self.map.remove(key, guard) {
             Some(entry) => {
                 entry.release(guard);
@@ -91,6 +108,8 @@ impl KvStore {
         let guard = &epoch::pin();
         let mut removed = 0;
         for entry in self.map.range::<[u8], _>(range, guard) {
+            self.captures
+                .before_write(entry.key(), || Some(entry.value().clone()));
             if entry.remove() {
                 removed += 1;
             }
