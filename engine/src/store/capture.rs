@@ -19,6 +19,7 @@
 //! while one is, each write to its range takes its lock once.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -45,13 +46,66 @@ impl CapturedRange {
 /// The store's open captures.
 #[derive(Default)]
 pub(super) struct OpenCaptures {
-    /// `list.len()`, read without the lock by every write.
+    /// How many are open, read without the lock by every write.
     count: AtomicUsize,
-    list: Mutex<Vec<Arc<CapturedRange>>>,
+    list: Mutex<CaptureList>,
+}
+
+/// Open captures by start key. Regions do not overlap, so neither do their
+/// captures, almost always: a write then finds the only capture that may
+/// hold its key in one lookup, however many are open (a shard's idle sweep
+/// opens thousands). Only while some two overlap does a write check all.
+#[derive(Default)]
+struct CaptureList {
+    by_start: BTreeMap<Vec<u8>, Vec<Arc<CapturedRange>>>,
+    /// No two open captures share a key. Set again only when none is open.
+    disjoint: bool,
+}
+
+impl CaptureList {
+    fn is_empty(&self) -> bool {
+        self.by_start.is_empty()
+    }
+
+    /// Whether `[start, end)` shares a key with an open capture, given
+    /// that no two open ones do: only its neighbours by start can.
+    fn overlaps_open(&self, start: &[u8], end: &[u8]) -> bool {
+        let before = self
+            .by_start
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(start)))
+            .next_back();
+        let after = self
+            .by_start
+            .range::<[u8], _>((Bound::Excluded(start), Bound::Unbounded))
+            .next();
+        let ends_after = |range: &CapturedRange| range.end.is_empty() || range.end[..] > *start;
+        let starts_before = |range: &CapturedRange| end.is_empty() || range.start[..] < *end;
+        let nonempty = end.is_empty() || start < end;
+        nonempty
+            && (before.is_some_and(|(_, open)| open.iter().any(|r| ends_after(r)))
+                || after.is_some_and(|(_, open)| open.iter().any(|r| starts_before(r))))
+    }
+
+    /// Every open capture that may hold `key`.
+    fn holding<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> Box<dyn Iterator<Item = &'a Arc<CapturedRange>> + 'a> {
+        let candidates: Box<dyn Iterator<Item = _>> = if self.disjoint {
+            let before = self
+                .by_start
+                .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+                .next_back();
+            Box::new(before.into_iter().flat_map(|(_, open)| open.iter()))
+        } else {
+            Box::new(self.by_start.values().flatten())
+        };
+        Box::new(candidates.filter(move |range| in_range(key, &range.start, &range.end)))
+    }
 }
 
 impl OpenCaptures {
-    fn list(&self) -> MutexGuard<'_, Vec<Arc<CapturedRange>>> {
+    fn list(&self) -> MutexGuard<'_, CaptureList> {
         self.list.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -62,15 +116,27 @@ impl OpenCaptures {
             preimages: Mutex::new(BTreeMap::new()),
         });
         let mut list = self.list();
-        list.push(Arc::clone(&range));
-        self.count.store(list.len(), Ordering::SeqCst);
+        if list.is_empty() {
+            list.disjoint = true;
+        }
+        list.disjoint = list.disjoint && !list.overlaps_open(start, end);
+        list.by_start
+            .entry(start.to_vec())
+            .or_default()
+            .push(Arc::clone(&range));
+        self.count.fetch_add(1, Ordering::SeqCst);
         range
     }
 
     fn close(&self, range: &Arc<CapturedRange>) {
         let mut list = self.list();
-        list.retain(|open| !Arc::ptr_eq(open, range));
-        self.count.store(list.len(), Ordering::SeqCst);
+        if let Some(open) = list.by_start.get_mut(&range.start) {
+            open.retain(|r| !Arc::ptr_eq(r, range));
+            if open.is_empty() {
+                list.by_start.remove(&range.start);
+            }
+        }
+        self.count.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Called before `key` changes: each open capture holding `key` that
@@ -81,10 +147,8 @@ impl OpenCaptures {
         }
         let mut current = Some(current);
         let mut value = None;
-        for range in self.list().iter() {
-            if !in_range(key, &range.start, &range.end) {
-                continue;
-            }
+        let list = self.list();
+        for range in list.holding(key) {
             let mut preimages = range.preimages();
             if preimages.contains_key(key) {
                 continue;
@@ -252,6 +316,41 @@ mod tests {
             assert_eq!(capture.pairs(), expected);
         }
         assert_eq!(store.captures.len(), 0);
+    }
+
+    /// Captures of neighbouring ranges (as a shard's regions are), then one
+    /// overlapping them all: each reads its own range as it was.
+    #[test]
+    fn disjoint_and_overlapping_captures_each_keep_their_moment() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let store = Arc::new(KvStore::new());
+        let mut model = Model::new();
+        for _ in 0..300 {
+            random_write(&mut rng, &store, &mut model);
+        }
+        let bounds: [&[u8]; 6] = [b"", b"b", b"c", b"cc", b"e", b""];
+        let mut open = Vec::new();
+        for pair in bounds.windows(2) {
+            let (start, end) = (pair[0], pair[1]);
+            open.push((store.capture(start, end), range_of(&model, start, end)));
+            random_write(&mut rng, &store, &mut model);
+        }
+        assert!(store.captures.list().disjoint, "neighbours do not overlap");
+        open.push((store.capture(b"bb", b"d"), range_of(&model, b"bb", b"d")));
+        assert!(!store.captures.list().disjoint);
+        for _ in 0..300 {
+            random_write(&mut rng, &store, &mut model);
+        }
+        for (capture, expected) in open {
+            assert_eq!(capture.pairs(), expected);
+        }
+        assert_eq!(store.captures.len(), 0);
+        let again = store.capture(b"a", b"b");
+        assert!(
+            store.captures.list().disjoint,
+            "one capture alone is disjoint"
+        );
+        drop(again);
     }
 
     /// A reader thread reads captures while this thread keeps writing the
