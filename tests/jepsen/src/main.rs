@@ -43,6 +43,12 @@ struct Args {
     /// Shards per node (unpinned); with more than one, merges cross shards.
     #[arg(long, default_value_t = 1)]
     shards: usize,
+    /// Applied entries between a region's checkpoints (the server's default
+    /// if omitted). A small number makes every region checkpoint, from a
+    /// capture read while it keeps applying, many times in a run, and
+    /// restarts recover from those checkpoints.
+    #[arg(long)]
+    checkpoint_every_entries: Option<u64>,
     /// Seconds of workload (recovery and checking come after).
     #[arg(long, default_value_t = 60)]
     time_limit: u64,
@@ -97,6 +103,7 @@ fn main() -> ExitCode {
         faults: args.nemesis,
         nodes: args.nodes,
         shards: args.shards,
+        checkpoint_every_entries: args.checkpoint_every_entries,
         time_limit: Duration::from_secs(args.time_limit),
         seed,
         backend: args.backend,

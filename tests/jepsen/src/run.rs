@@ -53,6 +53,8 @@ pub struct RunOptions {
     /// Shards per node: with more than one, a region runs on shard
     /// `id % shards` and merges cross shards.
     pub shards: usize,
+    /// `flotilla server --checkpoint-every-entries`, if set.
+    pub checkpoint_every_entries: Option<u64>,
     pub time_limit: Duration,
     pub seed: u64,
     pub backend: BackendKind,
@@ -73,6 +75,9 @@ impl RunOptions {
     fn server_args(&self) -> Vec<String> {
         let mut args = server_args(&self.faults);
         args.extend(["--shards".to_owned(), self.shards.to_string()]);
+        if let Some(entries) = self.checkpoint_every_entries {
+            args.extend(["--checkpoint-every-entries".to_owned(), entries.to_string()]);
+        }
         args
     }
 
@@ -81,6 +86,8 @@ impl RunOptions {
             Some("--nodes must be 1 to 9")
         } else if !(1..=8).contains(&self.shards) {
             Some("--shards must be 1 to 8")
+        } else if self.checkpoint_every_entries == Some(0) {
+            Some("--checkpoint-every-entries must be positive")
         } else if self.concurrency == 0 {
             Some("--concurrency must be positive")
         } else if !(self.rate.is_finite() && self.rate > 0.0) {

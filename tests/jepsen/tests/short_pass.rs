@@ -127,6 +127,9 @@ async fn short_register_and_set_runs_are_valid() {
             faults,
             nodes: 3,
             shards: 1,
+            // Regions checkpoint every few seconds, each copied from a
+            // capture while the region applies; kills recover from them.
+            checkpoint_every_entries: Some(100),
             time_limit,
             seed,
             backend,
