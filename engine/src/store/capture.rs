@@ -86,21 +86,26 @@ impl CaptureList {
                 || after.is_some_and(|(_, open)| open.iter().any(|r| starts_before(r))))
     }
 
-    /// Every open capture that may hold `key`.
-    fn holding<'a>(
-        &'a self,
-        key: &'a [u8],
-    ) -> Box<dyn Iterator<Item = &'a Arc<CapturedRange>> + 'a> {
-        let candidates: Box<dyn Iterator<Item = _>> = if self.disjoint {
+    /// Calls `f` with every open capture holding `key`.
+    fn for_each_holding(&self, key: &[u8], mut f: impl FnMut(&CapturedRange)) {
+        let mut visit = |open: &Vec<Arc<CapturedRange>>| {
+            for range in open {
+                if in_range(key, &range.start, &range.end) {
+                    f(range);
+                }
+            }
+        };
+        if self.disjoint {
             let before = self
                 .by_start
                 .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
                 .next_back();
-            Box::new(before.into_iter().flat_map(|(_, open)| open.iter()))
+            if let Some((_, open)) = before {
+                visit(open);
+            }
         } else {
-            Box::new(self.by_start.values().flatten())
-        };
-        Box::new(candidates.filter(move |range| in_range(key, &range.start, &range.end)))
+            self.by_start.values().for_each(visit);
+        }
     }
 }
 
@@ -147,17 +152,16 @@ impl OpenCaptures {
         }
         let mut current = Some(current);
         let mut value = None;
-        let list = self.list();
-        for range in list.holding(key) {
+        self.list().for_each_holding(key, |range| {
             let mut preimages = range.preimages();
             if preimages.contains_key(key) {
-                continue;
+                return;
             }
             if let Some(read) = current.take() {
                 value = read();
             }
             preimages.insert(key.to_vec(), value.clone());
-        }
+        });
     }
 
     #[cfg(test)]
