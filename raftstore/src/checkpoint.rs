@@ -24,6 +24,7 @@ use crate::apply::SessionTable;
 use crate::codec::{Decoder, Encoder};
 use crate::error::RaftstoreError;
 use crate::region::RegionMeta;
+use crate::shard_core::CheckpointDone;
 
 /// Everything a region restarts from, besides its WAL.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,13 +65,16 @@ impl PendingCheckpoint {
         self.checkpoint.applied_index
     }
 
-    /// Reads the captured pairs: the whole range, so call it where a copy
-    /// holds nothing up.
-    pub fn finish(self) -> RegionCheckpoint {
-        RegionCheckpoint {
+    /// Reads the captured pairs and durably writes the checkpoint into
+    /// `dir`: a copy of the whole range, so call it where that holds
+    /// nothing up. Returns the region and, if written, its applied index.
+    pub fn write(self, dir: &Path) -> CheckpointDone {
+        let (id, index) = (self.region_id(), self.applied_index());
+        let checkpoint = RegionCheckpoint {
             pairs: self.pairs.pairs(),
             ..self.checkpoint
-        }
+        };
+        (id, checkpoint.write(dir).map(|()| index))
     }
 }
 

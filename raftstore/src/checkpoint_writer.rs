@@ -40,10 +40,9 @@ impl CheckpointWriter {
                 yield_to_foreground();
                 for checkpoint in queued.iter() {
                     let started = Instant::now();
-                    let (id, index) = (checkpoint.region_id(), checkpoint.applied_index());
-                    let result = checkpoint.finish().write(&dir).map(|()| index);
+                    let outcome = checkpoint.write(&dir);
                     metrics::CHECKPOINT_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
-                    if finished.send((id, result)).is_err() {
+                    if finished.send(outcome).is_err() {
                         break; // the shard is gone
                     }
                 }

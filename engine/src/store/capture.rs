@@ -67,8 +67,9 @@ impl CaptureList {
         self.by_start.is_empty()
     }
 
-    /// Whether `[start, end)` shares a key with an open capture, given
-    /// that no two open ones do: only its neighbours by start can.
+    /// Whether the non-empty `[start, end)` shares a key with an open
+    /// capture, given that no two open ones do: only its neighbours by
+    /// start can (no open capture is empty).
     fn overlaps_open(&self, start: &[u8], end: &[u8]) -> bool {
         let before = self
             .by_start
@@ -80,10 +81,8 @@ impl CaptureList {
             .next();
         let ends_after = |range: &CapturedRange| range.end.is_empty() || range.end[..] > *start;
         let starts_before = |range: &CapturedRange| end.is_empty() || range.start[..] < *end;
-        let nonempty = end.is_empty() || start < end;
-        nonempty
-            && (before.is_some_and(|(_, open)| open.iter().any(|r| ends_after(r)))
-                || after.is_some_and(|(_, open)| open.iter().any(|r| starts_before(r))))
+        before.is_some_and(|(_, open)| open.iter().any(|r| ends_after(r)))
+            || after.is_some_and(|(_, open)| open.iter().any(|r| starts_before(r)))
     }
 
     /// Calls `f` with every open capture holding `key`.
@@ -114,12 +113,18 @@ impl OpenCaptures {
         self.list.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Opens a capture of `[start, end)`. An empty range is not filed: no
+    /// write can touch it (and an empty neighbour would hide the capture
+    /// that holds a key from the lookup by start).
     fn open(&self, start: &[u8], end: &[u8]) -> Arc<CapturedRange> {
         let range = Arc::new(CapturedRange {
             start: start.to_vec(),
             end: end.to_vec(),
             preimages: Mutex::new(BTreeMap::new()),
         });
+        if key_range(start, end).is_none() {
+            return range;
+        }
         let mut list = self.list();
         if list.is_empty() {
             list.disjoint = true;
@@ -135,13 +140,17 @@ impl OpenCaptures {
 
     fn close(&self, range: &Arc<CapturedRange>) {
         let mut list = self.list();
-        if let Some(open) = list.by_start.get_mut(&range.start) {
-            open.retain(|r| !Arc::ptr_eq(r, range));
-            if open.is_empty() {
-                list.by_start.remove(&range.start);
-            }
+        let Some(open) = list.by_start.get_mut(&range.start) else {
+            return; // empty, never filed
+        };
+        let before = open.len();
+        open.retain(|r| !Arc::ptr_eq(r, range));
+        if open.len() < before {
+            self.count.fetch_sub(1, Ordering::SeqCst);
         }
-        self.count.fetch_sub(1, Ordering::SeqCst);
+        if open.is_empty() {
+            list.by_start.remove(&range.start);
+        }
     }
 
     /// Called before `key` changes: each open capture holding `key` that
@@ -355,6 +364,24 @@ mod tests {
             "one capture alone is disjoint"
         );
         drop(again);
+    }
+
+    /// An empty capture inside a wide one hides nothing: a write after it
+    /// is still saved for the wide one.
+    #[test]
+    fn an_empty_capture_hides_no_other() {
+        let store = Arc::new(KvStore::new());
+        store.put(b"d1".to_vec(), b"old".to_vec());
+        let wide = store.capture(b"a", b"z");
+        let empty = store.capture(b"c", b"c");
+        let inner = store.capture(b"d", b"e");
+        store.put(b"d1".to_vec(), b"new".to_vec());
+        let before = vec![(b"d1".to_vec(), b"old".to_vec())];
+        assert_eq!(wide.pairs(), before);
+        assert_eq!(inner.pairs(), before);
+        assert!(empty.pairs().is_empty());
+        drop((wide, empty, inner));
+        assert_eq!(store.captures.len(), 0);
     }
 
     /// A reader thread reads captures while this thread keeps writing the

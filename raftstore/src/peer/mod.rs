@@ -1737,7 +1737,8 @@ impl Peer {
         Ok(())
     }
 
-    /// A copy of the region at its applied index, if one is due.
+    /// The region at its applied index, if a checkpoint is due (see
+    /// [`Peer::checkpoint`]).
     pub fn checkpoint_if_due(&mut self, every_entries: u64) -> Option<PendingCheckpoint> {
         if self.checkpoint_in_flight
             || self.applied_index < self.last_checkpoint_index + every_entries
