@@ -67,14 +67,18 @@ impl PendingCheckpoint {
 
     /// Reads the captured pairs and durably writes the checkpoint into
     /// `dir`: a copy of the whole range, so call it where that holds
-    /// nothing up. Returns the region and, if written, its applied index.
+    /// nothing up.
     pub fn write(self, dir: &Path) -> CheckpointDone {
-        let (id, index) = (self.region_id(), self.applied_index());
+        let (region_id, applied_index) = (self.region_id(), self.applied_index());
         let checkpoint = RegionCheckpoint {
             pairs: self.pairs.pairs(),
             ..self.checkpoint
         };
-        (id, checkpoint.write(dir).map(|()| index))
+        CheckpointDone {
+            region_id,
+            applied_index,
+            result: checkpoint.write(dir),
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! [`CheckpointWriter`]: one thread per shard that finishes the shard's
-//! checkpoints, one at a time: it copies each region's captured pairs and
-//! writes its file (see `checkpoint`), off the shard's loop.
+//! checkpoints, one at a time and in the order they were queued (a split
+//! relies on it: the new region's checkpoint is durable before its
+//! parent's): it copies each region's captured pairs and writes its file
+//! (see `checkpoint`), off the shard's loop.
 //!
 //! The thread runs at a lower priority than the shard and gRPC threads
 //! ([`BACKGROUND_NICE`]): a checkpoint copies its whole region, and at the
@@ -64,15 +66,22 @@ impl CheckpointWriter {
                 region = checkpoint.region_id(),
                 "the checkpoint writer has stopped; checkpoint not written"
             );
-            let refused = RaftstoreError::Internal("the checkpoint writer has stopped".into());
-            self.refused.push((checkpoint.region_id(), Err(refused)));
+            self.refused.push(CheckpointDone {
+                region_id: checkpoint.region_id(),
+                applied_index: checkpoint.applied_index(),
+                result: Err(RaftstoreError::Internal(
+                    "the checkpoint writer has stopped".into(),
+                )),
+            });
         }
     }
 
-    /// Checkpoints finished since the last call.
+    /// Checkpoints finished since the last call, in the order they were
+    /// queued.
     pub(crate) fn finished(&mut self) -> Vec<CheckpointDone> {
-        let mut finished = std::mem::take(&mut self.refused);
-        finished.extend(self.done.try_iter());
+        // Refused ones were queued after every one the thread took.
+        let mut finished: Vec<CheckpointDone> = self.done.try_iter().collect();
+        finished.append(&mut self.refused);
         finished
     }
 }

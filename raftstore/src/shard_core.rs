@@ -53,7 +53,7 @@ use crate::log_codec::{decode_hard_state, encode_truncation, Truncation};
 use crate::membership::PeerChange;
 use crate::peer::{
     parse_removed_marker, removed_marker, MembershipReply, MergeRelease, MergeSource, NewRegion,
-    Peer, PeerState, ReadPath, ReadReply, RegionStatus, TurnOutput, WriteReply,
+    Peer, PeerState, ReadPath, ReadReply, RegionStatus, SplitCheckpoints, TurnOutput, WriteReply,
 };
 use crate::recovery::recover_log;
 use crate::region::{RegionEpoch, RegionMeta};
@@ -181,9 +181,14 @@ const MERGED_TOMBSTONE_CONF_VER: u64 = u64::MAX;
 /// regions all went idle at once (after a restart, say) spreads the writes.
 const IDLE_CHECKPOINTS_PER_SWEEP: usize = 4096;
 
-/// A background checkpoint's outcome: the region and the applied index the
-/// checkpoint file now durably holds.
-pub type CheckpointDone = (u64, Result<u64, RaftstoreError>);
+/// A background checkpoint's outcome: whether the checkpoint of
+/// `region_id` at `applied_index` is durable now.
+#[derive(Debug)]
+pub struct CheckpointDone {
+    pub region_id: u64,
+    pub applied_index: u64,
+    pub result: Result<(), RaftstoreError>,
+}
 
 /// The disk and network a shard works through.
 // The production implementation lives on one glommio thread: its futures
@@ -225,6 +230,15 @@ struct SplitRequest {
     at: Instant,
 }
 
+/// A split whose checkpoints are being written (see [`SplitCheckpoints`]).
+struct SplitInFlight {
+    parent: u64,
+    index: u64,
+    /// The region to start once the parent's checkpoint is durable; the
+    /// writer wrote its own just before.
+    created: Option<NewRegion>,
+}
+
 pub struct ShardCore {
     cfg: Arc<StoreConfig>,
     shard_index: usize,
@@ -235,6 +249,8 @@ pub struct ShardCore {
     region_map: Arc<RegionMap>,
     checkpoint_dir: Arc<Path>,
     splits: Vec<SplitRequest>,
+    /// Splits applied here whose checkpoints the writer has not finished.
+    splits_in_flight: Vec<SplitInFlight>,
     /// Snapshots for uninitialized replicas that overlap a region not yet
     /// split here; stepped once the overlap is gone (see `step`).
     held_snapshots: BTreeMap<u64, Message>,
@@ -315,6 +331,7 @@ impl ShardCore {
             region_map,
             checkpoint_dir: checkpoint_dir.into(),
             splits: Vec::new(),
+            splits_in_flight: Vec::new(),
             held_snapshots: BTreeMap::new(),
             held_merge_snapshots: BTreeMap::new(),
             accepted_snapshots: BTreeMap::new(),
@@ -1016,7 +1033,7 @@ impl ShardCore {
             out.wal.push(record);
         }
         self.propose_splits(io)?;
-        let compacted = self.finish_checkpoints(io, &mut out);
+        let compacted = self.finish_checkpoints(io, &mut out)?;
         if !compacted.is_empty() {
             io.log_compacted(&compacted).await?;
         }
@@ -1064,8 +1081,8 @@ impl ShardCore {
             io.to_shard(shard, msg);
         }
         self.staged_wal.extend(out.wal.records().iter().cloned());
-        for region in std::mem::take(&mut out.created) {
-            self.add_region(io, region)?;
+        for split in std::mem::take(&mut out.splits) {
+            self.write_split(io, split);
         }
         for region_id in self.peers.removed() {
             let Some(conf_ver) = self
@@ -1319,31 +1336,72 @@ impl ShardCore {
         Ok(())
     }
 
-    /// Feeds finished checkpoint writes back to their regions. Returns the
-    /// (region, index) pairs whose log may now be reclaimed.
+    /// Hands a split's checkpoints to the writer, the new region's first.
+    fn write_split(&mut self, io: &mut impl ShardIo, split: SplitCheckpoints) {
+        let created = split.created.map(|child| {
+            io.write_checkpoint(child.checkpoint);
+            child.region
+        });
+        self.splits_in_flight.push(SplitInFlight {
+            parent: split.parent.region_id(),
+            index: split.parent.applied_index(),
+            created,
+        });
+        io.write_checkpoint(split.parent);
+    }
+
+    /// Feeds finished checkpoint writes back to their regions, and starts
+    /// the regions whose split is durable. Returns the (region, index)
+    /// pairs whose log may now be reclaimed.
+    ///
+    /// A split's checkpoint that cannot be written fails the turn, as a
+    /// WAL batch that cannot be would: the new region cannot start, and
+    /// a restart replays the split from the parent's log.
     fn finish_checkpoints(
         &mut self,
         io: &mut impl ShardIo,
         out: &mut TurnOutput,
-    ) -> Vec<(u64, u64)> {
+    ) -> Result<Vec<(u64, u64)>, RaftstoreError> {
         let mut compacted = Vec::new();
-        for (id, result) in io.finished_checkpoints() {
-            let Some(mut peer) = self.peers.get_mut(&id) else {
-                continue;
-            };
-            match result {
-                Ok(index) => {
-                    peer.on_checkpoint_written(index, out);
-                    compacted.push((id, index));
-                    tracing::debug!(region = id, index, "checkpoint written; log compacted");
+        for done in io.finished_checkpoints() {
+            let (id, index) = (done.region_id, done.applied_index);
+            let split = self.splits_in_flight.iter().position(|s| {
+                (s.parent, s.index) == (id, index)
+                    || s.created.as_ref().is_some_and(|c| {
+                        (c.checkpoint.region.id, c.checkpoint.applied_index) == (id, index)
+                    })
+            });
+            if let (Some(_), Err(err)) = (split, &done.result) {
+                return Err(RaftstoreError::Internal(format!(
+                    "checkpoint of region {id} at {index}, written for a split: {err}"
+                )));
+            }
+            let created = match split {
+                Some(at) if self.splits_in_flight[at].parent == id => {
+                    self.splits_in_flight.remove(at).created
                 }
-                Err(err) => {
-                    tracing::error!(region = id, %err, "checkpoint failed; will retry");
-                    peer.on_checkpoint_failed();
+                // The new region's own: its parent's comes next.
+                Some(_) => continue,
+                None => None,
+            };
+            if let Some(mut peer) = self.peers.get_mut(&id) {
+                match done.result {
+                    Ok(()) => {
+                        peer.on_checkpoint_written(index, out);
+                        compacted.push((id, index));
+                        tracing::debug!(region = id, index, "checkpoint written; log compacted");
+                    }
+                    Err(err) => {
+                        tracing::error!(region = id, %err, "checkpoint failed; will retry");
+                        peer.on_checkpoint_failed();
+                    }
                 }
             }
+            if let Some(region) = created {
+                self.add_region(io, region)?;
+            }
         }
-        compacted
+        Ok(compacted)
     }
 }
 
@@ -1410,6 +1468,7 @@ mod merge_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::NEW_REGION_INDEX;
     use raft::prelude::{ConfState, MessageType, Snapshot};
 
     /// A leader's snapshot of `region` for this store (node 1).
@@ -1460,6 +1519,8 @@ mod tests {
         pub(super) checkpoints: Vec<(u64, u64)>,
         /// Checkpoint writes to report finished at the next turn.
         pub(super) finished: Vec<CheckpointDone>,
+        /// The id the next split gets; without one, splits are refused.
+        pub(super) next_region_id: Option<u64>,
     }
 
     impl ShardIo for RecordingIo {
@@ -1480,7 +1541,9 @@ mod tests {
             Ok(())
         }
         fn allocate_region_id(&mut self) -> Result<u64, RaftstoreError> {
-            Err(RaftstoreError::Internal("no splits in these tests".into()))
+            self.next_region_id
+                .take()
+                .ok_or_else(|| RaftstoreError::Internal("no split expected".into()))
         }
         fn to_shard(&mut self, shard: usize, msg: ShardMsg) {
             self.to_shards.push((shard, msg));
@@ -1677,13 +1740,134 @@ mod tests {
         }
         assert_eq!(io.checkpoints, vec![(61, 6)], "within one sweep interval");
         assert!(asleep(&core), "a checkpoint does not wake the region");
-        io.finished.push((61, Ok(6)));
+        io.finished.push(CheckpointDone {
+            region_id: 61,
+            applied_index: 6,
+            result: Ok(()),
+        });
         for _ in 0..3 * sweep_ticks {
             now += core.cfg.tick;
             tick_and_turn(&mut core, &mut io, now);
         }
         assert_eq!(io.checkpoints, vec![(61, 6)], "nothing new to checkpoint");
         assert!(asleep(&core));
+    }
+
+    /// A split applies at once, but the region it creates starts only once
+    /// its checkpoints are durable: the writer gets the new region's
+    /// first, then the parent's at the split index, and the new region
+    /// starts when the parent's is reported written. (Were it to start
+    /// earlier, a crash could leave its log beside no checkpoint of its
+    /// own, and recovery would drop entries it acknowledged.)
+    #[test]
+    fn a_split_region_starts_once_its_checkpoints_are_durable() {
+        let mut now = Instant::now();
+        let mut core = shard_with(&[(71, &[1])], now);
+        let mut io = RecordingIo {
+            next_region_id: Some(72),
+            ..RecordingIo::default()
+        };
+        now = tick_until(&mut core, &mut io, now, 100, |core| {
+            core.peers.get(&71).is_some_and(Peer::is_leader)
+        });
+        let (reply, mut answer) = oneshot::channel();
+        core.handle(
+            ShardMsg::Split {
+                region_id: 71,
+                epoch: core.peers.get(&71).map(|p| p.region().epoch),
+                split_key: b"m".to_vec(),
+                reply,
+            },
+            now,
+        );
+        now = tick_until(&mut core, &mut io, now, 10, |core| {
+            core.peers
+                .get(&71)
+                .is_some_and(|p| p.region().end_key == b"m")
+        });
+        assert!(
+            matches!(answer.try_recv(), Ok(Some(Ok(_)))),
+            "answered once applied"
+        );
+        let split_index = io.checkpoints.last().map_or(0, |&(_, index)| index);
+        assert!(split_index > NEW_REGION_INDEX);
+        assert_eq!(
+            io.checkpoints,
+            vec![(72, NEW_REGION_INDEX), (71, split_index)],
+            "the new region's checkpoint goes first"
+        );
+        let start_when = |io: &mut RecordingIo, core: &mut ShardCore, done: CheckpointDone| {
+            io.finished.push(done);
+            tick_and_turn(core, io, now + core.cfg.tick);
+            core.peers.get(&72).is_some()
+        };
+        assert!(
+            core.peers.get(&72).is_none(),
+            "not started before its checkpoint"
+        );
+        let child_done = CheckpointDone {
+            region_id: 72,
+            applied_index: NEW_REGION_INDEX,
+            result: Ok(()),
+        };
+        assert!(
+            !start_when(&mut io, &mut core, child_done),
+            "nor before the parent's"
+        );
+        let parent_done = CheckpointDone {
+            region_id: 71,
+            applied_index: split_index,
+            result: Ok(()),
+        };
+        assert!(
+            start_when(&mut io, &mut core, parent_done),
+            "started after both"
+        );
+        assert_eq!(
+            core.peers.get(&72).map(|p| p.region().start_key.clone()),
+            Some(b"m".to_vec())
+        );
+    }
+
+    /// A split's checkpoint that cannot be written stops the shard: the
+    /// new region cannot start, and a restart replays the split.
+    #[test]
+    fn a_split_checkpoint_that_fails_fails_the_turn() {
+        let mut now = Instant::now();
+        let mut core = shard_with(&[(73, &[1])], now);
+        let mut io = RecordingIo {
+            next_region_id: Some(74),
+            ..RecordingIo::default()
+        };
+        now = tick_until(&mut core, &mut io, now, 100, |core| {
+            core.peers.get(&73).is_some_and(Peer::is_leader)
+        });
+        let (reply, _answer) = oneshot::channel();
+        core.handle(
+            ShardMsg::Split {
+                region_id: 73,
+                epoch: core.peers.get(&73).map(|p| p.region().epoch),
+                split_key: b"m".to_vec(),
+                reply,
+            },
+            now,
+        );
+        now = tick_until(&mut core, &mut io, now, 10, |core| {
+            core.peers
+                .get(&73)
+                .is_some_and(|p| p.region().end_key == b"m")
+        });
+        io.finished.push(CheckpointDone {
+            region_id: 74,
+            applied_index: NEW_REGION_INDEX,
+            result: Err(RaftstoreError::Internal("disk full".into())),
+        });
+        core.on_clock(now + core.cfg.tick);
+        let failed = futures::executor::block_on(core.turn(&mut io));
+        assert!(
+            matches!(&failed, Err(err) if err.to_string().contains("disk full")),
+            "{failed:?}"
+        );
     }
 
     /// A status request for some regions builds only theirs; the counts

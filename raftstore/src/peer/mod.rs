@@ -2,8 +2,10 @@
 //! it — proposals waiting for apply, read batches waiting for ReadIndex,
 //! the applied state and checkpoints.
 //!
-//! The peer does no I/O of its own except installing a snapshot's checkpoint
-//! file; the shard loop drives it in two phases per turn: [`Peer::collect_ready`]
+//! The peer does no I/O of its own except the checkpoint files a snapshot
+//! install or a membership change writes (and, before those, the starting
+//! checkpoints of regions split off it that the shard's writer may not have
+//! written yet); the shard loop drives it in two phases per turn: [`Peer::collect_ready`]
 //! (before the shard's WAL batch is synced) and [`Peer::after_persist`]
 //! (after). Time comes in as arguments.
 //!
@@ -68,16 +70,35 @@ pub struct TurnOutput {
     /// (destination node, region, message).
     pub messages: Vec<(u64, u64, Message)>,
     pub wal: WalBatch,
-    /// Regions that splits made this turn; their checkpoints are durable.
-    pub created: Vec<NewRegion>,
+    /// Splits applied this turn: the checkpoints to write, and the regions
+    /// to start once they are durable.
+    pub splits: Vec<SplitCheckpoints>,
     /// Merge sources whose replica on this store the shard must destroy
     /// (keeping the data, which is the target's): a target holds its apply
     /// until that is done (see `merge`).
     pub merge_releases: Vec<MergeRelease>,
 }
 
-/// A region a split created on this store: its durable starting state
-/// (without its data, which is already in the store).
+/// The checkpoints a split writes, in this order: the new region's
+/// starting checkpoint (unless a replay of the split finds it written
+/// already), then the parent's at the split index, with its new range.
+/// The new region starts only once both are durable. Until then the only
+/// crash-left overlap is the one recovery resolves (the new region's
+/// checkpoint beside the parent's from before the split), and the new
+/// region has no log that resolving it would drop.
+pub struct SplitCheckpoints {
+    pub created: Option<SplitChild>,
+    pub parent: PendingCheckpoint,
+}
+
+/// A region a split created on this store, and its starting checkpoint.
+pub struct SplitChild {
+    pub checkpoint: PendingCheckpoint,
+    pub region: NewRegion,
+}
+
+/// A region a split created on this store: its starting state (without
+/// its data, which is already in the store).
 pub struct NewRegion {
     pub checkpoint: RegionCheckpoint,
     /// This store led the parent when it split: the new region's replica
@@ -252,7 +273,14 @@ pub struct Peer {
     /// turn's WAL batch.
     hard_state_urgent: bool,
     last_checkpoint_index: u64,
-    checkpoint_in_flight: bool,
+    /// Checkpoints of this region handed to the shard's writer and not yet
+    /// reported back: a periodic or idle one, a split's.
+    checkpoints_in_flight: u32,
+    /// The starting checkpoints of regions split off this one that are not
+    /// known to be durable yet, by split index: a second capture of each,
+    /// written here before this region writes a checkpoint of its own in
+    /// the turn (see [`Peer::write_split_children`]).
+    split_children: Vec<(u64, PendingCheckpoint)>,
     checkpoint_dir: Arc<Path>,
     request_timeout: Duration,
     /// Ticks a follower may stay waiting for a snapshot before the send is
@@ -344,7 +372,8 @@ impl Peer {
             hard_state_dirty: false,
             hard_state_urgent: false,
             last_checkpoint_index: cp.applied_index,
-            checkpoint_in_flight: false,
+            checkpoints_in_flight: 0,
+            split_children: Vec::new(),
             checkpoint_dir: state.checkpoint_dir,
             request_timeout: cfg.request_timeout,
             snapshot_timeout_ticks: cfg.snapshot_timeout_ticks,
@@ -1473,6 +1502,7 @@ impl Peer {
             // Nothing to keep: the shard destroys this replica.
             return Ok(());
         }
+        self.write_split_children()?;
         RegionCheckpoint {
             region: RegionMeta::clone(&self.region),
             applied_index: index,
@@ -1573,11 +1603,10 @@ impl Peer {
     /// region keeps the left half, a new region takes the right.
     ///
     /// Deterministic on every replica: it depends only on the command and
-    /// the region's state. Durable before it returns: the new region's
-    /// checkpoint is written first, then this region's (at `index`, with
-    /// its new range), so that no two checkpoints on this store ever cover
-    /// the same key except in the window between the two writes, which
-    /// recovery resolves (see `recovery::resolve_overlaps`).
+    /// the region's state. Writes nothing itself: the new region's
+    /// checkpoint and this region's (at `index`, with its new range) are
+    /// captured here and written off the turn, in that order (see
+    /// [`SplitCheckpoints`]).
     fn apply_split(
         &mut self,
         cmd: &WriteCommand,
@@ -1603,12 +1632,11 @@ impl Peer {
             return Ok(Err(self.rejection(ApplyRejection::KeyNotInRegion)));
         }
         let (left, right) = self.region.split(split_key, *new_region_id);
-        let conf_state = self.raw.store().conf_state().clone();
         let child = RegionCheckpoint {
             region: right.clone(),
             applied_index: NEW_REGION_INDEX,
             applied_term: NEW_REGION_TERM,
-            conf_state: conf_state.clone(),
+            conf_state: self.raw.store().conf_state().clone(),
             // Retries of writes to the right half's keys must still be
             // recognised there.
             sessions: self.sessions.clone(),
@@ -1617,35 +1645,27 @@ impl Peer {
         };
         // Replayed after a crash, the split may find the new region already
         // there; it is never created twice.
-        let child_exists = RegionCheckpoint::exists(&self.checkpoint_dir, right.id);
-        if !child_exists {
-            RegionCheckpoint {
-                pairs: self.store.range_pairs(&right.start_key, &right.end_key),
-                ..child.clone()
-            }
-            .write(&self.checkpoint_dir)?;
-        }
+        let created = if RegionCheckpoint::exists(&self.checkpoint_dir, right.id) {
+            None
+        } else {
+            let capture = || self.store.capture(&right.start_key, &right.end_key);
+            let checkpoint = PendingCheckpoint::new(child.clone(), capture());
+            let second = PendingCheckpoint::new(child.clone(), capture());
+            self.split_children.push((index, second));
+            Some(SplitChild {
+                checkpoint,
+                region: NewRegion {
+                    checkpoint: child,
+                    campaign: self.is_leader(),
+                },
+            })
+        };
         self.region = Arc::new(left.clone());
-        RegionCheckpoint {
-            region: left.clone(),
-            applied_index: index,
-            applied_term: term,
-            conf_state,
-            sessions: self.sessions.clone(),
-            merging: self.merging.as_deref().cloned(),
-            pairs: self.store.range_pairs(&left.start_key, &left.end_key),
-        }
-        .write(&self.checkpoint_dir)?;
-        self.last_checkpoint_index = self.last_checkpoint_index.max(index);
+        let parent = self.checkpoint_at(index, term);
+        out.splits.push(SplitCheckpoints { created, parent });
         self.region_map.upsert(Arc::clone(&self.region));
         self.written_since_size_check = None;
         // Reads queued for keys that moved fail when served (`check_read`).
-        if !child_exists {
-            out.created.push(NewRegion {
-                checkpoint: child,
-                campaign: self.is_leader(),
-            });
-        }
         tracing::info!(
             region = left.id,
             new_region = right.id,
@@ -1716,6 +1736,7 @@ impl Peer {
         self.sessions = cp.sessions.clone();
         self.merging = cp.merging.clone().map(Box::new);
         let conf_state = cp.conf_state.clone();
+        self.write_split_children()?;
         cp.write(&self.checkpoint_dir)?;
         self.raw
             .mut_store()
@@ -1740,7 +1761,7 @@ impl Peer {
     /// The region at its applied index, if a checkpoint is due (see
     /// [`Peer::checkpoint`]).
     pub fn checkpoint_if_due(&mut self, every_entries: u64) -> Option<PendingCheckpoint> {
-        if self.checkpoint_in_flight
+        if self.checkpoints_in_flight > 0
             || self.applied_index < self.last_checkpoint_index + every_entries
         {
             return None;
@@ -1753,19 +1774,25 @@ impl Peer {
     /// in the WAL until one does.
     pub fn wants_idle_checkpoint(&self) -> bool {
         self.is_asleep()
-            && !self.checkpoint_in_flight
+            && self.checkpoints_in_flight == 0
             && self.applied_index > self.last_checkpoint_index
     }
 
     /// The region at its applied index, now: its key range captured, to
     /// be read off the turn.
     pub fn checkpoint(&mut self) -> PendingCheckpoint {
-        debug_assert!(!self.checkpoint_in_flight, "one checkpoint at a time");
-        self.checkpoint_in_flight = true;
+        debug_assert_eq!(self.checkpoints_in_flight, 0, "one checkpoint at a time");
+        self.checkpoint_at(self.applied_index, self.applied_term)
+    }
+
+    /// The region as it is now, at log position (`index`, `term`) (the
+    /// entry last applied), its key range captured; counted in flight.
+    fn checkpoint_at(&mut self, index: u64, term: u64) -> PendingCheckpoint {
+        self.checkpoints_in_flight += 1;
         let checkpoint = RegionCheckpoint {
             region: RegionMeta::clone(&self.region),
-            applied_index: self.applied_index,
-            applied_term: self.applied_term,
+            applied_index: index,
+            applied_term: term,
             conf_state: self.raw.store().conf_state().clone(),
             sessions: self.sessions.clone(),
             merging: self.merging.as_deref().cloned(),
@@ -1779,7 +1806,10 @@ impl Peer {
 
     /// The checkpoint at `index` is durable: the log before it can go.
     pub fn on_checkpoint_written(&mut self, index: u64, out: &mut TurnOutput) {
-        self.checkpoint_in_flight = false;
+        self.checkpoints_in_flight = self.checkpoints_in_flight.saturating_sub(1);
+        // A split's checkpoints go out child first: the children of this
+        // split and of any before it are durable.
+        self.split_children.retain(|(at, _)| *at > index);
         if index <= self.last_checkpoint_index {
             return;
         }
@@ -1794,7 +1824,19 @@ impl Peer {
     }
 
     pub fn on_checkpoint_failed(&mut self) {
-        self.checkpoint_in_flight = false;
+        self.checkpoints_in_flight = self.checkpoints_in_flight.saturating_sub(1);
+    }
+
+    /// Writes, now, the starting checkpoints of regions split off this one
+    /// that the shard's writer may not have written yet. Called before
+    /// this region writes a checkpoint in the turn: that checkpoint drops
+    /// the split-off ranges, and must not be durable while theirs are not
+    /// (the data of those ranges would then be in no checkpoint).
+    fn write_split_children(&mut self) -> Result<(), RaftstoreError> {
+        for (_, child) in std::mem::take(&mut self.split_children) {
+            child.write(&self.checkpoint_dir).result?;
+        }
+        Ok(())
     }
 
     pub fn status(&self) -> RegionStatus {
@@ -2015,6 +2057,46 @@ mod tests {
         let sent = turn(peer);
         assert_eq!(peer.applied_index, peer.raw.raft.raft_log.last_index());
         sent
+    }
+
+    /// A membership change applied while a split's checkpoints are still
+    /// with the writer writes the new region's first: the region's own
+    /// checkpoint, written in the turn, drops the split-off range, and
+    /// must not be durable while that range is in no checkpoint.
+    #[test]
+    fn a_membership_checkpoint_writes_the_split_off_region_first() {
+        use crate::membership::{PeerChange, PeerChangeKind};
+        let mut peer = leader_of_three();
+        let dir = Arc::clone(&peer.checkpoint_dir);
+        let child = 9_001; // no other test of this process uses it
+        engine::checkpoint::remove(&dir, child).expect("no stale checkpoint");
+        commit_with_store_2(&mut peer, put(b"x"));
+        let split = WriteOp::Split {
+            split_key: b"m".to_vec(),
+            new_region_id: child,
+        };
+        // `turn` drops the split's checkpoints, as a writer not done yet.
+        commit_with_store_2(&mut peer, split);
+        assert!(!RegionCheckpoint::exists(&dir, child));
+        let (reply, _answer) = oneshot::channel();
+        let header = RequestHeader {
+            region_id: REGION,
+            epoch: Some(peer.region().epoch),
+        };
+        let learner = PeerChange {
+            kind: PeerChangeKind::AddLearner,
+            store_id: 4,
+        };
+        peer.change_peers(header, &[learner], |_| true, reply, Instant::now());
+        turn(&mut peer);
+        let mut ack = reply_from(2, MessageType::MsgAppendResponse, peer.raw.raft.term);
+        ack.index = peer.raw.raft.raft_log.last_index();
+        peer.step(ack);
+        turn(&mut peer);
+        assert_eq!(peer.region().epoch.conf_ver, 2, "the change applied");
+        let written = RegionCheckpoint::read(&dir, child).expect("readable");
+        let pairs = written.map(|cp| cp.pairs);
+        assert_eq!(pairs, Some(vec![(b"x".to_vec(), b"v".to_vec())]));
     }
 
     /// Whether `sent` tells store 2 that everything up to `peer`'s commit
