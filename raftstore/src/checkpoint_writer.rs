@@ -2,7 +2,9 @@
 //! checkpoints, one at a time and in the order they were queued (a split
 //! relies on it: the new region's checkpoint is durable before its
 //! parent's): it copies each region's captured pairs and writes its file
-//! (see `checkpoint`), off the shard's loop.
+//! (see `checkpoint`), off the shard's loop. Between checkpoints it takes
+//! the leaders' size checks (see `size_check`), which walk a whole region
+//! too.
 //!
 //! The thread runs at a lower priority than the shard and gRPC threads
 //! ([`BACKGROUND_NICE`]): a checkpoint copies its whole region, and at the
@@ -17,34 +19,55 @@ use crate::checkpoint::PendingCheckpoint;
 use crate::error::RaftstoreError;
 use crate::metrics;
 use crate::shard_core::CheckpointDone;
+use crate::size_check::{SizeCheck, SizeMeasured};
 
 /// The writer thread's niceness: the kernel weighs it about a tenth of a
 /// thread at 0, so it gets a core only while the foreground leaves one.
 const BACKGROUND_NICE: libc::c_int = 10;
 
+enum Job {
+    Checkpoint(Box<PendingCheckpoint>),
+    Measure(SizeCheck),
+}
+
+enum Finished {
+    Checkpoint(CheckpointDone),
+    Measured(SizeMeasured),
+}
+
 pub(crate) struct CheckpointWriter {
-    jobs: flume::Sender<PendingCheckpoint>,
-    done: flume::Receiver<CheckpointDone>,
-    /// Checkpoints refused because the thread is gone (it never stops
-    /// while the writer lives, unless it panicked).
-    refused: Vec<CheckpointDone>,
+    jobs: flume::Sender<Job>,
+    finished: flume::Receiver<Finished>,
+    /// Outcomes received, not yet asked for: checkpoints (and those refused
+    /// because the thread is gone: it never stops while the writer lives,
+    /// unless it panicked), in the order they were queued; measurements.
+    checkpoints: Vec<CheckpointDone>,
+    measured: Vec<SizeMeasured>,
 }
 
 impl CheckpointWriter {
     /// Starts shard `shard_index`'s writer, writing into `dir`. The thread
     /// ends when the writer is dropped.
     pub(crate) fn start(shard_index: usize, dir: PathBuf) -> Result<Self, RaftstoreError> {
-        let (jobs, queued) = flume::unbounded::<PendingCheckpoint>();
-        let (finished, done) = flume::unbounded();
+        let (jobs, queued) = flume::unbounded::<Job>();
+        let (finish, finished) = flume::unbounded();
         std::thread::Builder::new()
             .name(format!("checkpoint-{shard_index}"))
             .spawn(move || {
                 yield_to_foreground();
-                for checkpoint in queued.iter() {
-                    let started = Instant::now();
-                    let outcome = checkpoint.write(&dir);
-                    metrics::CHECKPOINT_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
-                    if finished.send(outcome).is_err() {
+                for job in queued.iter() {
+                    let outcome = match job {
+                        Job::Checkpoint(checkpoint) => {
+                            let checkpoint = *checkpoint;
+                            let started = Instant::now();
+                            let done = checkpoint.write(&dir);
+                            metrics::CHECKPOINT_WRITE_SECONDS
+                                .observe(started.elapsed().as_secs_f64());
+                            Finished::Checkpoint(done)
+                        }
+                        Job::Measure(check) => Finished::Measured(check.measure()),
+                    };
+                    if finish.send(outcome).is_err() {
                         break; // the shard is gone
                     }
                 }
@@ -54,19 +77,23 @@ impl CheckpointWriter {
             })?;
         Ok(CheckpointWriter {
             jobs,
-            done,
-            refused: Vec::new(),
+            finished,
+            checkpoints: Vec::new(),
+            measured: Vec::new(),
         })
     }
 
     /// Queues `checkpoint`; its outcome comes back through `finished`.
     pub(crate) fn write(&mut self, checkpoint: PendingCheckpoint) {
-        if let Err(flume::SendError(checkpoint)) = self.jobs.send(checkpoint) {
+        self.receive();
+        if let Err(flume::SendError(Job::Checkpoint(checkpoint))) =
+            self.jobs.send(Job::Checkpoint(Box::new(checkpoint)))
+        {
             tracing::error!(
                 region = checkpoint.region_id(),
                 "the checkpoint writer has stopped; checkpoint not written"
             );
-            self.refused.push(CheckpointDone {
+            self.checkpoints.push(CheckpointDone {
                 region_id: checkpoint.region_id(),
                 applied_index: checkpoint.applied_index(),
                 result: Err(RaftstoreError::Internal(
@@ -76,13 +103,37 @@ impl CheckpointWriter {
         }
     }
 
+    /// Queues a size check; its measurement comes back through `measured`.
+    /// With the thread gone it is measured here, in the caller's turn.
+    pub(crate) fn measure(&mut self, check: SizeCheck) {
+        if let Err(flume::SendError(Job::Measure(check))) = self.jobs.send(Job::Measure(check)) {
+            self.measured.push(check.measure());
+        }
+    }
+
     /// Checkpoints finished since the last call, in the order they were
     /// queued.
     pub(crate) fn finished(&mut self) -> Vec<CheckpointDone> {
-        // Refused ones were queued after every one the thread took.
-        let mut finished: Vec<CheckpointDone> = self.done.try_iter().collect();
-        finished.append(&mut self.refused);
-        finished
+        self.receive();
+        std::mem::take(&mut self.checkpoints)
+    }
+
+    /// Size checks measured since the last call.
+    pub(crate) fn measured(&mut self) -> Vec<SizeMeasured> {
+        self.receive();
+        std::mem::take(&mut self.measured)
+    }
+
+    /// Sorts the thread's outcomes so far into their lists. Called before
+    /// a refusal is recorded, so that refusals follow every outcome of a
+    /// job queued before them.
+    fn receive(&mut self) {
+        for outcome in self.finished.try_iter() {
+            match outcome {
+                Finished::Checkpoint(done) => self.checkpoints.push(done),
+                Finished::Measured(measured) => self.measured.push(measured),
+            }
+        }
     }
 }
 

@@ -47,6 +47,7 @@ pub mod rules;
 mod shard;
 pub mod shard_core;
 mod shard_peers;
+pub mod size_check;
 pub mod storage;
 pub mod tombstone;
 pub mod transport;

@@ -25,6 +25,7 @@ use crate::metrics;
 use crate::region_id::RegionIdAllocator;
 use crate::region_map::RegionMap;
 use crate::shard_core::{CheckpointDone, ShardCore, ShardIo, ShardMsg};
+use crate::size_check::{SizeCheck, SizeMeasured};
 use crate::transport::MessageSink;
 
 /// How many inbox messages one turn takes before it processes Readies.
@@ -82,6 +83,14 @@ impl ShardIo for GlommioIo {
 
     fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
         self.checkpoints.finished()
+    }
+
+    fn measure_region(&mut self, check: SizeCheck) {
+        self.checkpoints.measure(check);
+    }
+
+    fn measured_regions(&mut self) -> Vec<SizeMeasured> {
+        self.checkpoints.measured()
     }
 
     async fn log_compacted(&mut self, compacted: &[(u64, u64)]) -> Result<(), RaftstoreError> {

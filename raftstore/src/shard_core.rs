@@ -59,6 +59,7 @@ use crate::recovery::recover_log;
 use crate::region::{RegionEpoch, RegionMeta};
 use crate::region_map::RegionMap;
 use crate::shard_peers::{PeerMut, ShardPeers, NO_LEADER};
+use crate::size_check::{SizeCheck, SizeMeasured};
 use crate::storage::RegionStorage;
 use crate::tombstone::Tombstones;
 
@@ -207,6 +208,11 @@ pub trait ShardIo {
     fn write_checkpoint(&mut self, checkpoint: PendingCheckpoint);
     /// Checkpoint writes that finished since the last call.
     fn finished_checkpoints(&mut self) -> Vec<CheckpointDone>;
+    /// Starts measuring a region off the turn; the measurement comes back
+    /// through [`ShardIo::measured_regions`].
+    fn measure_region(&mut self, check: SizeCheck);
+    /// Measurements taken since the last call.
+    fn measured_regions(&mut self) -> Vec<SizeMeasured>;
     /// Each `(region, index)`: the region's log up to `index` is covered by
     /// a durable checkpoint, so WAL space holding only such records may be
     /// reclaimed. Called once per turn with every compaction of that turn.
@@ -249,6 +255,8 @@ pub struct ShardCore {
     region_map: Arc<RegionMap>,
     checkpoint_dir: Arc<Path>,
     splits: Vec<SplitRequest>,
+    /// Size checks the next turn hands to be measured.
+    size_checks: Vec<SizeCheck>,
     /// Splits applied here whose checkpoints the writer has not finished.
     splits_in_flight: Vec<SplitInFlight>,
     /// Snapshots for uninitialized replicas that overlap a region not yet
@@ -331,6 +339,7 @@ impl ShardCore {
             region_map,
             checkpoint_dir: checkpoint_dir.into(),
             splits: Vec::new(),
+            size_checks: Vec::new(),
             splits_in_flight: Vec::new(),
             held_snapshots: BTreeMap::new(),
             held_merge_snapshots: BTreeMap::new(),
@@ -477,19 +486,8 @@ impl ShardCore {
                 self.outbox
                     .extend(markers.into_iter().map(|m| (m.to, region_id, m)));
             }
-            if let Some(split_key) = peer.check_size(self.cfg.split) {
-                let region = peer.region();
-                tracing::info!(
-                    region = region.id,
-                    "region passed its size limit; splitting"
-                );
-                self.splits.push(SplitRequest {
-                    region_id: region.id,
-                    epoch: Some(region.epoch),
-                    split_key,
-                    reply: None,
-                    at: now,
-                });
+            if let Some(check) = peer.size_check_due(self.cfg.split) {
+                self.size_checks.push(check);
             }
         }
         if self.ticks.is_multiple_of(self.cfg.idle_checkpoint_ticks()) {
@@ -1032,7 +1030,11 @@ impl ShardCore {
         for record in self.staged_wal.drain(..) {
             out.wal.push(record);
         }
+        self.take_size_measurements(io);
         self.propose_splits(io)?;
+        for check in std::mem::take(&mut self.size_checks) {
+            io.measure_region(check);
+        }
         let compacted = self.finish_checkpoints(io, &mut out)?;
         if !compacted.is_empty() {
             io.log_compacted(&compacted).await?;
@@ -1336,6 +1338,31 @@ impl ShardCore {
         Ok(())
     }
 
+    /// Takes size checks' measurements to their regions; a region that
+    /// passed its limit is split at its middle key.
+    fn take_size_measurements(&mut self, io: &mut impl ShardIo) {
+        for measured in io.measured_regions() {
+            let Some(mut peer) = self.peers.get_mut(&measured.region_id) else {
+                continue;
+            };
+            let Some(split_key) = peer.on_size_measured(measured, self.cfg.split) else {
+                continue;
+            };
+            let region = peer.region();
+            tracing::info!(
+                region = region.id,
+                "region passed its size limit; splitting"
+            );
+            self.splits.push(SplitRequest {
+                region_id: region.id,
+                epoch: Some(region.epoch),
+                split_key,
+                reply: None,
+                at: self.clock,
+            });
+        }
+    }
+
     /// Hands a split's checkpoints to the writer, the new region's first.
     fn write_split(&mut self, io: &mut impl ShardIo, split: SplitCheckpoints) {
         let created = split.created.map(|child| {
@@ -1536,6 +1563,10 @@ mod tests {
         }
         fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
             std::mem::take(&mut self.finished)
+        }
+        fn measure_region(&mut self, _check: SizeCheck) {}
+        fn measured_regions(&mut self) -> Vec<SizeMeasured> {
+            Vec::new()
         }
         async fn log_compacted(&mut self, _compacted: &[(u64, u64)]) -> Result<(), RaftstoreError> {
             Ok(())

@@ -56,6 +56,7 @@ use crate::region_map::RegionMap;
 use crate::rules::{
     may_serve_read, may_start_read_index, proposal_fate, LogPosition, ProposalFate,
 };
+use crate::size_check::{SizeCheck, SizeMeasured};
 
 pub type WriteReply = oneshot::Sender<Result<WriteResult, RaftstoreError>>;
 pub type ReadReply = oneshot::Sender<Result<ReadResult, RaftstoreError>>;
@@ -293,6 +294,8 @@ pub struct Peer {
     /// Keys and bytes written since the last size check; `None` before the
     /// first check.
     written_since_size_check: Option<RegionSize>,
+    /// A size check's measurement is being taken (see `size_check`).
+    size_check_in_flight: bool,
     /// Ticks left before this replica campaigns (a region just split off).
     campaign_in_ticks: Option<u32>,
     /// Idle region: neither ticks nor heartbeats until something wakes it.
@@ -381,6 +384,7 @@ impl Peer {
             region_map,
             size: RegionSize::default(),
             written_since_size_check: None,
+            size_check_in_flight: false,
             campaign_in_ticks: None,
             hibernating: false,
             may_hibernate: cfg.hibernate,
@@ -1026,10 +1030,10 @@ impl Peer {
     }
 
     /// On a leader whose writes since the last size check could have made
-    /// it too large: measures the region and returns where it should split,
-    /// if it passed `limits`.
-    pub fn check_size(&mut self, limits: SplitThresholds) -> Option<Vec<u8>> {
-        if !self.is_leader() || self.merging.is_some() {
+    /// it too large: a measurement of the region, to take off the turn
+    /// (see `size_check`). One at a time.
+    pub fn size_check_due(&mut self, limits: SplitThresholds) -> Option<SizeCheck> {
+        if !self.is_leader() || self.merging.is_some() || self.size_check_in_flight {
             return None;
         }
         if let Some(written) = self.written_since_size_check {
@@ -1038,18 +1042,41 @@ impl Peer {
                 return None;
             }
         }
-        let measured = self
-            .store
-            .range_size(&self.region.start_key, &self.region.end_key);
-        self.size = RegionSize {
-            keys: measured.keys,
-            bytes: measured.bytes,
-        };
+        self.size_check_in_flight = true;
         self.written_since_size_check = Some(RegionSize::default());
-        if self.size.keys <= limits.keys && self.size.bytes <= limits.bytes {
+        Some(SizeCheck::new(
+            self.region.id,
+            self.region.epoch.version,
+            self.region.start_key.clone(),
+            self.region.end_key.clone(),
+            Arc::clone(&self.store),
+        ))
+    }
+
+    /// Takes in a size check's measurement; returns where the region
+    /// should split, if it passed `limits` and still leads the range the
+    /// measurement was taken from.
+    pub fn on_size_measured(
+        &mut self,
+        measured: SizeMeasured,
+        limits: SplitThresholds,
+    ) -> Option<Vec<u8>> {
+        self.size_check_in_flight = false;
+        if measured.version != self.region.epoch.version {
+            return None; // taken from an earlier shape: the next check retakes it
+        }
+        self.size = RegionSize {
+            keys: measured.size.keys,
+            bytes: measured.size.bytes,
+        };
+        if !self.is_leader()
+            || self.merging.is_some()
+            || (self.size.keys <= limits.keys && self.size.bytes <= limits.bytes)
+        {
             return None;
         }
         measured
+            .size
             .middle_key
             .filter(|key| self.region.may_split_at(key))
     }
@@ -2057,6 +2084,41 @@ mod tests {
         let sent = turn(peer);
         assert_eq!(peer.applied_index, peer.raw.raft.raft_log.last_index());
         sent
+    }
+
+    /// A size check is measured off the turn, one at a time; a measurement
+    /// taken from the region before it changed shape is dropped, and the
+    /// next check measures it again.
+    #[test]
+    fn a_size_measurement_of_an_earlier_shape_is_dropped() {
+        let mut peer = leader_of_three();
+        let limits = SplitThresholds {
+            keys: 2,
+            bytes: u64::MAX,
+        };
+        for key in [b"a", b"b", b"c", b"x", b"y"] {
+            commit_with_store_2(&mut peer, put(key));
+        }
+        let Some(check) = peer.size_check_due(limits) else {
+            panic!("a leader's first size check is due at once");
+        };
+        assert!(peer.size_check_due(limits).is_none(), "one at a time");
+        let before_split = check.measure();
+        assert_eq!(before_split.size.keys, 5);
+        let split = WriteOp::Split {
+            split_key: b"m".to_vec(),
+            new_region_id: 9_002,
+        };
+        commit_with_store_2(&mut peer, split);
+        assert_eq!(peer.on_size_measured(before_split, limits), None);
+        assert_eq!(peer.size, RegionSize::default(), "not taken in");
+        let Some(check) = peer.size_check_due(limits) else {
+            panic!("due again once the split reset the count");
+        };
+        let measured = check.measure();
+        assert_eq!(measured.size.keys, 3);
+        assert_eq!(peer.on_size_measured(measured, limits), Some(b"b".to_vec()));
+        assert_eq!(peer.size.keys, 3);
     }
 
     /// A membership change applied while a split's checkpoints are still

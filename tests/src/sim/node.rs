@@ -14,6 +14,7 @@ use raftstore::liveness::NodeLiveness;
 use raftstore::recovery::load_checkpoints;
 use raftstore::region_map::RegionMap;
 use raftstore::shard_core::{CheckpointDone, ShardCore, ShardIo, ShardMsg};
+use raftstore::size_check::{SizeCheck, SizeMeasured};
 use raftstore::{RaftMessage, RaftstoreError, StoreConfig};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ pub struct SimIo {
     taken: Vec<PendingCheckpoint>,
     copying: Vec<PendingCheckpoint>,
     finished: Vec<CheckpointDone>,
+    /// Size checks asked for this turn, measured at the start of the next.
+    measuring: Vec<SizeCheck>,
     /// Messages handed to the network this turn: (to, region, message).
     pub outbox: Vec<(u64, Vec<(u64, RaftMessage)>)>,
     pub crash_in_persist: Option<TornPersist>,
@@ -89,6 +92,14 @@ impl ShardIo for SimIo {
         }
         self.copying = std::mem::take(&mut self.taken);
         std::mem::take(&mut self.finished)
+    }
+
+    fn measure_region(&mut self, check: SizeCheck) {
+        self.measuring.push(check);
+    }
+
+    fn measured_regions(&mut self) -> Vec<SizeMeasured> {
+        self.measuring.drain(..).map(SizeCheck::measure).collect()
     }
 
     async fn log_compacted(&mut self, _compacted: &[(u64, u64)]) -> Result<(), RaftstoreError> {
@@ -148,6 +159,7 @@ impl SimNode {
                     taken: Vec::new(),
                     copying: Vec::new(),
                     finished: Vec::new(),
+                    measuring: Vec::new(),
                     outbox: Vec::new(),
                     crash_in_persist: None,
                     persists: 0,
@@ -218,6 +230,7 @@ impl SimNode {
             shard.io.finished.clear();
             shard.io.taken.clear();
             shard.io.copying.clear();
+            shard.io.measuring.clear();
             shard.io.handoffs.clear();
             shard.io.crash_in_persist = None;
         }
