@@ -4,15 +4,16 @@
 //! A loop turn: wait for inbox messages or the next Raft tick, drain the
 //! inbox in a batch, tick on schedule, then run the core's turn (one WAL
 //! batch: one write, one fdatasync). Checkpoints are copied from their
-//! capture and written by the shard's checkpoint writer thread, off the
-//! loop.
+//! capture and written, and size checks measured, by the shard's checkpoint
+//! writer thread; obsolete WAL segments are deleted by a task of the
+//! shard's own: all off the loop.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use engine::store::KvStore;
-use engine::wal::{ShardWal, WalBatch, WalOptions};
+use engine::wal::{ObsoleteSegments, ShardWal, WalBatch, WalOptions};
 use futures::future::{select, Either};
 use raft::prelude::Message;
 
@@ -57,6 +58,8 @@ pub(crate) struct ShardContext {
 /// writer, the node's message sink, and the other shards' inboxes.
 struct GlommioIo {
     wal: ShardWal,
+    /// To [`delete_obsolete_segments`].
+    obsolete_segments: flume::Sender<ObsoleteSegments>,
     ctx: ShardContext,
     checkpoints: CheckpointWriter,
 }
@@ -97,9 +100,10 @@ impl ShardIo for GlommioIo {
         for &(region_id, index) in compacted {
             self.wal.compact_region(region_id, index);
         }
-        let purged = self.wal.purge_obsolete_segments().await?;
-        if purged > 0 {
-            tracing::debug!(purged, "obsolete WAL segments deleted");
+        let obsolete = self.wal.take_obsolete_segments()?;
+        if !obsolete.is_empty() && self.obsolete_segments.send(obsolete).is_err() {
+            // Left on disk; the next start reads them and deletes them.
+            tracing::debug!("the segment deleter has stopped; obsolete WAL segments kept");
         }
         Ok(())
     }
@@ -159,11 +163,14 @@ impl Shard {
         )?;
         core.set_liveness(ctx.liveness.clone());
         let checkpoints = CheckpointWriter::start(shard_index, ctx.checkpoint_dir.clone())?;
+        let (obsolete_segments, to_delete) = flume::unbounded();
+        glommio::spawn_local(delete_obsolete_segments(to_delete)).detach();
         Ok(Shard {
             core,
             on_idle,
             io: GlommioIo {
                 wal,
+                obsolete_segments,
                 ctx,
                 checkpoints,
             },
@@ -231,5 +238,83 @@ impl Shard {
         }
         tracing::info!("shard stopping");
         Ok(())
+    }
+}
+
+/// Deletes the shard's obsolete WAL segments, one batch after another, off
+/// the loop: each deletion is an unlink plus a directory sync, tens of
+/// milliseconds on a busy disk, that every region of the shard would
+/// otherwise wait for. After a failure it deletes nothing more, so that
+/// the segments left are always the newest (see `ObsoleteSegments`).
+async fn delete_obsolete_segments(batches: flume::Receiver<ObsoleteSegments>) {
+    while let Ok(batch) = batches.recv_async().await {
+        match batch.delete().await {
+            Ok(deleted) => tracing::debug!(deleted, "obsolete WAL segments deleted"),
+            Err(err) => {
+                tracing::error!(%err, "cannot delete an obsolete WAL segment; the rest are kept until the next start");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::wal::{WalRecord, WAL_BLOCK_BYTES};
+
+    use super::*;
+
+    fn wal_files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Obsolete segments handed to the deleter are deleted off the loop,
+    /// oldest first: the WAL reopens over what is left without a gap.
+    #[test]
+    fn the_deleter_removes_obsolete_segments_and_leaves_no_gap() {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let path = dir.path().to_path_buf();
+        let options = WalOptions {
+            segment_bytes: 4 * WAL_BLOCK_BYTES as u64,
+        };
+        let run = move || async move {
+            let (mut wal, _) = ShardWal::open(&path, options.clone()).await.expect("opens");
+            for i in 1..=30u64 {
+                let mut batch = WalBatch::new();
+                batch.push(WalRecord::entries(1, i, vec![7; 3000]));
+                wal.append(&batch).await.expect("appends");
+            }
+            let before = wal_files(&path);
+            wal.compact_region(1, 20);
+            let (tx, rx) = flume::unbounded();
+            let deleter = glommio::spawn_local(delete_obsolete_segments(rx));
+            let obsolete = wal.take_obsolete_segments().expect("usable");
+            assert!(
+                !obsolete.is_empty(),
+                "entries up to 20 fill several segments"
+            );
+            tx.send(obsolete).expect("the deleter runs");
+            drop(tx);
+            deleter.await;
+            let after = wal_files(&path);
+            assert!(after < before, "{after} of {before} segments left");
+            assert_eq!(wal.stats().live_segments, after);
+            drop(wal);
+            let (reopened, recovery) = ShardWal::open(&path, options).await.expect("no gap");
+            assert!(recovery.records.iter().any(|r| r.index == 30));
+            drop(reopened);
+        };
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(run)
+            .expect("an executor")
+            .join()
+            .expect("the test body ran");
     }
 }

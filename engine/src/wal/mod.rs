@@ -29,4 +29,4 @@ pub use format::{SegmentHeader, WAL_BATCH_BYTES_MAX, WAL_BLOCK_BYTES};
 pub use record::{RecordKind, WalBatch, WalRecord};
 pub use recovery::WalTear;
 pub use scan::{scan_segment, ScanEnd, SegmentScan, TearReason};
-pub use shard_wal::{Recovery, ShardWal, WalOptions, WalStats};
+pub use shard_wal::{ObsoleteSegments, Recovery, ShardWal, WalOptions, WalStats};

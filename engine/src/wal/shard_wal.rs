@@ -2,7 +2,8 @@
 //! Raft group on it. Appends are group commits: one aligned O_DIRECT write and
 //! one fdatasync per batch, acknowledged only once durable.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use super::format::{encode_batch, WAL_BATCH_BYTES_MAX, WAL_BLOCK_BYTES};
 use super::ledger::SegmentLedger;
@@ -67,8 +68,37 @@ pub struct WalStats {
     pub live_segments: usize,
 }
 
+/// Segments the WAL no longer needs, oldest first, to be deleted with
+/// [`ObsoleteSegments::delete`]: wherever that does not hold up appends,
+/// but one batch after another, in the order they were taken. Recovery
+/// refuses a gap between segments, so the files deleted must always be the
+/// oldest ones; a segment left behind (a crash before its deletion was
+/// durable) is read again by recovery, which skips its compacted records.
+#[must_use = "the segments are deleted only by `delete`"]
+pub struct ObsoleteSegments {
+    dir: Rc<SegmentDir>,
+    paths: Vec<PathBuf>,
+}
+
+impl ObsoleteSegments {
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Deletes the segments, oldest first, each deletion durable before the
+    /// next begins; stops at the first that fails (the rest stay, so no
+    /// gap opens). Returns how many were deleted.
+    pub async fn delete(self) -> Result<usize, EngineError> {
+        for path in &self.paths {
+            self.dir.remove(path).await?;
+            tracing::debug!(segment = %path.display(), "WAL segment purged");
+        }
+        Ok(self.paths.len())
+    }
+}
+
 pub struct ShardWal {
-    dir: SegmentDir,
+    dir: Rc<SegmentDir>,
     options: WalOptions,
     /// The segment receiving appends.
     active: OpenSegment,
@@ -100,7 +130,7 @@ impl ShardWal {
         )
         .await?;
         let mut wal = ShardWal {
-            dir,
+            dir: Rc::new(dir),
             options,
             active,
             active_holds_batches: false,
@@ -222,20 +252,20 @@ impl ShardWal {
         self.ledger.compact(region_id, index);
     }
 
-    /// Deletes the oldest segments that hold nothing still needed, oldest
-    /// first, stopping at the first segment still needed; returns how many.
-    /// The active segment is never deleted.
-    pub async fn purge_obsolete_segments(&mut self) -> Result<usize, EngineError> {
+    /// Takes the oldest segments that hold nothing still needed, up to the
+    /// first segment still needed, for deletion (see [`ObsoleteSegments`]);
+    /// the WAL forgets them now. The active segment is never taken.
+    pub fn take_obsolete_segments(&mut self) -> Result<ObsoleteSegments, EngineError> {
         self.check_usable()?;
-        let mut purged = 0;
+        let mut paths = Vec::new();
         while let Some((seq, path)) = self.ledger.oldest_obsolete() {
-            let path = path.to_path_buf();
-            self.dir.remove(&path).await?;
+            paths.push(path.to_path_buf());
             self.ledger.remove_oldest(seq);
-            tracing::debug!(segment = %path.display(), "WAL segment purged");
-            purged += 1;
         }
-        Ok(purged)
+        Ok(ObsoleteSegments {
+            dir: Rc::clone(&self.dir),
+            paths,
+        })
     }
 
     pub fn stats(&self) -> WalStats {

@@ -283,13 +283,22 @@ fn rotation_and_purge_keep_hard_states_and_live_entries() {
         assert!(before > 10, "tiny segments rotate often: {before}");
         assert_eq!(segment_files(&dir).len(), before);
         assert_eq!(
-            wal.purge_obsolete_segments().await.unwrap(),
+            wal.take_obsolete_segments()
+                .unwrap()
+                .delete()
+                .await
+                .unwrap(),
             0,
             "nothing compacted yet"
         );
 
         wal.compact_region(1, 25);
-        let purged = wal.purge_obsolete_segments().await.unwrap();
+        let purged = wal
+            .take_obsolete_segments()
+            .unwrap()
+            .delete()
+            .await
+            .unwrap();
         assert!(
             purged > 5,
             "segments holding only entries <= 25 go: {purged}"
@@ -297,7 +306,11 @@ fn rotation_and_purge_keep_hard_states_and_live_entries() {
         assert_eq!(wal.stats().live_segments, before - purged);
         assert_eq!(segment_files(&dir).len(), before - purged);
         assert_eq!(
-            wal.purge_obsolete_segments().await.unwrap(),
+            wal.take_obsolete_segments()
+                .unwrap()
+                .delete()
+                .await
+                .unwrap(),
             0,
             "purge is idempotent"
         );
@@ -356,7 +369,12 @@ fn truncate_records_drive_purge_across_restarts() {
         drop(wal);
 
         let (mut wal, recovery) = ShardWal::open(&dir, small_segments()).await.unwrap();
-        let purged = wal.purge_obsolete_segments().await.unwrap();
+        let purged = wal
+            .take_obsolete_segments()
+            .unwrap()
+            .delete()
+            .await
+            .unwrap();
         assert!(
             purged > 3,
             "the recovered truncation point allows purging: {purged}"
