@@ -1495,6 +1495,7 @@ mod merge_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::WriteResult;
     use crate::peer::NEW_REGION_INDEX;
     use raft::prelude::{ConfState, MessageType, Snapshot};
 
@@ -1784,6 +1785,45 @@ mod tests {
         assert!(asleep(&core));
     }
 
+    /// Store 1's single shard running region `id` alone, once it applied
+    /// a split at `m` that gives the right half region `new_id`; with the
+    /// split's answer.
+    fn split_applied(
+        id: u64,
+        new_id: u64,
+    ) -> (
+        ShardCore,
+        RecordingIo,
+        Instant,
+        oneshot::Receiver<Result<WriteResult, RaftstoreError>>,
+    ) {
+        let mut now = Instant::now();
+        let mut core = shard_with(&[(id, &[1])], now);
+        let mut io = RecordingIo {
+            next_region_id: Some(new_id),
+            ..RecordingIo::default()
+        };
+        now = tick_until(&mut core, &mut io, now, 100, |core| {
+            core.peers.get(&id).is_some_and(Peer::is_leader)
+        });
+        let (reply, answer) = oneshot::channel();
+        core.handle(
+            ShardMsg::Split {
+                region_id: id,
+                epoch: core.peers.get(&id).map(|p| p.region().epoch),
+                split_key: b"m".to_vec(),
+                reply,
+            },
+            now,
+        );
+        now = tick_until(&mut core, &mut io, now, 10, |core| {
+            core.peers
+                .get(&id)
+                .is_some_and(|p| p.region().end_key == b"m")
+        });
+        (core, io, now, answer)
+    }
+
     /// A split applies at once, but the region it creates starts only once
     /// its checkpoints are durable: the writer gets the new region's
     /// first, then the parent's at the split index, and the new region
@@ -1792,30 +1832,7 @@ mod tests {
     /// own, and recovery would drop entries it acknowledged.)
     #[test]
     fn a_split_region_starts_once_its_checkpoints_are_durable() {
-        let mut now = Instant::now();
-        let mut core = shard_with(&[(71, &[1])], now);
-        let mut io = RecordingIo {
-            next_region_id: Some(72),
-            ..RecordingIo::default()
-        };
-        now = tick_until(&mut core, &mut io, now, 100, |core| {
-            core.peers.get(&71).is_some_and(Peer::is_leader)
-        });
-        let (reply, mut answer) = oneshot::channel();
-        core.handle(
-            ShardMsg::Split {
-                region_id: 71,
-                epoch: core.peers.get(&71).map(|p| p.region().epoch),
-                split_key: b"m".to_vec(),
-                reply,
-            },
-            now,
-        );
-        now = tick_until(&mut core, &mut io, now, 10, |core| {
-            core.peers
-                .get(&71)
-                .is_some_and(|p| p.region().end_key == b"m")
-        });
+        let (mut core, mut io, now, mut answer) = split_applied(71, 72);
         assert!(
             matches!(answer.try_recv(), Ok(Some(Ok(_)))),
             "answered once applied"
@@ -1864,30 +1881,7 @@ mod tests {
     /// new region cannot start, and a restart replays the split.
     #[test]
     fn a_split_checkpoint_that_fails_fails_the_turn() {
-        let mut now = Instant::now();
-        let mut core = shard_with(&[(73, &[1])], now);
-        let mut io = RecordingIo {
-            next_region_id: Some(74),
-            ..RecordingIo::default()
-        };
-        now = tick_until(&mut core, &mut io, now, 100, |core| {
-            core.peers.get(&73).is_some_and(Peer::is_leader)
-        });
-        let (reply, _answer) = oneshot::channel();
-        core.handle(
-            ShardMsg::Split {
-                region_id: 73,
-                epoch: core.peers.get(&73).map(|p| p.region().epoch),
-                split_key: b"m".to_vec(),
-                reply,
-            },
-            now,
-        );
-        now = tick_until(&mut core, &mut io, now, 10, |core| {
-            core.peers
-                .get(&73)
-                .is_some_and(|p| p.region().end_key == b"m")
-        });
+        let (mut core, mut io, now, _answer) = split_applied(73, 74);
         io.finished.push(CheckpointDone {
             region_id: 74,
             applied_index: NEW_REGION_INDEX,

@@ -22,6 +22,15 @@ fn batch(records: Vec<WalRecord>) -> WalBatch {
     batch
 }
 
+/// Takes and deletes the obsolete segments; how many.
+async fn purge(wal: &mut ShardWal) -> usize {
+    wal.take_obsolete_segments()
+        .unwrap()
+        .delete()
+        .await
+        .unwrap()
+}
+
 fn small_segments() -> WalOptions {
     WalOptions {
         segment_bytes: 4 * WAL_BLOCK_BYTES as u64,
@@ -282,38 +291,17 @@ fn rotation_and_purge_keep_hard_states_and_live_entries() {
         let before = wal.stats().live_segments;
         assert!(before > 10, "tiny segments rotate often: {before}");
         assert_eq!(segment_files(&dir).len(), before);
-        assert_eq!(
-            wal.take_obsolete_segments()
-                .unwrap()
-                .delete()
-                .await
-                .unwrap(),
-            0,
-            "nothing compacted yet"
-        );
+        assert_eq!(purge(&mut wal).await, 0, "nothing compacted yet");
 
         wal.compact_region(1, 25);
-        let purged = wal
-            .take_obsolete_segments()
-            .unwrap()
-            .delete()
-            .await
-            .unwrap();
+        let purged = purge(&mut wal).await;
         assert!(
             purged > 5,
             "segments holding only entries <= 25 go: {purged}"
         );
         assert_eq!(wal.stats().live_segments, before - purged);
         assert_eq!(segment_files(&dir).len(), before - purged);
-        assert_eq!(
-            wal.take_obsolete_segments()
-                .unwrap()
-                .delete()
-                .await
-                .unwrap(),
-            0,
-            "purge is idempotent"
-        );
+        assert_eq!(purge(&mut wal).await, 0, "purge is idempotent");
         wal.close().await.unwrap();
 
         let (wal, recovery) = ShardWal::open(&dir, small_segments()).await.unwrap();
@@ -369,12 +357,7 @@ fn truncate_records_drive_purge_across_restarts() {
         drop(wal);
 
         let (mut wal, recovery) = ShardWal::open(&dir, small_segments()).await.unwrap();
-        let purged = wal
-            .take_obsolete_segments()
-            .unwrap()
-            .delete()
-            .await
-            .unwrap();
+        let purged = purge(&mut wal).await;
         assert!(
             purged > 3,
             "the recovered truncation point allows purging: {purged}"
