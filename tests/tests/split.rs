@@ -57,30 +57,33 @@ async fn regions_of(cluster: &Cluster, node: u64) -> Option<BTreeMap<u64, Region
     )
 }
 
-/// The regions tile the keyspace: sorted by start key, each ends where the
-/// next starts, the first starts at "" and the last is unbounded.
-fn assert_tiles_keyspace(regions: &BTreeMap<u64, RegionStatus>) {
+/// Whether the regions tile the keyspace: sorted by start key, each ends
+/// where the next starts, the first starts at "" and the last is unbounded.
+fn tiling(regions: &BTreeMap<u64, RegionStatus>) -> Result<(), String> {
     let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = regions
         .values()
         .filter_map(|r| r.region.as_ref())
         .map(|r| (r.start_key.clone(), r.end_key.clone()))
         .collect();
     ranges.sort();
-    assert!(
-        ranges.first().is_some_and(|(s, _)| s.is_empty()),
-        "{ranges:?}"
-    );
-    assert!(
-        ranges.last().is_some_and(|(_, e)| e.is_empty()),
-        "{ranges:?}"
-    );
-    for pair in ranges.windows(2) {
-        assert_eq!(pair[0].1, pair[1].0, "gap or overlap in {ranges:?}");
+    let bounded = ranges.first().is_some_and(|(s, _)| s.is_empty())
+        && ranges.last().is_some_and(|(_, e)| e.is_empty());
+    if !bounded || ranges.windows(2).any(|pair| pair[0].1 != pair[1].0) {
+        return Err(format!("gap or overlap in {ranges:?}"));
+    }
+    Ok(())
+}
+
+fn assert_tiles_keyspace(regions: &BTreeMap<u64, RegionStatus>) {
+    if let Err(err) = tiling(regions) {
+        panic!("{err}");
     }
 }
 
 /// Waits until every node in `nodes` reports the same regions (ids and
-/// epochs), each with a leader, all at the same applied index.
+/// epochs), each with a leader, all at the same applied index, and they
+/// tile the keyspace (a region a split just made starts once its
+/// checkpoints are durable: until then its range is in no region).
 async fn wait_until_settled(cluster: &Cluster, nodes: &[u64]) -> BTreeMap<u64, RegionStatus> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
@@ -99,7 +102,7 @@ async fn wait_until_settled(cluster: &Cluster, nodes: &[u64]) -> BTreeMap<u64, R
                     })
             });
             let led = first.values().all(|r| r.leader_id != 0);
-            if same && led {
+            if same && led && tiling(first).is_ok() {
                 return views.swap_remove(0);
             }
         }
