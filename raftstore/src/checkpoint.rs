@@ -24,7 +24,6 @@ use crate::apply::SessionTable;
 use crate::codec::{Decoder, Encoder};
 use crate::error::RaftstoreError;
 use crate::region::RegionMeta;
-use crate::shard_core::CheckpointDone;
 
 /// Everything a region restarts from, besides its WAL.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +37,15 @@ pub struct RegionCheckpoint {
     /// The region is frozen for a merge into this region (as it was when
     /// the merge was prepared).
     pub merging: Option<RegionMeta>,
+}
+
+/// A background checkpoint's outcome: whether the checkpoint of
+/// `region_id` at `applied_index` is durable now.
+#[derive(Debug)]
+pub struct CheckpointDone {
+    pub region_id: u64,
+    pub applied_index: u64,
+    pub result: Result<(), RaftstoreError>,
 }
 
 /// A checkpoint whose pairs are still to be read from a capture of the

@@ -15,10 +15,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::checkpoint::PendingCheckpoint;
+use crate::checkpoint::{CheckpointDone, PendingCheckpoint};
 use crate::error::RaftstoreError;
 use crate::metrics;
-use crate::shard_core::CheckpointDone;
 use crate::size_check::{SizeCheck, SizeMeasured};
 
 /// The writer thread's niceness: the kernel weighs it about a tenth of a

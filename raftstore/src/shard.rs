@@ -17,7 +17,7 @@ use engine::wal::{ObsoleteSegments, ShardWal, WalBatch, WalOptions};
 use futures::future::{select, Either};
 use raft::prelude::Message;
 
-use crate::checkpoint::{PendingCheckpoint, RegionCheckpoint};
+use crate::checkpoint::{CheckpointDone, PendingCheckpoint, RegionCheckpoint};
 use crate::checkpoint_writer::CheckpointWriter;
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
@@ -25,7 +25,7 @@ use crate::liveness::NodeLiveness;
 use crate::metrics;
 use crate::region_id::RegionIdAllocator;
 use crate::region_map::RegionMap;
-use crate::shard_core::{CheckpointDone, ShardCore, ShardIo, ShardMsg};
+use crate::shard_core::{ShardCore, ShardIo, ShardMsg};
 use crate::size_check::{SizeCheck, SizeMeasured};
 use crate::transport::MessageSink;
 

@@ -44,7 +44,7 @@ use engine::wal::{RecordKind, WalBatch, WalRecord};
 use futures::channel::oneshot;
 use raft::prelude::Message;
 
-use crate::checkpoint::{PendingCheckpoint, RegionCheckpoint};
+use crate::checkpoint::{CheckpointDone, PendingCheckpoint, RegionCheckpoint};
 use crate::command::{ReadOp, RequestHeader, WriteCommand, WriteId, WriteOp};
 use crate::config::StoreConfig;
 use crate::error::RaftstoreError;
@@ -181,15 +181,6 @@ const MERGED_TOMBSTONE_CONF_VER: u64 = u64::MAX;
 /// for; the rest wait for the next sweep, so a store whose thousands of
 /// regions all went idle at once (after a restart, say) spreads the writes.
 const IDLE_CHECKPOINTS_PER_SWEEP: usize = 4096;
-
-/// A background checkpoint's outcome: whether the checkpoint of
-/// `region_id` at `applied_index` is durable now.
-#[derive(Debug)]
-pub struct CheckpointDone {
-    pub region_id: u64,
-    pub applied_index: u64,
-    pub result: Result<(), RaftstoreError>,
-}
 
 /// The disk and network a shard works through.
 // The production implementation lives on one glommio thread: its futures

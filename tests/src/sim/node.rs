@@ -9,11 +9,11 @@
 
 use engine::store::KvStore;
 use engine::wal::{WalBatch, WalRecord};
-use raftstore::checkpoint::PendingCheckpoint;
+use raftstore::checkpoint::{CheckpointDone, PendingCheckpoint};
 use raftstore::liveness::NodeLiveness;
 use raftstore::recovery::load_checkpoints;
 use raftstore::region_map::RegionMap;
-use raftstore::shard_core::{CheckpointDone, ShardCore, ShardIo, ShardMsg};
+use raftstore::shard_core::{ShardCore, ShardIo, ShardMsg};
 use raftstore::size_check::{SizeCheck, SizeMeasured};
 use raftstore::{RaftMessage, RaftstoreError, StoreConfig};
 use std::collections::VecDeque;
