@@ -70,6 +70,8 @@ pub struct NodeConfig {
     pub shards: usize,
     pub pin_cores: bool,
     pub checkpoint_every_entries: u64,
+    /// Log memory a shard's active regions may hold (`StoreConfig::log_memory_per_shard`).
+    pub log_memory_per_shard: usize,
     /// Reads may be served on the leader's lease (`raftstore::lease`).
     pub lease_reads: bool,
     pub split: raftstore::peer::SplitThresholds,
@@ -109,6 +111,7 @@ pub async fn run_node(
     store_cfg.shards = cfg.shards;
     store_cfg.pin_cores = cfg.pin_cores;
     store_cfg.checkpoint_every_entries = cfg.checkpoint_every_entries.max(1);
+    store_cfg.log_memory_per_shard = cfg.log_memory_per_shard;
     store_cfg.split = cfg.split;
     store_cfg.lease_reads = cfg.lease_reads;
     store_cfg.on_idle = Some(crate::allocator::release_freed_memory);

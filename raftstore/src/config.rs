@@ -34,6 +34,10 @@ pub struct StoreConfig {
     pub snapshot_timeout_ticks: u32,
     /// Applied entries between checkpoints (after which the log is compacted).
     pub checkpoint_every_entries: u64,
+    /// Memory the logs of a shard's awake regions may hold before the
+    /// shard checkpoints the largest, whatever `checkpoint_every_entries`
+    /// says (see `ShardCore::start_due_checkpoints`).
+    pub log_memory_per_shard: usize,
     /// How often a shard checkpoints its asleep regions that applied
     /// entries since their last checkpoint, so that an idle region's log
     /// leaves memory and stops pinning WAL segments (a restart alone adds
@@ -72,6 +76,7 @@ impl StoreConfig {
             request_timeout: Duration::from_secs(5),
             snapshot_timeout_ticks: 300,
             checkpoint_every_entries: 50_000,
+            log_memory_per_shard: 64 << 20,
             idle_checkpoint_interval: Duration::from_secs(60),
             inbox_capacity: 8192,
             split: SplitThresholds {

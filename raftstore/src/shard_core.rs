@@ -1088,18 +1088,44 @@ impl ShardCore {
             self.destroy_region(region_id, conf_ver, false)?;
         }
         // Commit-index updates learnt in phase two ride with the next batch.
-        // An asleep region applied nothing since it last checked.
-        for id in self.peers.awake() {
-            if let Some(mut peer) = self.peers.get_mut(&id) {
-                if let Some(cp) = peer.checkpoint_if_due(self.cfg.checkpoint_every_entries) {
-                    io.write_checkpoint(cp);
-                }
-            }
-        }
+        self.start_due_checkpoints(io);
         if std::mem::take(&mut self.idle_checkpoints_due) {
             self.checkpoint_idle_regions(io);
         }
         Ok(())
+    }
+
+    /// Starts the checkpoints that are due: a region's once it applied
+    /// `checkpoint_every_entries` since its last, and, while the logs the
+    /// shard's awake regions hold in memory come to more than
+    /// `log_memory_per_shard`, the largest one's. Without that bound many
+    /// regions taking writes would each keep up to `checkpoint_every_entries`
+    /// in memory (and in the WAL): a shard's log memory would grow with its
+    /// region count. Logs whose checkpoint is being written are not counted;
+    /// they are released when it is done. An asleep region applied nothing
+    /// since it last checked; the idle sweep releases its log.
+    fn start_due_checkpoints(&mut self, io: &mut impl ShardIo) {
+        let mut held = 0;
+        let mut largest: Option<(usize, u64)> = None;
+        for id in self.peers.awake() {
+            let Some(mut peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if let Some(cp) = peer.checkpoint_if_due(self.cfg.checkpoint_every_entries) {
+                io.write_checkpoint(cp);
+            } else if let Some(bytes) = peer.releasable_log_bytes() {
+                held += bytes;
+                if largest.is_none_or(|(most, _)| bytes > most) {
+                    largest = Some((bytes, id));
+                }
+            }
+        }
+        if held <= self.cfg.log_memory_per_shard {
+            return;
+        }
+        if let Some(mut peer) = largest.and_then(|(_, id)| self.peers.get_mut(&id)) {
+            io.write_checkpoint(peer.checkpoint());
+        }
     }
 
     /// Checkpoints asleep regions whose log holds entries their checkpoint
@@ -1708,27 +1734,7 @@ mod tests {
         assert!(core.peers.awake().is_empty());
         assert_eq!(core.status()[0].leader_id, 1);
 
-        let (reply, mut answer) = oneshot::channel();
-        let write = WriteCommand {
-            header: RequestHeader {
-                region_id: 21,
-                epoch: None,
-            },
-            id: WriteId::default(),
-            answered_below: 0,
-            op: WriteOp::Put {
-                key: b"k".to_vec(),
-                value: b"v".to_vec(),
-            },
-        };
-        core.handle(
-            ShardMsg::Write {
-                region_id: 21,
-                cmd: Box::new(write),
-                reply,
-            },
-            now,
-        );
+        let mut answer = put(&mut core, 21, b"k", b"v", now);
         assert_eq!(core.peers.awake(), vec![21], "a write wakes the region");
         assert_eq!(core.check_filing(), Ok(()));
         now = tick_until(&mut core, &mut io, now, 10, |core| {
@@ -1738,6 +1744,88 @@ mod tests {
         tick_until(&mut core, &mut io, now, 100, |core| {
             core.peers.awake().is_empty()
         });
+    }
+
+    /// Hands the shard a put of `key` in `region_id`; returns its answer.
+    fn put(
+        core: &mut ShardCore,
+        region_id: u64,
+        key: &[u8],
+        value: &[u8],
+        now: Instant,
+    ) -> oneshot::Receiver<Result<WriteResult, RaftstoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let cmd = WriteCommand {
+            header: RequestHeader {
+                region_id,
+                epoch: None,
+            },
+            id: WriteId::default(),
+            answered_below: 0,
+            op: WriteOp::Put {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
+        };
+        let cmd = Box::new(cmd);
+        core.handle(
+            ShardMsg::Write {
+                region_id,
+                cmd,
+                reply,
+            },
+            now,
+        );
+        answer
+    }
+
+    /// While the logs of the shard's awake regions hold more memory than
+    /// the budget, the region holding the most is checkpointed, however
+    /// few entries it applied; a log whose checkpoint is being written no
+    /// longer counts, and once it is compacted nothing more is due.
+    #[test]
+    fn logs_over_the_shard_budget_checkpoint_the_largest_region() {
+        let mut now = Instant::now();
+        let mut core = shard_with(&[(81, &[1]), (82, &[1])], now);
+        Arc::make_mut(&mut core.cfg).log_memory_per_shard = 4 << 10;
+        let mut io = RecordingIo::default();
+        now = tick_until(&mut core, &mut io, now, 100, |core| {
+            [81, 82]
+                .iter()
+                .all(|id| core.peers.get(id).is_some_and(Peer::is_leader))
+        });
+        assert_eq!(io.checkpoints, vec![], "the elections' entries fit");
+
+        let _small = put(&mut core, 82, b"small", &[1; 100], now);
+        let _large: Vec<_> = (0..3u8)
+            .map(|i| put(&mut core, 81, &[b'l', i], &[2; 2 << 10], now))
+            .collect();
+        now = tick_until(&mut core, &mut io, now, 10, |core| {
+            core.store.get(b"small").is_some() && core.store.get(&[b'l', 2]).is_some()
+        });
+        let applied = core.peers.get(&81).map_or(0, |p| p.status().applied_index);
+        assert_eq!(io.checkpoints, vec![(81, applied)], "the largest log only");
+
+        for _ in 0..3 {
+            now += core.cfg.tick;
+            tick_and_turn(&mut core, &mut io, now);
+        }
+        assert_eq!(
+            io.checkpoints.len(),
+            1,
+            "the log being checkpointed does not count"
+        );
+        io.finished.push(CheckpointDone {
+            region_id: 81,
+            applied_index: applied,
+            result: Ok(()),
+        });
+        now += core.cfg.tick;
+        tick_and_turn(&mut core, &mut io, now);
+        let log = |id| core.peers.get(&id).and_then(Peer::releasable_log_bytes);
+        assert_eq!(log(81), None, "compacted");
+        assert!(log(82).is_some_and(|bytes| bytes < 4 << 10));
+        assert_eq!(io.checkpoints.len(), 1, "nothing more is due");
     }
 
     /// An asleep region whose log holds entries its checkpoint does not is

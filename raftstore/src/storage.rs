@@ -18,6 +18,8 @@ pub struct RegionStorage {
     conf_state: ConfState,
     /// Contiguous; `entries[0].index == truncated_index + 1` when non-empty.
     entries: Vec<Entry>,
+    /// Memory `entries` hold ([`entry_bytes`] summed), kept as they change.
+    log_bytes: usize,
     truncated_index: u64,
     truncated_term: u64,
     /// Where the region's checkpoint (the snapshot source) lives; one
@@ -45,6 +47,7 @@ impl RegionStorage {
             region_id,
             hard_state,
             conf_state,
+            log_bytes: entries.iter().map(entry_bytes).sum(),
             entries,
             truncated_index,
             truncated_term,
@@ -98,8 +101,16 @@ impl RegionStorage {
             "append leaves a gap in the log"
         );
         let keep = (first.index - self.truncated_index - 1) as usize;
+        let replaced: usize = self
+            .entries
+            .get(keep..)
+            .unwrap_or(&[])
+            .iter()
+            .map(entry_bytes)
+            .sum();
         self.entries.truncate(keep);
         self.entries.extend_from_slice(ents);
+        self.log_bytes = self.log_bytes - replaced + ents.iter().map(entry_bytes).sum::<usize>();
     }
 
     /// Releases the spare capacity of the in-memory log.
@@ -115,7 +126,8 @@ impl RegionStorage {
         assert!(index <= self.last(), "compaction past the last log entry");
         let term = self.entry_term(index);
         let drop = (index - self.truncated_index) as usize;
-        self.entries.drain(..drop);
+        let dropped: usize = self.entries.drain(..drop).map(|e| entry_bytes(&e)).sum();
+        self.log_bytes -= dropped;
         self.truncated_index = index;
         self.truncated_term = term;
     }
@@ -123,6 +135,7 @@ impl RegionStorage {
     /// Installs a snapshot's metadata: the log restarts after its index.
     pub fn apply_snapshot_metadata(&mut self, index: u64, term: u64, conf_state: ConfState) {
         self.entries.clear();
+        self.log_bytes = 0;
         self.truncated_index = index;
         self.truncated_term = term;
         self.conf_state = conf_state;
@@ -137,10 +150,16 @@ impl RegionStorage {
         self.entries[(idx - self.truncated_index - 1) as usize].term
     }
 
-    /// Total bytes of entry payloads held in memory.
-    pub fn entries_bytes(&self) -> usize {
-        self.entries.iter().map(|e| e.data.len()).sum()
+    /// Memory the in-memory log holds: what a checkpoint at the last
+    /// entry would release.
+    pub fn log_bytes(&self) -> usize {
+        self.log_bytes
     }
+}
+
+/// Memory one log entry holds in [`RegionStorage`].
+fn entry_bytes(e: &Entry) -> usize {
+    std::mem::size_of::<Entry>() + e.data.len() + e.context.len()
 }
 
 impl raft::Storage for RegionStorage {
@@ -271,5 +290,23 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn log_bytes_follow_appends_replacements_compactions_and_snapshots() {
+        let sized = |index, term, len: usize| Entry {
+            data: vec![7; len].into(),
+            ..entry(index, term)
+        };
+        let held = |s: &RegionStorage| s.entries.iter().map(entry_bytes).sum::<usize>();
+        let mut s = storage(vec![sized(4, 1, 10), sized(5, 1, 20)]);
+        assert_eq!(s.log_bytes(), held(&s));
+        s.append(&[sized(5, 2, 300), sized(6, 2, 40)]);
+        assert_eq!(s.log_bytes(), held(&s));
+        assert_eq!(s.log_bytes(), 3 * std::mem::size_of::<Entry>() + 350);
+        s.compact_to(5);
+        assert_eq!(s.log_bytes(), std::mem::size_of::<Entry>() + 40);
+        s.apply_snapshot_metadata(9, 3, ConfState::default());
+        assert_eq!(s.log_bytes(), 0);
     }
 }

@@ -46,6 +46,11 @@ pub struct ServerArgs {
     /// segments a checkpoint covers are then dropped.
     #[arg(long, default_value_t = 50_000)]
     pub checkpoint_every_entries: u64,
+    /// Bytes of Raft log a shard's active regions may hold in memory (and
+    /// pin in its WAL) before the shard checkpoints the region holding the
+    /// most, however few entries it applied since its last checkpoint.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub shard_log_memory: usize,
     /// Serve every read after a ReadIndex round of its own, never on the
     /// leader's lease (slower; for comparison).
     #[arg(long)]
@@ -223,6 +228,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         shards: args.shards,
         pin_cores: !args.no_pin,
         checkpoint_every_entries: args.checkpoint_every_entries,
+        log_memory_per_shard: args.shard_log_memory,
         lease_reads: !args.no_lease_reads,
         split,
         limits: RequestLimits {

@@ -1796,6 +1796,14 @@ impl Peer {
         Some(self.checkpoint())
     }
 
+    /// The log memory a checkpoint started now would release, if one may
+    /// start: none is being written and the region applied entries its
+    /// last checkpoint does not hold.
+    pub fn releasable_log_bytes(&self) -> Option<usize> {
+        (self.checkpoints_in_flight == 0 && self.applied_index > self.last_checkpoint_index)
+            .then(|| self.raw.store().log_bytes())
+    }
+
     /// Whether this asleep region applied entries its last checkpoint does
     /// not hold (and none is being written): its log stays in memory and
     /// in the WAL until one does.

@@ -79,6 +79,9 @@ pub struct SimConfig {
     /// Applied entries between checkpoints: small, so that logs compact and
     /// lagging replicas install snapshots.
     pub checkpoint_every_entries: u64,
+    /// Log memory a shard's awake regions may hold before the largest is
+    /// checkpointed: small, so that checkpoints also start on this budget.
+    pub log_memory_per_shard: usize,
     /// Whether the nemesis splits regions at random keys.
     pub admin_splits: bool,
     /// A region's leader splits it at its middle key once it holds more
@@ -103,6 +106,7 @@ impl Default for SimConfig {
             repair_ms: 2_000,
             settle_deadline_ms: 30_000,
             checkpoint_every_entries: 40,
+            log_memory_per_shard: 16 << 10,
             admin_splits: true,
             auto_split_keys: None,
         }
@@ -215,6 +219,7 @@ impl<'a> Simulation<'a> {
             store_cfg.election_ticks_max = Some(store_cfg.election_ticks + 1);
             store_cfg.request_timeout = Duration::from_secs(2);
             store_cfg.checkpoint_every_entries = cfg.checkpoint_every_entries;
+            store_cfg.log_memory_per_shard = cfg.log_memory_per_shard;
             if let Some(keys) = cfg.auto_split_keys {
                 store_cfg.split = SplitThresholds {
                     keys,
