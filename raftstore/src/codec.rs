@@ -23,6 +23,14 @@ impl Encoder {
         Self::default()
     }
 
+    /// An encoder whose buffer holds `bytes` before it grows: a caller that
+    /// knows about how much it writes saves the reallocations.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Encoder {
+            buf: Vec::with_capacity(bytes),
+        }
+    }
+
     pub fn u8(&mut self, v: u8) -> &mut Self {
         self.buf.push(v);
         self

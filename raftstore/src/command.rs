@@ -75,6 +75,25 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// About the bytes the keys and values of this operation take encoded
+    /// (each with its length); what else an operation holds is small.
+    fn data_len(&self) -> usize {
+        let sized = |v: &[u8]| v.len() + 8;
+        let pairs = |ps: &Pairs| ps.iter().map(|(k, v)| sized(k) + sized(v)).sum::<usize>();
+        match self {
+            WriteOp::Put { key, value } => sized(key) + sized(value),
+            WriteOp::BatchPut { pairs: ps } | WriteOp::CommitMerge { pairs: ps, .. } => pairs(ps),
+            WriteOp::Delete { key } => sized(key),
+            WriteOp::DeleteRange { start, end } => sized(start) + sized(end),
+            WriteOp::CompareAndSwap { key, expected, new } => {
+                let opt = |v: &Option<Vec<u8>>| v.as_deref().map_or(1, |v| 1 + sized(v));
+                sized(key) + opt(expected) + opt(new)
+            }
+            WriteOp::Split { split_key, .. } => sized(split_key),
+            WriteOp::PrepareMerge { .. } | WriteOp::RollbackMerge => 0,
+        }
+    }
+
     /// Changes the region's key range or existence: applied by the peer
     /// (split, merge), never by `apply::apply_write`.
     pub fn changes_shape(&self) -> bool {
@@ -209,7 +228,8 @@ fn decode_pairs(dec: &mut Decoder<'_>) -> Result<Pairs, CodecError> {
 
 impl WriteCommand {
     pub fn encode(&self) -> Vec<u8> {
-        let mut enc = Encoder::new();
+        // Header and ids: 50 bytes; a region's metadata (merges) more.
+        let mut enc = Encoder::with_capacity(128 + self.op.data_len());
         enc.u8(COMMAND_FORMAT_V2).u64(self.header.region_id);
         match self.header.epoch {
             None => enc.u8(0),
@@ -474,6 +494,31 @@ mod tests {
                 op,
             })
             .collect()
+    }
+
+    /// A data write is encoded into the buffer sized for it, without
+    /// growing it: with large values too.
+    #[test]
+    fn a_data_write_encodes_within_its_first_buffer() {
+        let big = vec![7; 4096];
+        let mut commands = sample_commands();
+        for cmd in &mut commands {
+            match &mut cmd.op {
+                WriteOp::Put { value, .. } => *value = big.clone(),
+                WriteOp::BatchPut { pairs } => pairs[0].1 = big.clone(),
+                WriteOp::CompareAndSwap { new, .. } => *new = Some(big.clone()),
+                _ => {}
+            }
+        }
+        for cmd in commands.iter().filter(|c| !c.op.changes_shape()) {
+            let encoded = cmd.encode();
+            assert!(
+                encoded.len() <= 128 + cmd.op.data_len(),
+                "{:?}: {} bytes",
+                cmd.op,
+                encoded.len()
+            );
+        }
     }
 
     /// A session table remembering one write of client 9.
