@@ -2,7 +2,8 @@
 //! no disk, network or other process in the way: one shard of single-voter
 //! regions, a disk that syncs at once (checkpoints are reported written,
 //! so logs are compacted as in a server), writes spread round-robin over
-//! the regions, a fixed number of writes handed in before each turn.
+//! the regions, a fixed number of writes handed in before each turn, and
+//! a tick of the clock every 200 turns.
 //!
 //! ```sh
 //! cargo run --release -p raftstore --example turn_cost -- [REGIONS] [WRITES_PER_TURN] [TURNS]
@@ -32,6 +33,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Distinct keys written, spread evenly over the regions.
 const KEYS: u64 = 10_000;
+
+/// Turns between two ticks of the shard's clock: a server under load
+/// turns about every 0.1 ms to 1 ms, and ticks every 100 ms.
+const TURNS_PER_TICK: usize = 200;
 
 /// A disk that syncs at once and keeps nothing, and reports each
 /// checkpoint written at the next turn; no peers, no other shards.
@@ -182,7 +187,11 @@ fn main() -> Result<(), RaftstoreError> {
     let mut seq = 0u64;
     let mut run = |core: &mut ShardCore, turns: usize| -> Result<Duration, RaftstoreError> {
         let start = thread_cpu();
-        for _ in 0..turns {
+        for turn in 0..turns {
+            if turn % TURNS_PER_TICK == 0 {
+                now += cfg.tick;
+                core.on_clock(now);
+            }
             for _ in 0..per_turn {
                 core.handle(put(regions, seq), now);
                 seq += 1;

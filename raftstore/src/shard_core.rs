@@ -279,6 +279,9 @@ pub struct ShardCore {
     tombstones: Tombstones,
     /// The next turn checkpoints asleep regions (`StoreConfig::idle_checkpoint_interval`).
     idle_checkpoints_due: bool,
+    /// The next turn looks for due checkpoints (`start_due_checkpoints`):
+    /// once a tick, not every turn, as it visits every awake region.
+    checkpoint_scan_due: bool,
     ticks: u64,
     next_tick: Instant,
     /// The latest time passed in.
@@ -341,6 +344,7 @@ impl ShardCore {
             shard_outbox: Vec::new(),
             tombstones,
             idle_checkpoints_due: false,
+            checkpoint_scan_due: false,
             ticks: 0,
         };
         for checkpoint in checkpoints {
@@ -481,6 +485,7 @@ impl ShardCore {
                 self.size_checks.push(check);
             }
         }
+        self.checkpoint_scan_due = true;
         if self.ticks.is_multiple_of(self.cfg.idle_checkpoint_ticks()) {
             self.idle_checkpoints_due = true;
         }
@@ -1088,14 +1093,17 @@ impl ShardCore {
             self.destroy_region(region_id, conf_ver, false)?;
         }
         // Commit-index updates learnt in phase two ride with the next batch.
-        self.start_due_checkpoints(io);
+        if std::mem::take(&mut self.checkpoint_scan_due) {
+            self.start_due_checkpoints(io);
+        }
         if std::mem::take(&mut self.idle_checkpoints_due) {
             self.checkpoint_idle_regions(io);
         }
         Ok(())
     }
 
-    /// Starts the checkpoints that are due: a region's once it applied
+    /// Starts the checkpoints that are due, at the first turn after each
+    /// tick: a region's once it applied
     /// `checkpoint_every_entries` since its last, and, while the logs the
     /// shard's awake regions hold in memory come to more than
     /// `log_memory_per_shard`, the largest one's. Without that bound many
