@@ -1103,18 +1103,18 @@ impl ShardCore {
     }
 
     /// Starts the checkpoints that are due, at the first turn after each
-    /// tick: a region's once it applied
-    /// `checkpoint_every_entries` since its last, and, while the logs the
-    /// shard's awake regions hold in memory come to more than
-    /// `log_memory_per_shard`, the largest one's. Without that bound many
-    /// regions taking writes would each keep up to `checkpoint_every_entries`
-    /// in memory (and in the WAL): a shard's log memory would grow with its
-    /// region count. Logs whose checkpoint is being written are not counted;
-    /// they are released when it is done. An asleep region applied nothing
-    /// since it last checked; the idle sweep releases its log.
+    /// tick: a region's once it applied `checkpoint_every_entries` since
+    /// its last, and, while the logs the shard's awake regions hold in
+    /// memory come to more than `log_memory_per_shard`, the largest ones'
+    /// until the rest fit. Without that bound many regions taking writes
+    /// would each keep up to `checkpoint_every_entries` in memory (and in
+    /// the WAL): a shard's log memory would grow with its region count.
+    /// Logs whose checkpoint is being written are not counted; they are
+    /// released when it is done. An asleep region applied nothing since it
+    /// last checked; the idle sweep releases its log.
     fn start_due_checkpoints(&mut self, io: &mut impl ShardIo) {
         let mut held = 0;
-        let mut largest: Option<(usize, u64)> = None;
+        let mut logs = Vec::new();
         for id in self.peers.awake() {
             let Some(mut peer) = self.peers.get_mut(&id) else {
                 continue;
@@ -1123,16 +1123,21 @@ impl ShardCore {
                 io.write_checkpoint(cp);
             } else if let Some(bytes) = peer.releasable_log_bytes() {
                 held += bytes;
-                if largest.is_none_or(|(most, _)| bytes > most) {
-                    largest = Some((bytes, id));
-                }
+                logs.push((bytes, id));
             }
         }
         if held <= self.cfg.log_memory_per_shard {
             return;
         }
-        if let Some(mut peer) = largest.and_then(|(_, id)| self.peers.get_mut(&id)) {
-            io.write_checkpoint(peer.checkpoint());
+        logs.sort_unstable_by(|a, b| b.cmp(a));
+        for (bytes, id) in logs {
+            if held <= self.cfg.log_memory_per_shard {
+                break;
+            }
+            if let Some(mut peer) = self.peers.get_mut(&id) {
+                io.write_checkpoint(peer.checkpoint());
+                held -= bytes;
+            }
         }
     }
 
@@ -1788,31 +1793,46 @@ mod tests {
     }
 
     /// While the logs of the shard's awake regions hold more memory than
-    /// the budget, the region holding the most is checkpointed, however
-    /// few entries it applied; a log whose checkpoint is being written no
-    /// longer counts, and once it is compacted nothing more is due.
+    /// the budget, the regions holding the most are checkpointed, largest
+    /// first, however few entries they applied, until the rest fit; a log
+    /// whose checkpoint is being written no longer counts, and once it is
+    /// compacted nothing more is due.
     #[test]
-    fn logs_over_the_shard_budget_checkpoint_the_largest_region() {
+    fn logs_over_the_shard_budget_checkpoint_the_largest_regions() {
         let mut now = Instant::now();
-        let mut core = shard_with(&[(81, &[1]), (82, &[1])], now);
+        let mut core = shard_with(&[(81, &[1]), (82, &[1]), (83, &[1])], now);
         Arc::make_mut(&mut core.cfg).log_memory_per_shard = 4 << 10;
         let mut io = RecordingIo::default();
         now = tick_until(&mut core, &mut io, now, 100, |core| {
-            [81, 82]
+            [81, 82, 83]
                 .iter()
                 .all(|id| core.peers.get(id).is_some_and(Peer::is_leader))
         });
         assert_eq!(io.checkpoints, vec![], "the elections' entries fit");
 
+        // 81 holds over 6 KiB, 83 over 4 KiB, 82 a few hundred bytes: once
+        // 81's log is released the rest still exceed 4 KiB; once 83's is,
+        // they fit.
         let _small = put(&mut core, 82, b"small", &[1; 100], now);
-        let _large: Vec<_> = (0..3u8)
-            .map(|i| put(&mut core, 81, &[b'l', i], &[2; 2 << 10], now))
+        let writes = [(81, b'l', 3), (83, b'm', 2)];
+        let _large: Vec<_> = writes
+            .into_iter()
+            .flat_map(|(id, prefix, n)| (0..n).map(move |i| (id, [prefix, i])))
+            .map(|(id, key)| put(&mut core, id, &key, &[2; 2 << 10], now))
             .collect();
         now = tick_until(&mut core, &mut io, now, 10, |core| {
-            core.store.get(b"small").is_some() && core.store.get(&[b'l', 2]).is_some()
+            [&b"small"[..], &[b'l', 2], &[b'm', 1]]
+                .iter()
+                .all(|key| core.store.get(key).is_some())
         });
-        let applied = core.peers.get(&81).map_or(0, |p| p.status().applied_index);
-        assert_eq!(io.checkpoints, vec![(81, applied)], "the largest log only");
+        let applied =
+            |core: &ShardCore, id| core.peers.get(&id).map_or(0, |p| p.status().applied_index);
+        let (applied_81, applied_83) = (applied(&core, 81), applied(&core, 83));
+        assert_eq!(
+            io.checkpoints,
+            vec![(81, applied_81), (83, applied_83)],
+            "the largest logs, until the rest fit"
+        );
 
         for _ in 0..3 {
             now += core.cfg.tick;
@@ -1820,20 +1840,22 @@ mod tests {
         }
         assert_eq!(
             io.checkpoints.len(),
-            1,
-            "the log being checkpointed does not count"
+            2,
+            "the logs being checkpointed do not count"
         );
-        io.finished.push(CheckpointDone {
-            region_id: 81,
-            applied_index: applied,
-            result: Ok(()),
-        });
+        for (region_id, applied_index) in [(81, applied_81), (83, applied_83)] {
+            io.finished.push(CheckpointDone {
+                region_id,
+                applied_index,
+                result: Ok(()),
+            });
+        }
         now += core.cfg.tick;
         tick_and_turn(&mut core, &mut io, now);
         let log = |id| core.peers.get(&id).and_then(Peer::releasable_log_bytes);
-        assert_eq!(log(81), None, "compacted");
+        assert_eq!((log(81), log(83)), (None, None), "compacted");
         assert!(log(82).is_some_and(|bytes| bytes < 4 << 10));
-        assert_eq!(io.checkpoints.len(), 1, "nothing more is due");
+        assert_eq!(io.checkpoints.len(), 2, "nothing more is due");
     }
 
     /// An asleep region whose log holds entries its checkpoint does not is
