@@ -52,8 +52,9 @@ use crate::liveness::{NodeLiveness, PING_REGION};
 use crate::log_codec::{decode_hard_state, encode_truncation, Truncation};
 use crate::membership::PeerChange;
 use crate::peer::{
-    parse_removed_marker, removed_marker, MembershipReply, MergeRelease, MergeSource, NewRegion,
-    Peer, PeerState, ReadPath, ReadReply, RegionStatus, SplitCheckpoints, TurnOutput, WriteReply,
+    parse_removed_marker, removed_marker, AppliedCheckpoint, MembershipReply, MergeRelease,
+    MergeSource, NewRegion, Peer, PeerState, ReadPath, ReadReply, RegionStatus, SplitCheckpoints,
+    TurnOutput, WriteReply,
 };
 use crate::recovery::recover_log;
 use crate::region::{RegionEpoch, RegionMeta};
@@ -1079,8 +1080,11 @@ impl ShardCore {
             io.to_shard(shard, msg);
         }
         self.staged_wal.extend(out.wal.records().iter().cloned());
-        for split in std::mem::take(&mut out.splits) {
-            self.write_split(io, split);
+        for checkpoint in std::mem::take(&mut out.checkpoints) {
+            match checkpoint {
+                AppliedCheckpoint::Split(split) => self.write_split(io, *split),
+                AppliedCheckpoint::Membership(region) => io.write_checkpoint(*region),
+            }
         }
         for region_id in self.peers.removed() {
             let Some(conf_ver) = self

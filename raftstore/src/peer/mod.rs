@@ -71,13 +71,22 @@ pub struct TurnOutput {
     /// (destination node, region, message).
     pub messages: Vec<(u64, u64, Message)>,
     pub wal: WalBatch,
-    /// Splits applied this turn: the checkpoints to write, and the regions
-    /// to start once they are durable.
-    pub splits: Vec<SplitCheckpoints>,
+    /// Checkpoints this turn's applies started, in log order, for the
+    /// shard's writer (which keeps that order).
+    pub checkpoints: Vec<AppliedCheckpoint>,
     /// Merge sources whose replica on this store the shard must destroy
     /// (keeping the data, which is the target's): a target holds its apply
     /// until that is done (see `merge`).
     pub merge_releases: Vec<MergeRelease>,
+}
+
+/// A checkpoint an applied entry started.
+pub enum AppliedCheckpoint {
+    /// A split's (see [`SplitCheckpoints`]): the regions it created start
+    /// once they are durable.
+    Split(Box<SplitCheckpoints>),
+    /// The region at a membership change (see `Peer::change_membership`).
+    Membership(Box<PendingCheckpoint>),
 }
 
 /// The checkpoints a split writes, in this order: the new region's
@@ -1500,10 +1509,15 @@ impl Peer {
     }
 
     /// The region's configuration became `conf_state` at log position
-    /// (`index`, `term`): `conf_ver` moves on and `peers` follows, and the
-    /// region is checkpointed there before the turn ends. The log up to
-    /// `index` is then dropped, so a replica this change added (which has
-    /// no log) is sent that checkpoint, which names it, as its snapshot.
+    /// (`index`, `term`): `conf_ver` moves on and `peers` follows, and a
+    /// checkpoint of the region there goes to the shard's writer (off the
+    /// turn: it copies the whole region). The in-memory log is dropped up
+    /// to `index` at once, so a replica this change added, which has no
+    /// log and can start only from a snapshot, is sent that checkpoint
+    /// once it is durable, never the entries before it (`RegionStorage::snapshot`
+    /// offers no checkpoint older than the log). The WAL keeps those
+    /// entries until the checkpoint is durable (`on_checkpoint_written`):
+    /// a crash before then replays the change from the log.
     fn change_membership(
         &mut self,
         conf_state: ConfState,
@@ -1529,27 +1543,10 @@ impl Peer {
             // Nothing to keep: the shard destroys this replica.
             return Ok(());
         }
-        self.write_split_children()?;
-        RegionCheckpoint {
-            region: RegionMeta::clone(&self.region),
-            applied_index: index,
-            applied_term: term,
-            conf_state,
-            sessions: self.sessions.clone(),
-            merging: self.merging.as_deref().cloned(),
-            pairs: self
-                .store
-                .range_pairs(&self.region.start_key, &self.region.end_key),
-        }
-        .write(&self.checkpoint_dir)?;
-        self.last_checkpoint_index = self.last_checkpoint_index.max(index);
+        let checkpoint = self.checkpoint_at(index, term);
+        out.checkpoints
+            .push(AppliedCheckpoint::Membership(Box::new(checkpoint)));
         self.raw.mut_store().compact_to(index);
-        out.wal.push(WalRecord {
-            region_id: self.region.id,
-            kind: RecordKind::Truncate,
-            index,
-            payload: encode_truncation(Truncation::UpTo),
-        });
         Ok(())
     }
 
@@ -1689,7 +1686,11 @@ impl Peer {
         };
         self.region = Arc::new(left.clone());
         let parent = self.checkpoint_at(index, term);
-        out.splits.push(SplitCheckpoints { created, parent });
+        out.checkpoints
+            .push(AppliedCheckpoint::Split(Box::new(SplitCheckpoints {
+                created,
+                parent,
+            })));
         self.region_map.upsert(Arc::clone(&self.region));
         self.written_since_size_check = None;
         // Reads queued for keys that moved fail when served (`check_read`).
@@ -2129,30 +2130,33 @@ mod tests {
         assert_eq!(peer.size.keys, 3);
     }
 
-    /// A membership change applied while a split's checkpoints are still
-    /// with the writer writes the new region's first: the region's own
-    /// checkpoint, written in the turn, drops the split-off range, and
-    /// must not be durable while that range is in no checkpoint.
+    /// A membership change checkpoints the region off the turn, and after
+    /// the checkpoints of a split applied before it in the same turn: the
+    /// writer keeps that order, so the split-off range is never in no
+    /// checkpoint. The in-memory log is dropped to the change at once; the
+    /// WAL's copy only once the checkpoint, which names the new member and
+    /// holds the region's data, is durable.
     #[test]
-    fn a_membership_checkpoint_writes_the_split_off_region_first() {
+    fn a_membership_checkpoint_goes_to_the_writer_after_the_split_before_it() {
         use crate::membership::{PeerChange, PeerChangeKind};
         let mut peer = leader_of_three();
-        let dir = Arc::clone(&peer.checkpoint_dir);
-        let child = 9_001; // no other test of this process uses it
-        engine::checkpoint::remove(&dir, child).expect("no stale checkpoint");
-        commit_with_store_2(&mut peer, put(b"x"));
-        let split = WriteOp::Split {
-            split_key: b"m".to_vec(),
-            new_region_id: child,
-        };
-        // `turn` drops the split's checkpoints, as a writer not done yet.
-        commit_with_store_2(&mut peer, split);
-        assert!(!RegionCheckpoint::exists(&dir, child));
-        let (reply, _answer) = oneshot::channel();
+        commit_with_store_2(&mut peer, put(b"a"));
         let header = RequestHeader {
             region_id: REGION,
             epoch: Some(peer.region().epoch),
         };
+        let split = WriteCommand {
+            header,
+            id: Default::default(),
+            answered_below: 0,
+            op: WriteOp::Split {
+                split_key: b"m".to_vec(),
+                new_region_id: 9_001,
+            },
+        };
+        let (reply, _split_answer) = oneshot::channel();
+        peer.propose_write(split, reply, Instant::now());
+        let (reply, _change_answer) = oneshot::channel();
         let learner = PeerChange {
             kind: PeerChangeKind::AddLearner,
             store_id: 4,
@@ -2162,11 +2166,46 @@ mod tests {
         let mut ack = reply_from(2, MessageType::MsgAppendResponse, peer.raw.raft.term);
         ack.index = peer.raw.raft.raft_log.last_index();
         peer.step(ack);
-        turn(&mut peer);
+        let mut out = TurnOutput::default();
+        if let Some(rd) = peer.collect_ready(&mut out).expect("a ready") {
+            peer.after_persist(rd, &mut out).expect("applied");
+        }
         assert_eq!(peer.region().epoch.conf_ver, 2, "the change applied");
-        let written = RegionCheckpoint::read(&dir, child).expect("readable");
-        let pairs = written.map(|cp| cp.pairs);
-        assert_eq!(pairs, Some(vec![(b"x".to_vec(), b"v".to_vec())]));
+        assert_eq!(peer.region().end_key, b"m", "after the split");
+        let change_index = peer.applied_index;
+        let [AppliedCheckpoint::Split(split), AppliedCheckpoint::Membership(membership)] =
+            &mut out.checkpoints[..]
+        else {
+            panic!("the split's checkpoints, then the change's");
+        };
+        assert!(split.parent.applied_index() < change_index);
+        assert_eq!(membership.applied_index(), change_index);
+        assert_eq!(
+            peer.raw.store().truncated_index(),
+            change_index,
+            "a new member is sent the checkpoint, not the entries before it"
+        );
+        let truncations = |out: &TurnOutput| {
+            out.wal
+                .records()
+                .iter()
+                .filter(|r| r.kind == RecordKind::Truncate)
+                .count()
+        };
+        assert_eq!(truncations(&out), 0, "the WAL waits for the checkpoint");
+
+        let Some(AppliedCheckpoint::Membership(membership)) = out.checkpoints.pop() else {
+            unreachable!("matched above");
+        };
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        (*membership).write(dir.path()).result.expect("written");
+        let written = RegionCheckpoint::read(dir.path(), REGION)
+            .expect("readable")
+            .expect("there");
+        assert!(written.conf_state.learners.contains(&4));
+        assert_eq!(written.pairs, vec![(b"a".to_vec(), b"v".to_vec())]);
+        peer.on_checkpoint_written(change_index, &mut out);
+        assert_eq!(truncations(&out), 1, "durable: the WAL may drop the log");
     }
 
     /// Whether `sent` tells store 2 that everything up to `peer`'s commit
