@@ -123,14 +123,46 @@ fn verified_body(bytes: &[u8]) -> Result<&[u8], EngineError> {
     Ok(body)
 }
 
-/// Decodes a checkpoint; any damage is an error.
-pub fn decode(bytes: &[u8]) -> Result<Checkpoint, EngineError> {
-    let mut body = Reader::new(verified_body(bytes)?);
+/// What a checkpoint says before its pairs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointHead {
+    pub region_id: u64,
+    pub applied_index: u64,
+    pub applied_term: u64,
+    /// As [`Checkpoint::meta`].
+    pub meta: Vec<u8>,
+}
+
+fn read_head(body: &mut Reader<'_>) -> Result<CheckpointHead, EngineError> {
     let region_id = body.u64()?;
     let applied_index = body.u64()?;
     let applied_term = body.u64()?;
     let meta_len = body.u32()? as usize;
     let meta = body.bytes(meta_len)?.to_vec();
+    Ok(CheckpointHead {
+        region_id,
+        applied_index,
+        applied_term,
+        meta,
+    })
+}
+
+/// Decodes a checkpoint's head, checking both checksums but not parsing
+/// the pairs: what offering the checkpoint as a snapshot needs, at a
+/// fraction of the cost of [`decode`] for a large region.
+pub fn decode_head(bytes: &[u8]) -> Result<CheckpointHead, EngineError> {
+    read_head(&mut Reader::new(verified_body(bytes)?))
+}
+
+/// Decodes a checkpoint; any damage is an error.
+pub fn decode(bytes: &[u8]) -> Result<Checkpoint, EngineError> {
+    let mut body = Reader::new(verified_body(bytes)?);
+    let CheckpointHead {
+        region_id,
+        applied_index,
+        applied_term,
+        meta,
+    } = read_head(&mut body)?;
     let pair_count = body.u64()?;
     // Each pair takes at least its two length fields.
     if pair_count > (body.remaining() / 8) as u64 {
@@ -348,6 +380,13 @@ mod tests {
     fn encode_decode_round_trip() {
         let cp = sample();
         assert_eq!(decode(&encode(&cp)).unwrap(), cp);
+        let head = CheckpointHead {
+            region_id: 42,
+            applied_index: 1000,
+            applied_term: 7,
+            meta: b"region meta".to_vec(),
+        };
+        assert_eq!(decode_head(&encode(&cp)).unwrap(), head);
         let empty = Checkpoint {
             meta: Vec::new(),
             pairs: Vec::new(),
@@ -364,6 +403,10 @@ mod tests {
                 matches!(decode(&bytes[..len]), Err(EngineError::Corrupt { .. })),
                 "truncated to {len}"
             );
+            assert!(
+                decode_head(&bytes[..len]).is_err(),
+                "head, truncated to {len}"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
@@ -377,6 +420,7 @@ mod tests {
             for bit in 0..8 {
                 bytes[at] ^= 1 << bit;
                 assert!(decode(&bytes).is_err(), "flip at {at} bit {bit}");
+                assert!(decode_head(&bytes).is_err(), "head, flip at {at} bit {bit}");
                 bytes[at] ^= 1 << bit;
             }
         }

@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use engine::checkpoint::Checkpoint;
+use engine::checkpoint::{Checkpoint, CheckpointHead};
 use engine::store::RangeCapture;
 use protobuf::Message as _;
 use raft::prelude::ConfState;
@@ -113,14 +113,28 @@ impl RegionCheckpoint {
         })
     }
 
+    /// The checkpoint from its head (position and metadata) and pairs.
     fn from_engine(cp: Checkpoint) -> Result<Self, RaftstoreError> {
-        let mut dec = Decoder::new("checkpoint metadata", &cp.meta);
+        let head = CheckpointHead {
+            region_id: cp.region_id,
+            applied_index: cp.applied_index,
+            applied_term: cp.applied_term,
+            meta: cp.meta,
+        };
+        let mut checkpoint = Self::from_head(&head)?;
+        checkpoint.pairs = cp.pairs;
+        Ok(checkpoint)
+    }
+
+    /// The checkpoint without its pairs.
+    fn from_head(head: &CheckpointHead) -> Result<Self, RaftstoreError> {
+        let mut dec = Decoder::new("checkpoint metadata", &head.meta);
         let region = RegionMeta::decode(&mut dec)?;
         let cs_bytes = dec.bytes()?;
         let conf_state = ConfState::parse_from_bytes(&cs_bytes).map_err(|e| {
             RaftstoreError::Corrupt(format!(
                 "checkpoint conf state of region {}: {e}",
-                cp.region_id
+                head.region_id
             ))
         })?;
         let sessions = SessionTable::decode(&mut dec)?;
@@ -132,25 +146,25 @@ impl RegionCheckpoint {
                 tag => {
                     return Err(RaftstoreError::Corrupt(format!(
                         "checkpoint of region {}: merge tag {tag}",
-                        cp.region_id
+                        head.region_id
                     )))
                 }
             }
         };
         dec.finish()?;
-        if region.id != cp.region_id {
+        if region.id != head.region_id {
             return Err(RaftstoreError::Corrupt(format!(
                 "checkpoint of region {} holds metadata of region {}",
-                cp.region_id, region.id
+                head.region_id, region.id
             )));
         }
         Ok(RegionCheckpoint {
             region,
-            applied_index: cp.applied_index,
-            applied_term: cp.applied_term,
+            applied_index: head.applied_index,
+            applied_term: head.applied_term,
             conf_state,
             sessions,
-            pairs: cp.pairs,
+            pairs: Vec::new(),
             merging,
         })
     }
@@ -162,6 +176,12 @@ impl RegionCheckpoint {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, RaftstoreError> {
         Self::from_engine(engine::checkpoint::decode(bytes)?)
+    }
+
+    /// Decodes all but the pairs (left empty), checking the checksums:
+    /// what offering the bytes as a snapshot needs to know of them.
+    pub fn decode_without_pairs(bytes: &[u8]) -> Result<Self, RaftstoreError> {
+        Self::from_head(&engine::checkpoint::decode_head(bytes)?)
     }
 
     /// Writes durably (tmp file, fsync, rename), replacing the previous one.
@@ -203,6 +223,15 @@ mod tests {
         let bytes = cp.clone().encode().unwrap();
         assert_eq!(RegionCheckpoint::decode(&bytes).unwrap(), cp);
         assert!(RegionCheckpoint::decode(&bytes[..bytes.len() - 1]).is_err());
+        let without_pairs = RegionCheckpoint {
+            pairs: Vec::new(),
+            ..cp
+        };
+        assert_eq!(
+            RegionCheckpoint::decode_without_pairs(&bytes).unwrap(),
+            without_pairs
+        );
+        assert!(RegionCheckpoint::decode_without_pairs(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -218,7 +218,7 @@ impl raft::Storage for RegionStorage {
                 return Err(unavailable());
             }
         };
-        let cp = match RegionCheckpoint::decode(&bytes) {
+        let cp = match RegionCheckpoint::decode_without_pairs(&bytes) {
             Ok(cp) => cp,
             Err(err) => {
                 tracing::error!(region = self.region_id, %err, "checkpoint does not decode");
