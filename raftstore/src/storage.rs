@@ -22,6 +22,11 @@ pub struct RegionStorage {
     log_bytes: usize,
     truncated_index: u64,
     truncated_term: u64,
+    /// The applied index of the region's latest checkpoint known durable.
+    /// Behind `truncated_index` while a membership change's checkpoint is
+    /// being written (see `Peer::change_membership`): no snapshot can be
+    /// offered then, and none is read from disk to find that out.
+    durable_checkpoint_index: u64,
     /// Where the region's checkpoint (the snapshot source) lives; one
     /// path shared by every region of the store.
     checkpoint_dir: Arc<Path>,
@@ -51,6 +56,7 @@ impl RegionStorage {
             entries,
             truncated_index,
             truncated_term,
+            durable_checkpoint_index: truncated_index,
             checkpoint_dir,
         }
     }
@@ -132,12 +138,19 @@ impl RegionStorage {
         self.truncated_term = term;
     }
 
+    /// The region's checkpoint at `index` is durable.
+    pub fn checkpoint_durable(&mut self, index: u64) {
+        self.durable_checkpoint_index = self.durable_checkpoint_index.max(index);
+    }
+
     /// Installs a snapshot's metadata: the log restarts after its index.
     pub fn apply_snapshot_metadata(&mut self, index: u64, term: u64, conf_state: ConfState) {
         self.entries.clear();
         self.log_bytes = 0;
         self.truncated_index = index;
         self.truncated_term = term;
+        // Its checkpoint was written before the install (`Peer::install_snapshot`).
+        self.checkpoint_durable(index);
         self.conf_state = conf_state;
         self.hard_state.term = self.hard_state.term.max(term);
         self.hard_state.commit = self.hard_state.commit.max(index);
@@ -210,6 +223,10 @@ impl raft::Storage for RegionStorage {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        // raft-rs asks again at every append it would send meanwhile.
+        if self.durable_checkpoint_index < self.truncated_index.max(request_index) {
+            return Err(unavailable());
+        }
         let bytes = match engine::checkpoint::read_bytes(&self.checkpoint_dir, self.region_id) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Err(unavailable()),
@@ -262,6 +279,48 @@ mod tests {
             (3, 1),
             entries,
         )
+    }
+
+    /// A snapshot is offered only once a checkpoint at or past the log's
+    /// truncation point is known durable; until then the file on disk is
+    /// not even read.
+    #[test]
+    fn no_snapshot_is_offered_before_a_checkpoint_covers_the_truncation() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut s = RegionStorage::new(
+            1,
+            dir.path().into(),
+            HardState::default(),
+            ConfState::default(),
+            (3, 1),
+            vec![entry(4, 1), entry(5, 1), entry(6, 1)],
+        );
+        RegionCheckpoint {
+            region: crate::region::RegionMeta::whole_keyspace(1, &[1]),
+            applied_index: 6,
+            applied_term: 1,
+            conf_state: ConfState::default(),
+            sessions: Default::default(),
+            merging: None,
+            pairs: Vec::new(),
+        }
+        .write(dir.path())
+        .expect("written");
+        s.compact_to(5);
+        let unavailable = |s: &RegionStorage| {
+            matches!(
+                s.snapshot(0, 2),
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable
+                ))
+            )
+        };
+        assert!(unavailable(&s), "not yet known durable");
+        s.checkpoint_durable(6);
+        assert_eq!(
+            s.snapshot(0, 2).map(|snap| snap.get_metadata().index),
+            Ok(6)
+        );
     }
 
     #[test]

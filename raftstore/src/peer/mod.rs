@@ -1846,6 +1846,7 @@ impl Peer {
         // A split's checkpoints go out child first: the children of this
         // split and of any before it are durable.
         self.split_children.retain(|(at, _)| *at > index);
+        self.raw.mut_store().checkpoint_durable(index);
         if index <= self.last_checkpoint_index {
             return;
         }

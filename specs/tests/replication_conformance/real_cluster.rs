@@ -151,7 +151,9 @@ impl RealReplica {
         checkpoint
             .write(self.checkpoint_dir.path())
             .expect("the checkpoint is written");
-        self.raw.mut_store().compact_to(self.applied_index);
+        let store = self.raw.mut_store();
+        store.checkpoint_durable(self.applied_index);
+        store.compact_to(self.applied_index);
     }
 }
 
