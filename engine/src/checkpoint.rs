@@ -242,15 +242,45 @@ fn checkpoint_path(dir: &Path, region_id: u64) -> PathBuf {
 /// unless the one there has a higher applied index: a checkpoint never
 /// replaces a newer one. Blocking: call from a thread that may block.
 pub fn write(dir: &Path, cp: &Checkpoint) -> Result<(), EngineError> {
+    replace(dir, cp.region_id, cp.applied_index, &encode(cp))
+}
+
+/// As [`write()`], for the checkpoint of `region_id` at `applied_index`
+/// already encoded (a Raft snapshot's data): refused unless its checksums
+/// verify and its head names that region and index, so a damaged or
+/// mislabelled one never becomes a region's checkpoint.
+pub fn write_encoded(
+    dir: &Path,
+    region_id: u64,
+    applied_index: u64,
+    bytes: &[u8],
+) -> Result<(), EngineError> {
+    let head = decode_head(bytes)?;
+    if (head.region_id, head.applied_index) != (region_id, applied_index) {
+        return Err(corrupt(format!(
+            "expected the checkpoint of region {region_id} at {applied_index}, got region {} at {}",
+            head.region_id, head.applied_index
+        )));
+    }
+    replace(dir, region_id, applied_index, bytes)
+}
+
+/// Writes `bytes`, the checkpoint of `region_id` at `applied_index`, as
+/// [`write()`] describes.
+fn replace(
+    dir: &Path,
+    region_id: u64,
+    applied_index: u64,
+    bytes: &[u8],
+) -> Result<(), EngineError> {
     create_dir_durably(dir)?;
-    let path = checkpoint_path(dir, cp.region_id);
+    let path = checkpoint_path(dir, region_id);
     // One temporary file per index: concurrent writers never share one.
     let mut temp_name = path.clone().into_os_string();
-    temp_name.push(format!(".{}{TEMP_SUFFIX}", cp.applied_index));
+    temp_name.push(format!(".{applied_index}{TEMP_SUFFIX}"));
     let temp = PathBuf::from(temp_name);
-    let bytes = encode(cp);
     let mut file = fs::File::create(&temp).map_err(|e| EngineError::io_at("creating", &temp, e))?;
-    file.write_all(&bytes)
+    file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| EngineError::io_at("writing", &temp, e))?;
     drop(file);
@@ -258,11 +288,11 @@ pub fn write(dir: &Path, cp: &Checkpoint) -> Result<(), EngineError> {
     // taken at a split): the newest applied index must win, whatever order
     // the writes finish in.
     let _serialised = REPLACE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    if applied_index_on_disk(&path).is_some_and(|on_disk| on_disk > cp.applied_index) {
+    if applied_index_on_disk(&path).is_some_and(|on_disk| on_disk > applied_index) {
         fs::remove_file(&temp).map_err(|e| EngineError::io_at("removing", &temp, e))?;
         tracing::debug!(
-            region = cp.region_id,
-            index = cp.applied_index,
+            region = region_id,
+            index = applied_index,
             "a newer checkpoint is already durable; this one is dropped"
         );
         return Ok(());
@@ -486,6 +516,41 @@ mod tests {
         assert!(remove(&dir, 7).unwrap());
         assert!(!remove(&dir, 7).unwrap());
         assert_eq!(list_regions(&dir).unwrap(), vec![42]);
+    }
+
+    #[test]
+    fn an_encoded_checkpoint_is_written_only_if_it_checks() {
+        let scratch = scratch_dir();
+        let dir = scratch.path();
+        let cp = sample();
+        let mut bytes = encode(&cp);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(matches!(
+            write_encoded(dir, 42, cp.applied_index, &bytes),
+            Err(EngineError::Corrupt { .. })
+        ));
+        bytes[last] ^= 1;
+        assert!(matches!(
+            write_encoded(dir, 43, cp.applied_index, &bytes),
+            Err(EngineError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            write_encoded(dir, 42, cp.applied_index + 1, &bytes),
+            Err(EngineError::Corrupt { .. })
+        ));
+        assert!(!exists(dir, 42));
+
+        write_encoded(dir, 42, cp.applied_index, &bytes).unwrap();
+        assert_eq!(read(dir, 42).unwrap(), Some(cp.clone()));
+        // Like any checkpoint, it never replaces a newer one.
+        let older = Checkpoint {
+            applied_index: cp.applied_index - 1,
+            pairs: Vec::new(),
+            ..cp.clone()
+        };
+        write_encoded(dir, 42, older.applied_index, &encode(&older)).unwrap();
+        assert_eq!(read(dir, 42).unwrap(), Some(cp));
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! [`PendingCheckpoint`]: the region's small state copied, its key range
 //! captured, not copied. The pairs are read from the capture off the turn,
 //! while the region keeps applying, and still read as they were at
-//! `applied_index`.
+//! `applied_index`. A snapshot received from the leader is one too, already
+//! encoded: written the same way, before the replica installs it.
 
 use std::path::Path;
 
@@ -48,10 +49,26 @@ pub struct CheckpointDone {
     pub result: Result<(), RaftstoreError>,
 }
 
-/// A checkpoint whose pairs are still to be read from a capture of the
-/// region's range, taken at the same applied index as the rest of it.
+/// A checkpoint for the shard's writer to make durable (see
+/// `checkpoint_writer`), in one of two forms.
 pub struct PendingCheckpoint {
-    /// Complete but for its pairs (empty).
+    region_id: u64,
+    applied_index: u64,
+    content: PendingContent,
+}
+
+enum PendingContent {
+    /// Taken from the region here (boxed: a received one is small).
+    Captured(Box<CapturedCheckpoint>),
+    /// A snapshot received from the region's leader, already encoded:
+    /// written before the replica installs it (see `ShardCore::step`).
+    Received(bytes::Bytes),
+}
+
+/// A checkpoint complete but for its pairs (empty), which are still to be
+/// read from a capture of its range, taken at the same applied index as
+/// the rest of it.
+struct CapturedCheckpoint {
     checkpoint: RegionCheckpoint,
     pairs: RangeCapture,
 }
@@ -62,30 +79,55 @@ impl PendingCheckpoint {
             checkpoint.pairs.is_empty(),
             "the pairs come from the capture"
         );
-        PendingCheckpoint { checkpoint, pairs }
+        PendingCheckpoint {
+            region_id: checkpoint.region.id,
+            applied_index: checkpoint.applied_index,
+            content: PendingContent::Captured(Box::new(CapturedCheckpoint { checkpoint, pairs })),
+        }
+    }
+
+    /// The data of a snapshot of `region_id` at `applied_index`; the
+    /// writer refuses it unless its checksums verify and its head says
+    /// the same region and index.
+    pub fn received(region_id: u64, applied_index: u64, data: bytes::Bytes) -> PendingCheckpoint {
+        PendingCheckpoint {
+            region_id,
+            applied_index,
+            content: PendingContent::Received(data),
+        }
     }
 
     pub fn region_id(&self) -> u64 {
-        self.checkpoint.region.id
+        self.region_id
     }
 
     pub fn applied_index(&self) -> u64 {
-        self.checkpoint.applied_index
+        self.applied_index
     }
 
-    /// Reads the captured pairs and durably writes the checkpoint into
-    /// `dir`: a copy of the whole range, so call it where that holds
-    /// nothing up.
+    /// Durably writes the checkpoint into `dir` (reading a captured one's
+    /// pairs first: a copy of the whole range, so call it where that holds
+    /// nothing up).
     pub fn write(self, dir: &Path) -> CheckpointDone {
-        let (region_id, applied_index) = (self.region_id(), self.applied_index());
-        let checkpoint = RegionCheckpoint {
-            pairs: self.pairs.pairs(),
-            ..self.checkpoint
+        let (region_id, applied_index) = (self.region_id, self.applied_index);
+        let result = match self.content {
+            PendingContent::Captured(captured) => {
+                let CapturedCheckpoint { checkpoint, pairs } = *captured;
+                RegionCheckpoint {
+                    pairs: pairs.pairs(),
+                    ..checkpoint
+                }
+                .write(dir)
+            }
+            PendingContent::Received(data) => {
+                engine::checkpoint::write_encoded(dir, region_id, applied_index, &data)
+                    .map_err(RaftstoreError::from)
+            }
         };
         CheckpointDone {
             region_id,
             applied_index,
-            result: checkpoint.write(dir),
+            result,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! checkpoints, one at a time and in the order they were queued (a split
 //! relies on it: the new region's checkpoint is durable before its
 //! parent's): it copies each region's captured pairs and writes its file
-//! (see `checkpoint`), off the shard's loop. Between checkpoints it takes
+//! (see `checkpoint`), or writes a received snapshot as the region's file,
+//! off the shard's loop. Between checkpoints it takes
 //! the leaders' size checks (see `size_check`), which walk a whole region
 //! too.
 //!

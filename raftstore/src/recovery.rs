@@ -346,6 +346,27 @@ mod tests {
         assert_eq!(indexes_terms(&log), vec![(21, 3), (22, 3), (23, 3)]);
     }
 
+    /// A received snapshot is made the region's checkpoint before it is
+    /// installed: a crash in between leaves it beside the older log,
+    /// with no truncation record. The region restarts from it as if it
+    /// had installed it (its entries are committed), keeping only the
+    /// entries above it.
+    #[test]
+    fn a_snapshot_written_before_its_install_restarts_as_installed() {
+        let behind = [entries(1..=10, 1), hard_state(1, 4)];
+        let log = recover_log(&checkpoint(20), &behind).unwrap();
+        assert!(log.entries.is_empty());
+        assert_eq!(log.hard_state.commit, 20);
+
+        let past = [entries(1..=25, 1), hard_state(1, 4)];
+        let log = recover_log(&checkpoint(20), &past).unwrap();
+        assert_eq!(
+            indexes_terms(&log),
+            vec![(21, 1), (22, 1), (23, 1), (24, 1), (25, 1)]
+        );
+        assert_eq!(log.hard_state.commit, 20);
+    }
+
     #[test]
     fn missing_entries_after_the_checkpoint_are_corruption() {
         let recs = [entries(12..=14, 1)];

@@ -264,6 +264,13 @@ pub struct ShardCore {
     /// two overlapping snapshots accepted before either installs would
     /// let the older shape replay its log over the newer region's keys.
     accepted_snapshots: BTreeMap<u64, RegionMeta>,
+    /// Snapshots the writer is making their region's checkpoint, by
+    /// region: (index, message), stepped once durable (see
+    /// `step_into_peer`).
+    snapshots_being_written: BTreeMap<u64, (u64, Message)>,
+    /// Received snapshots for the writer, handed over at the end of the
+    /// turn, after the checkpoints the turn's applies started.
+    snapshot_writes: Vec<PendingCheckpoint>,
     /// When other stores were last heard from (shared by a store's shards).
     liveness: Arc<NodeLiveness>,
     /// Messages produced outside a turn (hibernation heartbeats, pings):
@@ -339,6 +346,8 @@ impl ShardCore {
             held_snapshots: BTreeMap::new(),
             held_merge_snapshots: BTreeMap::new(),
             accepted_snapshots: BTreeMap::new(),
+            snapshots_being_written: BTreeMap::new(),
+            snapshot_writes: Vec::new(),
             liveness: Arc::new(NodeLiveness::new()),
             outbox: Vec::new(),
             staged_wal: Vec::new(),
@@ -840,9 +849,40 @@ impl ShardCore {
                 _ => {}
             }
         }
-        if let Some(mut peer) = self.peers.get_mut(&region_id) {
+        self.step_into_peer(region_id, msg);
+    }
+
+    /// Steps `msg` into the replica of `region_id`. A snapshot the replica
+    /// would install is first made the region's checkpoint by the shard's
+    /// writer, off the turn, and stepped once that is durable (see
+    /// `finish_checkpoints`): installing it in the turn then writes
+    /// nothing, where writing a large region there would hold up every
+    /// region of the shard. Another snapshot of the region arriving
+    /// meanwhile is dropped; the leader sends again if it must.
+    fn step_into_peer(&mut self, region_id: u64, msg: Message) {
+        use raft::prelude::MessageType as T;
+        let Some(mut peer) = self.peers.get_mut(&region_id) else {
+            return;
+        };
+        if msg.get_msg_type() != T::MsgSnapshot || !peer.would_install(&msg) {
             peer.step(msg);
+            return;
         }
+        if self.snapshots_being_written.contains_key(&region_id) {
+            tracing::debug!(
+                region = region_id,
+                "a snapshot of the region is being written already; dropped"
+            );
+            return;
+        }
+        let snapshot = msg.get_snapshot();
+        let index = snapshot.get_metadata().index;
+        self.snapshot_writes.push(PendingCheckpoint::received(
+            region_id,
+            index,
+            snapshot.data.clone(),
+        ));
+        self.snapshots_being_written.insert(region_id, (index, msg));
     }
 
     /// A vote or pre-vote request this store may not answer yet (see
@@ -909,6 +949,7 @@ impl ShardCore {
         self.held_snapshots.remove(&region_id);
         self.held_merge_snapshots.remove(&region_id);
         self.accepted_snapshots.remove(&region_id);
+        self.snapshots_being_written.remove(&region_id);
         if peer.is_initialized() {
             let region = peer.region();
             let deleted = if keep_data {
@@ -936,7 +977,7 @@ impl ShardCore {
     /// once; those on other shards are asked to go. Returns whether none
     /// is left, so the snapshot may be stepped.
     fn release_merged_away(&mut self, region_id: u64, msg: &Message) -> bool {
-        let Ok(cp) = RegionCheckpoint::decode(&msg.get_snapshot().data) else {
+        let Ok(cp) = RegionCheckpoint::decode_without_pairs(&msg.get_snapshot().data) else {
             return true; // judged again when installed
         };
         let mut all_gone = true;
@@ -969,7 +1010,7 @@ impl ShardCore {
     /// be stepped now: the region it carries must overlap no region of
     /// this store, installed or accepted and about to install.
     fn check_snapshot(&self, region_id: u64, msg: &Message) -> SnapshotCheck {
-        let cp = match RegionCheckpoint::decode(&msg.get_snapshot().data) {
+        let cp = match RegionCheckpoint::decode_without_pairs(&msg.get_snapshot().data) {
             Ok(cp) => cp,
             Err(err) => return SnapshotCheck::Undecodable(err),
         };
@@ -996,8 +1037,8 @@ impl ShardCore {
             }
             if !self.release_merged_away(region_id, &msg) {
                 self.held_merge_snapshots.insert(region_id, msg);
-            } else if let Some(mut peer) = self.peers.get_mut(&region_id) {
-                peer.step(msg);
+            } else {
+                self.step_into_peer(region_id, msg);
             }
         }
         let held = std::mem::take(&mut self.held_snapshots);
@@ -1010,10 +1051,8 @@ impl ShardCore {
                     self.held_snapshots.insert(region_id, msg);
                 }
                 SnapshotCheck::Accept(region) => {
-                    if let Some(mut peer) = self.peers.get_mut(&region_id) {
-                        self.accepted_snapshots.insert(region_id, region);
-                        peer.step(msg);
-                    }
+                    self.accepted_snapshots.insert(region_id, region);
+                    self.step_into_peer(region_id, msg);
                 }
                 SnapshotCheck::Undecodable(_) | SnapshotCheck::Removed => {}
             }
@@ -1052,8 +1091,11 @@ impl ShardCore {
             }
             self.release_merge_sources(&mut out)?;
         }
-        // Every accepted snapshot is now installed (or was refused by Raft).
-        self.accepted_snapshots.clear();
+        // Every accepted snapshot is now installed (or was refused by
+        // Raft), but for those still being written.
+        let being_written = &self.snapshots_being_written;
+        self.accepted_snapshots
+            .retain(|id, _| being_written.contains_key(id));
         if !out.wal.is_empty() {
             // Commit-index-only changes ride along with a sync that happens
             // anyway (see `Peer::stage_hard_state`).
@@ -1085,6 +1127,9 @@ impl ShardCore {
                 AppliedCheckpoint::Split(split) => self.write_split(io, *split),
                 AppliedCheckpoint::Membership(region) => io.write_checkpoint(*region),
             }
+        }
+        for snapshot in self.snapshot_writes.drain(..) {
+            io.write_checkpoint(snapshot);
         }
         for region_id in self.peers.removed() {
             let Some(conf_ver) = self
@@ -1426,6 +1471,14 @@ impl ShardCore {
         let mut compacted = Vec::new();
         for done in io.finished_checkpoints() {
             let (id, index) = (done.region_id, done.applied_index);
+            if self
+                .snapshots_being_written
+                .get(&id)
+                .is_some_and(|(at, _)| *at == index)
+            {
+                self.step_written_snapshot(id, index, done.result);
+                continue;
+            }
             let split = self.splits_in_flight.iter().position(|s| {
                 (s.parent, s.index) == (id, index)
                     || s.created.as_ref().is_some_and(|c| {
@@ -1463,6 +1516,35 @@ impl ShardCore {
             }
         }
         Ok(compacted)
+    }
+
+    /// The writer finished making the snapshot of `region_id` at `index`
+    /// the region's checkpoint: the snapshot is stepped, to install
+    /// without writing. One it could not write is dropped: writing it in
+    /// the turn would fail as well, or hold up the shard; the leader
+    /// sends it again after its snapshot timeout.
+    fn step_written_snapshot(
+        &mut self,
+        region_id: u64,
+        index: u64,
+        written: Result<(), RaftstoreError>,
+    ) {
+        let Some((_, msg)) = self.snapshots_being_written.remove(&region_id) else {
+            return;
+        };
+        let Some(mut peer) = self.peers.get_mut(&region_id) else {
+            return;
+        };
+        match written {
+            Ok(()) => {
+                peer.snapshot_written(index);
+                peer.step(msg);
+            }
+            Err(err) => {
+                tracing::warn!(region = region_id, index, %err, "received snapshot not written; dropped");
+                self.accepted_snapshots.remove(&region_id);
+            }
+        }
     }
 }
 
@@ -2105,15 +2187,14 @@ mod tests {
         );
     }
 
-    /// A store that missed two splits gets the parent's pre-split snapshot
-    /// and the child's in one turn: only the first may be stepped, or the
-    /// parent would replay its old log over the child's keys.
-    #[test]
-    fn overlapping_snapshots_are_not_both_accepted_before_either_installs() {
-        let dir = std::env::temp_dir().join(format!("flotilla-shard-core-{}", std::process::id()));
+    /// An empty shard of store 1, its checkpoints in a fresh directory.
+    fn empty_shard(name: &str) -> ShardCore {
+        let dir =
+            std::env::temp_dir().join(format!("flotilla-shard-core-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         let mut cfg = StoreConfig::new(1, dir.clone(), Vec::new());
         cfg.shards = 1;
-        let mut core = ShardCore::recover(
+        ShardCore::recover(
             Arc::new(cfg),
             0,
             Vec::new(),
@@ -2123,7 +2204,95 @@ mod tests {
             dir,
             Instant::now(),
         )
-        .expect("an empty shard starts");
+        .expect("an empty shard starts")
+    }
+
+    /// A snapshot the replica would install goes to the shard's writer
+    /// first and is stepped only once the writer reports it durable; the
+    /// install then writes nothing in the turn (the test removes the file
+    /// the writer wrote, and none comes back). Until then its range counts
+    /// as taken. One the writer could not write is dropped.
+    #[test]
+    fn a_received_snapshot_is_written_by_the_writer_before_it_installs() {
+        let now = Instant::now();
+        let mut core = empty_shard("snapshot-writer");
+        let mut io = RecordingIo::default();
+        let msg = snapshot_message(region(10, b"", b"m"));
+        let data = msg.get_snapshot().data.clone();
+        let turn = |core: &mut ShardCore, io: &mut RecordingIo| {
+            futures::executor::block_on(core.turn(io)).expect("the turn succeeds")
+        };
+        core.handle(
+            ShardMsg::Raft {
+                region_id: 10,
+                msg: msg.clone(),
+            },
+            now,
+        );
+        turn(&mut core, &mut io);
+        assert_eq!(io.checkpoints, vec![(10, 20)], "handed to the writer");
+        assert!(!core.peers.get(&10).is_some_and(Peer::is_initialized));
+        assert!(
+            core.accepted_snapshots.contains_key(&10),
+            "its range is taken"
+        );
+        // A second copy while the first is written is dropped.
+        core.handle(
+            ShardMsg::Raft {
+                region_id: 10,
+                msg: msg.clone(),
+            },
+            now,
+        );
+        turn(&mut core, &mut io);
+        assert_eq!(io.checkpoints, vec![(10, 20)]);
+
+        engine::checkpoint::write_encoded(&core.checkpoint_dir, 10, 20, &data)
+            .expect("the writer writes it");
+        engine::checkpoint::remove(&core.checkpoint_dir, 10).expect("removed");
+        io.finished.push(CheckpointDone {
+            region_id: 10,
+            applied_index: 20,
+            result: Ok(()),
+        });
+        turn(&mut core, &mut io);
+        let Some(status) = core.peers.get(&10).map(Peer::status) else {
+            panic!("the replica of region 10 is gone");
+        };
+        assert_eq!(status.applied_index, 20, "installed");
+        assert!(
+            !RegionCheckpoint::exists(&core.checkpoint_dir, 10),
+            "the install wrote nothing"
+        );
+        assert!(core.accepted_snapshots.is_empty());
+
+        // Region 11's snapshot could not be written: dropped, its range free.
+        core.handle(
+            ShardMsg::Raft {
+                region_id: 11,
+                msg: snapshot_message(region(11, b"m", b"")),
+            },
+            now,
+        );
+        turn(&mut core, &mut io);
+        assert_eq!(io.checkpoints, vec![(10, 20), (11, 20)]);
+        io.finished.push(CheckpointDone {
+            region_id: 11,
+            applied_index: 20,
+            result: Err(RaftstoreError::Internal("disk full".into())),
+        });
+        turn(&mut core, &mut io);
+        assert!(!core.peers.get(&11).is_some_and(Peer::is_initialized));
+        assert!(core.snapshots_being_written.is_empty());
+        assert!(core.accepted_snapshots.is_empty());
+    }
+
+    /// A store that missed two splits gets the parent's pre-split snapshot
+    /// and the child's in one turn: only the first may be stepped, or the
+    /// parent would replay its old log over the child's keys.
+    #[test]
+    fn overlapping_snapshots_are_not_both_accepted_before_either_installs() {
+        let mut core = empty_shard("overlapping-snapshots");
         let now = Instant::now();
         let parent = region(10, b"", b"");
         let child = region(11, b"m", b"");

@@ -291,6 +291,10 @@ pub struct Peer {
     /// written here before this region writes a checkpoint of its own in
     /// the turn (see [`Peer::write_split_children`]).
     split_children: Vec<(u64, PendingCheckpoint)>,
+    /// The applied index of a snapshot the shard's writer made this
+    /// region's durable checkpoint before handing it here: installing it
+    /// writes nothing (see [`Peer::snapshot_written`]).
+    snapshot_on_disk: Option<u64>,
     checkpoint_dir: Arc<Path>,
     request_timeout: Duration,
     /// Ticks a follower may stay waiting for a snapshot before the send is
@@ -386,6 +390,7 @@ impl Peer {
             last_checkpoint_index: cp.applied_index,
             checkpoints_in_flight: 0,
             split_children: Vec::new(),
+            snapshot_on_disk: None,
             checkpoint_dir: state.checkpoint_dir,
             request_timeout: cfg.request_timeout,
             snapshot_timeout_ticks: cfg.snapshot_timeout_ticks,
@@ -1200,7 +1205,7 @@ impl Peer {
         }
         self.route(rd.take_messages(), out);
         if !rd.snapshot().is_empty() {
-            self.install_snapshot(rd.snapshot().clone(), out)?;
+            self.install_snapshot(rd.snapshot(), out)?;
         }
         let leading_term = self.is_leader().then_some(self.raw.raft.term);
         for rs in rd.take_read_states() {
@@ -1740,12 +1745,12 @@ impl Peer {
 
     fn install_snapshot(
         &mut self,
-        snap: Snapshot,
+        snap: &Snapshot,
         out: &mut TurnOutput,
     ) -> Result<(), RaftstoreError> {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
-        let cp = RegionCheckpoint::decode(&snap.data)?;
+        let mut cp = RegionCheckpoint::decode(&snap.data)?;
         if cp.applied_index != index || cp.region.id != self.region.id {
             return Err(RaftstoreError::Corrupt(format!(
                 "snapshot of region {} at {} carries a checkpoint of region {} at {}",
@@ -1756,19 +1761,26 @@ impl Peer {
         if let Some(held) = self.held_apply.take() {
             debug_assert!(held.entries.iter().all(|e| e.index <= index));
         }
+        if self.snapshot_on_disk.take() != Some(index) {
+            self.write_split_children()?;
+            engine::checkpoint::write_encoded(
+                &self.checkpoint_dir,
+                self.region.id,
+                index,
+                &snap.data,
+            )?;
+        }
+        let pairs = std::mem::take(&mut cp.pairs);
         self.store
-            .replace_range(&cp.region.start_key, &cp.region.end_key, cp.pairs.clone());
-        self.region = Arc::new(cp.region.clone());
+            .replace_range(&cp.region.start_key, &cp.region.end_key, pairs);
+        self.region = Arc::new(cp.region);
         self.region_map.upsert(Arc::clone(&self.region));
         self.written_since_size_check = None;
-        self.sessions = cp.sessions.clone();
-        self.merging = cp.merging.clone().map(Box::new);
-        let conf_state = cp.conf_state.clone();
-        self.write_split_children()?;
-        cp.write(&self.checkpoint_dir)?;
+        self.sessions = cp.sessions;
+        self.merging = cp.merging.map(Box::new);
         self.raw
             .mut_store()
-            .apply_snapshot_metadata(index, term, conf_state);
+            .apply_snapshot_metadata(index, term, cp.conf_state);
         self.applied_index = index;
         self.applied_term = term;
         self.last_checkpoint_index = index;
@@ -1784,6 +1796,39 @@ impl Peer {
         self.resolve_conf_change(LogPosition { index, term }, None);
         tracing::info!(region = self.region.id, index, term, "installed snapshot");
         Ok(())
+    }
+
+    /// Whether raft-rs would install snapshot message `msg` rather than
+    /// ignore it: it is of this replica's term or later, its index is
+    /// beyond what this replica knows committed, and its configuration
+    /// has this replica. Only such a snapshot is written before it is
+    /// stepped (see `ShardCore::step`).
+    pub fn would_install(&self, msg: &Message) -> bool {
+        let snap = msg.get_snapshot();
+        let conf = snap.get_metadata().get_conf_state();
+        let id = self.raw.raft.id;
+        msg.term >= self.raw.raft.term
+            && snap.get_metadata().index > self.committed_index()
+            && [
+                &conf.voters,
+                &conf.learners,
+                &conf.voters_outgoing,
+                &conf.learners_next,
+            ]
+            .iter()
+            .any(|ids| ids.contains(&id))
+    }
+
+    /// The shard's writer made the snapshot at `index` this region's
+    /// durable checkpoint: installing it (stepped next) need not write it.
+    ///
+    /// Safe whether or not it is installed: a leader's snapshot holds only
+    /// committed entries, so a restart from it (with the WAL's log above
+    /// its index) is a state this replica could have reached; and no
+    /// checkpoint of the region's own, older, replaces it (see
+    /// `engine::checkpoint::write`).
+    pub fn snapshot_written(&mut self, index: u64) {
+        self.snapshot_on_disk = Some(index);
     }
 
     /// The region at its applied index, if a checkpoint is due (see
