@@ -2222,13 +2222,10 @@ mod tests {
         let turn = |core: &mut ShardCore, io: &mut RecordingIo| {
             futures::executor::block_on(core.turn(io)).expect("the turn succeeds")
         };
-        core.handle(
-            ShardMsg::Raft {
-                region_id: 10,
-                msg: msg.clone(),
-            },
-            now,
-        );
+        let deliver = |core: &mut ShardCore, region_id, msg| {
+            core.handle(ShardMsg::Raft { region_id, msg }, now);
+        };
+        deliver(&mut core, 10, msg.clone());
         turn(&mut core, &mut io);
         assert_eq!(io.checkpoints, vec![(10, 20)], "handed to the writer");
         assert!(!core.peers.get(&10).is_some_and(Peer::is_initialized));
@@ -2237,13 +2234,7 @@ mod tests {
             "its range is taken"
         );
         // A second copy while the first is written is dropped.
-        core.handle(
-            ShardMsg::Raft {
-                region_id: 10,
-                msg: msg.clone(),
-            },
-            now,
-        );
+        deliver(&mut core, 10, msg.clone());
         turn(&mut core, &mut io);
         assert_eq!(io.checkpoints, vec![(10, 20)]);
 
@@ -2267,13 +2258,7 @@ mod tests {
         assert!(core.accepted_snapshots.is_empty());
 
         // Region 11's snapshot could not be written: dropped, its range free.
-        core.handle(
-            ShardMsg::Raft {
-                region_id: 11,
-                msg: snapshot_message(region(11, b"m", b"")),
-            },
-            now,
-        );
+        deliver(&mut core, 11, snapshot_message(region(11, b"m", b"")));
         turn(&mut core, &mut io);
         assert_eq!(io.checkpoints, vec![(10, 20), (11, 20)]);
         io.finished.push(CheckpointDone {
