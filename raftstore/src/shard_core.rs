@@ -266,8 +266,10 @@ pub struct ShardCore {
     accepted_snapshots: BTreeMap<u64, RegionMeta>,
     /// Snapshots the writer is making their region's checkpoint, by
     /// region: (index, message), stepped once durable (see
-    /// `step_into_peer`).
-    snapshots_being_written: BTreeMap<u64, (u64, Message)>,
+    /// `step_into_peer`). The message is gone if the replica was
+    /// destroyed meanwhile: the write's report is then only swallowed, so
+    /// that a replica created later never takes it for its own.
+    snapshots_being_written: BTreeMap<u64, (u64, Option<Message>)>,
     /// Received snapshots for the writer, handed over at the end of the
     /// turn, after the checkpoints the turn's applies started.
     snapshot_writes: Vec<PendingCheckpoint>,
@@ -882,7 +884,8 @@ impl ShardCore {
             index,
             snapshot.data.clone(),
         ));
-        self.snapshots_being_written.insert(region_id, (index, msg));
+        self.snapshots_being_written
+            .insert(region_id, (index, Some(msg)));
     }
 
     /// A vote or pre-vote request this store may not answer yet (see
@@ -949,7 +952,9 @@ impl ShardCore {
         self.held_snapshots.remove(&region_id);
         self.held_merge_snapshots.remove(&region_id);
         self.accepted_snapshots.remove(&region_id);
-        self.snapshots_being_written.remove(&region_id);
+        if let Some((_, msg)) = self.snapshots_being_written.get_mut(&region_id) {
+            *msg = None;
+        }
         if peer.is_initialized() {
             let region = peer.region();
             let deleted = if keep_data {
@@ -1532,7 +1537,18 @@ impl ShardCore {
         let Some((_, msg)) = self.snapshots_being_written.remove(&region_id) else {
             return;
         };
-        let Some(mut peer) = self.peers.get_mut(&region_id) else {
+        let (Some(msg), Some(mut peer)) = (msg, self.peers.get_mut(&region_id)) else {
+            // Its replica was destroyed: the file the writer made after the
+            // destruction goes too, or a replica created since could find
+            // it taking the place of its own (a checkpoint never replaces a
+            // newer one). A snapshot sent to such a replica meanwhile was
+            // dropped (see `step_into_peer`).
+            self.accepted_snapshots.remove(&region_id);
+            if written.is_ok() && !self.peers.get(&region_id).is_some_and(Peer::is_initialized) {
+                if let Err(err) = engine::checkpoint::remove(&self.checkpoint_dir, region_id) {
+                    tracing::warn!(region = region_id, %err, "could not remove the snapshot of a destroyed replica; a restart does");
+                }
+            }
             return;
         };
         match written {
@@ -2211,7 +2227,8 @@ mod tests {
     /// first and is stepped only once the writer reports it durable; the
     /// install then writes nothing in the turn (the test removes the file
     /// the writer wrote, and none comes back). Until then its range counts
-    /// as taken. One the writer could not write is dropped.
+    /// as taken. One the writer could not write is dropped; one whose
+    /// replica was destroyed meanwhile leaves no file behind.
     #[test]
     fn a_received_snapshot_is_written_by_the_writer_before_it_installs() {
         let now = Instant::now();
@@ -2268,6 +2285,27 @@ mod tests {
         });
         turn(&mut core, &mut io);
         assert!(!core.peers.get(&11).is_some_and(Peer::is_initialized));
+        assert!(core.snapshots_being_written.is_empty());
+        assert!(core.accepted_snapshots.is_empty());
+
+        // Region 12's replica is destroyed while its snapshot is written:
+        // the file the writer made goes, and the report is no one's.
+        deliver(&mut core, 12, snapshot_message(region(12, b"m", b"")));
+        turn(&mut core, &mut io);
+        core.destroy_region(12, 2, false).expect("destroyed");
+        let data = snapshot_message(region(12, b"m", b""))
+            .get_snapshot()
+            .data
+            .clone();
+        engine::checkpoint::write_encoded(&core.checkpoint_dir, 12, 20, &data)
+            .expect("the writer writes it");
+        io.finished.push(CheckpointDone {
+            region_id: 12,
+            applied_index: 20,
+            result: Ok(()),
+        });
+        turn(&mut core, &mut io);
+        assert!(!RegionCheckpoint::exists(&core.checkpoint_dir, 12));
         assert!(core.snapshots_being_written.is_empty());
         assert!(core.accepted_snapshots.is_empty());
     }
