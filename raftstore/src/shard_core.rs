@@ -270,6 +270,12 @@ pub struct ShardCore {
     /// destroyed meanwhile: the write's report is then only swallowed, so
     /// that a replica created later never takes it for its own.
     snapshots_being_written: BTreeMap<u64, (u64, Option<Message>)>,
+    /// Checkpoints of destroyed replicas the writer has not reported, by
+    /// region. Their reports come before any of a replica of the region
+    /// created since (the writer keeps its queue's order) and are no
+    /// one's: a new replica taking one for its own would compact a log it
+    /// does not have.
+    orphaned_checkpoints: BTreeMap<u64, u32>,
     /// Received snapshots for the writer, handed over at the end of the
     /// turn, after the checkpoints the turn's applies started.
     snapshot_writes: Vec<PendingCheckpoint>,
@@ -350,6 +356,7 @@ impl ShardCore {
             accepted_snapshots: BTreeMap::new(),
             snapshots_being_written: BTreeMap::new(),
             snapshot_writes: Vec::new(),
+            orphaned_checkpoints: BTreeMap::new(),
             liveness: Arc::new(NodeLiveness::new()),
             outbox: Vec::new(),
             staged_wal: Vec::new(),
@@ -955,6 +962,10 @@ impl ShardCore {
         if let Some((_, msg)) = self.snapshots_being_written.get_mut(&region_id) {
             *msg = None;
         }
+        if peer.checkpoints_in_flight() > 0 {
+            *self.orphaned_checkpoints.entry(region_id).or_default() +=
+                peer.checkpoints_in_flight();
+        }
         if peer.is_initialized() {
             let region = peer.region();
             let deleted = if keep_data {
@@ -1503,7 +1514,13 @@ impl ShardCore {
                 Some(_) => continue,
                 None => None,
             };
-            if let Some(mut peer) = self.peers.get_mut(&id) {
+            if self.take_orphaned_checkpoint(id) {
+                tracing::debug!(
+                    region = id,
+                    index,
+                    "checkpoint of a destroyed replica written"
+                );
+            } else if let Some(mut peer) = self.peers.get_mut(&id) {
                 match done.result {
                     Ok(()) => {
                         peer.on_checkpoint_written(index, out);
@@ -1521,6 +1538,19 @@ impl ShardCore {
             }
         }
         Ok(compacted)
+    }
+
+    /// Whether the next checkpoint report of `region_id` is of a destroyed
+    /// replica (see `orphaned_checkpoints`); counts it off if so.
+    fn take_orphaned_checkpoint(&mut self, region_id: u64) -> bool {
+        let Some(left) = self.orphaned_checkpoints.get_mut(&region_id) else {
+            return false;
+        };
+        *left -= 1;
+        if *left == 0 {
+            self.orphaned_checkpoints.remove(&region_id);
+        }
+        true
     }
 
     /// The writer finished making the snapshot of `region_id` at `index`
@@ -2201,6 +2231,48 @@ mod tests {
             to_leader.contains(&MessageType::MsgHeartbeatResponse),
             "the woken follower tells its leader: {to_leader:?}"
         );
+    }
+
+    /// A replica destroyed while its checkpoint is being written, and
+    /// created again (by a message from the region's leader) before the
+    /// writer reports it: the report is the destroyed replica's, and the
+    /// new one, which has no log, does not compact anything on its word.
+    #[test]
+    fn a_checkpoint_of_a_destroyed_replica_is_no_one_elses() {
+        let mut now = Instant::now();
+        let mut core = shard_with(&[(91, &[1])], now);
+        let mut io = RecordingIo::default();
+        now = tick_until(&mut core, &mut io, now, 100, |core| {
+            core.peers.get(&91).is_some_and(Peer::is_leader)
+        });
+        let _written = put(&mut core, 91, b"k", b"v", now);
+        now = tick_until(&mut core, &mut io, now, 10, |core| {
+            core.store.get(b"k").is_some()
+        });
+        let Some(checkpoint) = core.peers.get_mut(&91).map(|mut peer| peer.checkpoint()) else {
+            panic!("region 91 runs here");
+        };
+        let index = checkpoint.applied_index();
+        core.destroy_region(91, 2, false).expect("destroyed");
+        let mut heartbeat = Message::default();
+        heartbeat.set_msg_type(MessageType::MsgHeartbeat);
+        heartbeat.from = 2;
+        heartbeat.to = 1;
+        heartbeat.term = 9;
+        core.handle(
+            ShardMsg::Raft {
+                region_id: 91,
+                msg: Box::new(heartbeat),
+            },
+            now,
+        );
+        assert!(core.peers.get(&91).is_some(), "created again");
+        io.finished.push(checkpoint.write(&core.checkpoint_dir));
+        now += core.cfg.tick;
+        tick_and_turn(&mut core, &mut io, now);
+        assert!(!core.peers.get(&91).is_some_and(Peer::is_initialized));
+        assert!(core.orphaned_checkpoints.is_empty());
+        assert!(index > 5, "the checkpoint is past the new replica's log");
     }
 
     /// An empty shard of store 1, its checkpoints in a fresh directory.

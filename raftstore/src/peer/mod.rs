@@ -1905,6 +1905,11 @@ impl Peer {
         });
     }
 
+    /// Checkpoints of this replica the shard's writer has not reported.
+    pub fn checkpoints_in_flight(&self) -> u32 {
+        self.checkpoints_in_flight
+    }
+
     pub fn on_checkpoint_failed(&mut self) {
         self.checkpoints_in_flight = self.checkpoints_in_flight.saturating_sub(1);
     }
