@@ -84,8 +84,8 @@ fn boundary(i: usize) -> Vec<u8> {
 
 fn region(i: usize, n: usize) -> RegionCheckpoint {
     let id = 100 + i as u64;
-    RegionCheckpoint {
-        region: RegionMeta {
+    RegionCheckpoint::new_region(
+        RegionMeta {
             start_key: boundary(i),
             end_key: if i + 1 == n {
                 Vec::new()
@@ -94,16 +94,12 @@ fn region(i: usize, n: usize) -> RegionCheckpoint {
             },
             ..RegionMeta::whole_keyspace(id, &[1])
         },
-        applied_index: 5,
-        applied_term: 5,
-        conf_state: ConfState {
+        ConfState {
             voters: vec![1],
             ..Default::default()
         },
-        sessions: Default::default(),
-        merging: None,
-        pairs: Vec::new(),
-    }
+        Default::default(),
+    )
 }
 
 /// The `seq`th put, in region `seq % regions`.

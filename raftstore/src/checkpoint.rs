@@ -24,6 +24,7 @@ use raft::prelude::ConfState;
 use crate::apply::SessionTable;
 use crate::codec::{Decoder, Encoder};
 use crate::error::RaftstoreError;
+use crate::peer::{NEW_REGION_INDEX, NEW_REGION_TERM};
 use crate::region::RegionMeta;
 
 /// Everything a region restarts from, besides its WAL.
@@ -133,6 +134,25 @@ impl PendingCheckpoint {
 }
 
 impl RegionCheckpoint {
+    /// The starting checkpoint of `region` as a split creates it: at
+    /// [`NEW_REGION_INDEX`], [`NEW_REGION_TERM`], with no pairs (a split's
+    /// are read from the store, where they already are).
+    pub fn new_region(
+        region: RegionMeta,
+        conf_state: ConfState,
+        sessions: SessionTable,
+    ) -> RegionCheckpoint {
+        RegionCheckpoint {
+            region,
+            applied_index: NEW_REGION_INDEX,
+            applied_term: NEW_REGION_TERM,
+            conf_state,
+            sessions,
+            merging: None,
+            pairs: Vec::new(),
+        }
+    }
+
     fn into_engine(self) -> Result<Checkpoint, RaftstoreError> {
         let mut enc = Encoder::new();
         self.region.encode(&mut enc);

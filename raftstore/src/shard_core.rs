@@ -1756,17 +1756,15 @@ mod tests {
         cfg.shards = 1;
         let checkpoints = regions
             .iter()
-            .map(|&(id, voters)| RegionCheckpoint {
-                region: RegionMeta::whole_keyspace(id, voters),
-                applied_index: 5,
-                applied_term: 5,
-                conf_state: ConfState {
-                    voters: voters.to_vec(),
-                    ..Default::default()
-                },
-                sessions: Default::default(),
-                merging: None,
-                pairs: Vec::new(),
+            .map(|&(id, voters)| {
+                RegionCheckpoint::new_region(
+                    RegionMeta::whole_keyspace(id, voters),
+                    ConfState {
+                        voters: voters.to_vec(),
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
             })
             .collect();
         ShardCore::recover(

@@ -1661,17 +1661,13 @@ impl Peer {
             return Ok(Err(self.rejection(ApplyRejection::KeyNotInRegion)));
         }
         let (left, right) = self.region.split(split_key, *new_region_id);
-        let child = RegionCheckpoint {
-            region: right.clone(),
-            applied_index: NEW_REGION_INDEX,
-            applied_term: NEW_REGION_TERM,
-            conf_state: self.raw.store().conf_state().clone(),
+        let child = RegionCheckpoint::new_region(
+            right.clone(),
+            self.raw.store().conf_state().clone(),
             // Retries of writes to the right half's keys must still be
             // recognised there.
-            sessions: self.sessions.clone(),
-            merging: None,
-            pairs: Vec::new(),
-        };
+            self.sessions.clone(),
+        );
         // Replayed after a crash, the split may find the new region already
         // there; it is never created twice.
         let created = if RegionCheckpoint::exists(&self.checkpoint_dir, right.id) {

@@ -39,22 +39,18 @@ impl TwoShards {
         let (store, region_map) = (Arc::new(KvStore::new()), Arc::new(RegionMap::new()));
         let now = Instant::now();
         let core = |index: usize, id: u64, start: &[u8], end: &[u8]| {
-            let checkpoint = RegionCheckpoint {
-                region: RegionMeta {
+            let checkpoint = RegionCheckpoint::new_region(
+                RegionMeta {
                     start_key: start.to_vec(),
                     end_key: end.to_vec(),
                     ..RegionMeta::whole_keyspace(id, &[1])
                 },
-                applied_index: 5,
-                applied_term: 5,
-                conf_state: ConfState {
+                ConfState {
                     voters: vec![1],
                     ..Default::default()
                 },
-                sessions: Default::default(),
-                merging: None,
-                pairs: Vec::new(),
-            };
+                Default::default(),
+            );
             ShardCore::recover(
                 cfg.clone(),
                 index,
