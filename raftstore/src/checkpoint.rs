@@ -18,6 +18,7 @@ use std::path::Path;
 
 use engine::checkpoint::{Checkpoint, CheckpointHead};
 use engine::store::RangeCapture;
+use futures::channel::oneshot;
 use protobuf::Message as _;
 use raft::prelude::ConfState;
 
@@ -63,7 +64,14 @@ enum PendingContent {
     Captured(Box<CapturedCheckpoint>),
     /// A snapshot received from the region's leader, already encoded:
     /// written before the replica installs it (see `ShardCore::step`).
-    Received(bytes::Bytes),
+    Received(Box<ReceivedSnapshot>),
+}
+
+/// A received snapshot's data, and where its decoded form goes once it
+/// is written, so that the install need not decode it in the turn.
+struct ReceivedSnapshot {
+    data: bytes::Bytes,
+    decoded: oneshot::Sender<RegionCheckpoint>,
 }
 
 /// A checkpoint complete but for its pairs (empty), which are still to be
@@ -89,13 +97,20 @@ impl PendingCheckpoint {
 
     /// The data of a snapshot of `region_id` at `applied_index`; the
     /// writer refuses it unless its checksums verify and its head says
-    /// the same region and index.
-    pub fn received(region_id: u64, applied_index: u64, data: bytes::Bytes) -> PendingCheckpoint {
-        PendingCheckpoint {
+    /// the same region and index. Once it is written, the writer decodes
+    /// it and sends the result to the receiver returned.
+    pub fn received(
+        region_id: u64,
+        applied_index: u64,
+        data: bytes::Bytes,
+    ) -> (PendingCheckpoint, oneshot::Receiver<RegionCheckpoint>) {
+        let (decoded, receiver) = oneshot::channel();
+        let checkpoint = PendingCheckpoint {
             region_id,
             applied_index,
-            content: PendingContent::Received(data),
-        }
+            content: PendingContent::Received(Box::new(ReceivedSnapshot { data, decoded })),
+        };
+        (checkpoint, receiver)
     }
 
     pub fn region_id(&self) -> u64 {
@@ -120,9 +135,19 @@ impl PendingCheckpoint {
                 }
                 .write(dir)
             }
-            PendingContent::Received(data) => {
-                engine::checkpoint::write_encoded(dir, region_id, applied_index, &data)
-                    .map_err(RaftstoreError::from)
+            PendingContent::Received(received) => {
+                let ReceivedSnapshot { data, decoded } = *received;
+                let written =
+                    engine::checkpoint::write_encoded(dir, region_id, applied_index, &data);
+                if written.is_ok() {
+                    // Checked whole by the write: only a bug fails here, and
+                    // the install then decodes it itself.
+                    if let Ok(checkpoint) = RegionCheckpoint::decode(&data) {
+                        // The shard may have dropped the snapshot meanwhile.
+                        let _ = decoded.send(checkpoint);
+                    }
+                }
+                written.map_err(RaftstoreError::from)
             }
         };
         CheckpointDone {
@@ -294,6 +319,36 @@ mod tests {
             without_pairs
         );
         assert!(RegionCheckpoint::decode_without_pairs(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// The writer writes a received snapshot, then hands its decoded form
+    /// over; one that does not check is neither written nor handed over.
+    #[test]
+    fn a_received_snapshot_is_written_then_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = RegionCheckpoint {
+            region: RegionMeta::whole_keyspace(9, &[1, 2, 3]),
+            applied_index: 42,
+            applied_term: 3,
+            conf_state: ConfState {
+                voters: vec![1, 2, 3],
+                ..Default::default()
+            },
+            sessions: SessionTable::default(),
+            pairs: vec![(b"a".to_vec(), b"1".to_vec())],
+            merging: None,
+        };
+        let data = bytes::Bytes::from(cp.clone().encode().unwrap());
+        let (write, mut decoded) = PendingCheckpoint::received(9, 42, data.clone());
+        assert!(write.write(dir.path()).result.is_ok());
+        assert_eq!(decoded.try_recv().unwrap(), Some(cp.clone()));
+        assert_eq!(RegionCheckpoint::read(dir.path(), 9).unwrap(), Some(cp));
+
+        let damaged = data.slice(..data.len() - 1);
+        let (write, mut decoded) = PendingCheckpoint::received(8, 42, damaged);
+        assert!(write.write(dir.path()).result.is_err());
+        assert!(decoded.try_recv().is_err(), "nothing handed over");
+        assert!(!RegionCheckpoint::exists(dir.path(), 8));
     }
 
     #[test]

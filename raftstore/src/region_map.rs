@@ -12,6 +12,11 @@
 //! ([`RegionMap::take_reshaped`]), so the node can report them to the
 //! placement driver at once rather than at its next heartbeat. The set
 //! holds only regions still here, so it stays bounded when nobody asks.
+//!
+//! And it holds the ranges of snapshots accepted by uninitialized replicas
+//! of any shard of the store and not yet installed
+//! ([`RegionMap::reserve_for_snapshot`]): two overlapping ones must never
+//! both be accepted, whichever shards they are on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -47,6 +52,8 @@ struct Regions {
     /// Regions in `by_id` that appeared or whose epoch version moved since
     /// `take_reshaped` last drained this.
     reshaped: BTreeSet<u64>,
+    /// Snapshots accepted for uninitialized replicas, not yet installed.
+    reserved: HashMap<u64, RegionMeta>,
 }
 
 impl Regions {
@@ -153,6 +160,32 @@ impl RegionMap {
         regions.peers_per_store.keys().copied().collect()
     }
 
+    /// Reserves `region`'s range for the snapshot an uninitialized replica
+    /// of it is about to install, unless another region of the store
+    /// (installed, or reserved the same way) covers any of its keys (see
+    /// `rules::may_step_snapshot`). Checked and reserved at once: shards
+    /// reserve concurrently. Held until [`RegionMap::release_snapshot`].
+    pub fn reserve_for_snapshot(&self, region: &RegionMeta) -> bool {
+        let mut regions = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let others = regions
+            .by_id
+            .values()
+            .map(|r| &**r)
+            .chain(regions.reserved.values());
+        if !crate::rules::may_step_snapshot(region, others) {
+            return false;
+        }
+        regions.reserved.insert(region.id, region.clone());
+        true
+    }
+
+    /// Ends the reservation of [`RegionMap::reserve_for_snapshot`] (the
+    /// snapshot installed, or will not).
+    pub fn release_snapshot(&self, region_id: u64) {
+        let mut regions = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        regions.reserved.remove(&region_id);
+    }
+
     /// Every region other than `except` whose range overlaps `region`'s.
     pub fn overlapping(&self, region: &RegionMeta, except: u64) -> Vec<RegionMeta> {
         let regions = self.inner.read().unwrap_or_else(|p| p.into_inner());
@@ -183,6 +216,26 @@ mod tests {
             end_key: end.to_vec(),
             ..RegionMeta::whole_keyspace(id, &[1, 2, 3])
         }
+    }
+
+    /// A snapshot's range is reserved only if no installed region and no
+    /// other reserved snapshot covers any of its keys, whichever shard
+    /// asks; the same region may ask again; a release frees the range.
+    #[test]
+    fn overlapping_snapshots_are_never_both_reserved() {
+        let map = RegionMap::new();
+        map.upsert(region(1, b"", b"c"));
+        assert!(
+            !map.reserve_for_snapshot(&region(7, b"b", b"m")),
+            "installed"
+        );
+        assert!(map.reserve_for_snapshot(&region(8, b"c", b"m")));
+        assert!(map.reserve_for_snapshot(&region(8, b"c", b"m")), "again");
+        assert!(!map.reserve_for_snapshot(&region(9, b"", b"")), "reserved");
+        assert!(map.reserve_for_snapshot(&region(10, b"m", b"")));
+        map.release_snapshot(8);
+        assert!(map.reserve_for_snapshot(&region(11, b"d", b"f")));
+        assert!(!map.reserve_for_snapshot(&region(8, b"c", b"m")));
     }
 
     #[test]

@@ -34,7 +34,7 @@
 //! region of this store (a merge it missed) has that region destroyed
 //! before stepping the snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -259,17 +259,15 @@ pub struct ShardCore {
     /// once that shard destroyed it (see `release_merged_away`).
     held_merge_snapshots: BTreeMap<u64, Message>,
     /// Regions whose snapshot was stepped into an uninitialized replica
-    /// but is not yet installed (installs happen in the next turn's
-    /// Readies). They count in the overlap check like installed regions:
-    /// two overlapping snapshots accepted before either installs would
-    /// let the older shape replay its log over the newer region's keys.
-    accepted_snapshots: BTreeMap<u64, RegionMeta>,
+    /// (or is being written to be) but is not yet installed; their range
+    /// is reserved in the region map until then (see
+    /// `RegionMap::reserve_for_snapshot`): two overlapping snapshots
+    /// accepted before either installs, on any shards, would let the older
+    /// shape replay its log over the newer region's keys.
+    accepted_snapshots: BTreeSet<u64>,
     /// Snapshots the writer is making their region's checkpoint, by
-    /// region: (index, message), stepped once durable (see
-    /// `step_into_peer`). The message is gone if the replica was
-    /// destroyed meanwhile: the write's report is then only swallowed, so
-    /// that a replica created later never takes it for its own.
-    snapshots_being_written: BTreeMap<u64, (u64, Option<Message>)>,
+    /// region, stepped once durable (see `step_into_peer`).
+    snapshots_being_written: BTreeMap<u64, SnapshotBeingWritten>,
     /// Checkpoints of destroyed replicas the writer has not reported, by
     /// region. Their reports come before any of a replica of the region
     /// created since (the writer keeps its queue's order) and are no
@@ -353,7 +351,7 @@ impl ShardCore {
             splits_in_flight: Vec::new(),
             held_snapshots: BTreeMap::new(),
             held_merge_snapshots: BTreeMap::new(),
-            accepted_snapshots: BTreeMap::new(),
+            accepted_snapshots: BTreeSet::new(),
             snapshots_being_written: BTreeMap::new(),
             snapshot_writes: Vec::new(),
             orphaned_checkpoints: BTreeMap::new(),
@@ -830,9 +828,9 @@ impl ShardCore {
             match msg.get_msg_type() {
                 // It has no log to judge a candidate by, and no durable vote.
                 T::MsgRequestVote | T::MsgRequestPreVote => return,
-                T::MsgSnapshot => match self.check_snapshot(region_id, &msg) {
-                    SnapshotCheck::Accept(region) => {
-                        self.accepted_snapshots.insert(region_id, region);
+                T::MsgSnapshot => match self.check_snapshot(&msg) {
+                    SnapshotCheck::Accept => {
+                        self.accepted_snapshots.insert(region_id);
                     }
                     SnapshotCheck::Hold => {
                         tracing::debug!(
@@ -886,13 +884,16 @@ impl ShardCore {
         }
         let snapshot = msg.get_snapshot();
         let index = snapshot.get_metadata().index;
-        self.snapshot_writes.push(PendingCheckpoint::received(
+        let (write, decoded) = PendingCheckpoint::received(region_id, index, snapshot.data.clone());
+        self.snapshot_writes.push(write);
+        self.snapshots_being_written.insert(
             region_id,
-            index,
-            snapshot.data.clone(),
-        ));
-        self.snapshots_being_written
-            .insert(region_id, (index, Some(msg)));
+            SnapshotBeingWritten {
+                index,
+                msg: Some(msg),
+                decoded,
+            },
+        );
     }
 
     /// A vote or pre-vote request this store may not answer yet (see
@@ -958,9 +959,9 @@ impl ShardCore {
         };
         self.held_snapshots.remove(&region_id);
         self.held_merge_snapshots.remove(&region_id);
-        self.accepted_snapshots.remove(&region_id);
-        if let Some((_, msg)) = self.snapshots_being_written.get_mut(&region_id) {
-            *msg = None;
+        self.release_accepted_snapshot(region_id);
+        if let Some(being_written) = self.snapshots_being_written.get_mut(&region_id) {
+            being_written.msg = None;
         }
         if peer.checkpoints_in_flight() > 0 {
             *self.orphaned_checkpoints.entry(region_id).or_default() +=
@@ -1024,8 +1025,9 @@ impl ShardCore {
 
     /// Whether a snapshot for the uninitialized replica `region_id` may
     /// be stepped now: the region it carries must overlap no region of
-    /// this store, installed or accepted and about to install.
-    fn check_snapshot(&self, region_id: u64, msg: &Message) -> SnapshotCheck {
+    /// this store, installed or accepted and about to install. If it may,
+    /// its range is reserved (see `accepted_snapshots`).
+    fn check_snapshot(&self, msg: &Message) -> SnapshotCheck {
         let cp = match RegionCheckpoint::decode_without_pairs(&msg.get_snapshot().data) {
             Ok(cp) => cp,
             Err(err) => return SnapshotCheck::Undecodable(err),
@@ -1033,14 +1035,18 @@ impl ShardCore {
         if self.tombstones.covers(&cp.region) {
             return SnapshotCheck::Removed;
         }
-        let installed = self.region_map.overlapping(&cp.region, region_id);
-        if !crate::rules::may_step_snapshot(
-            &cp.region,
-            installed.iter().chain(self.accepted_snapshots.values()),
-        ) {
-            SnapshotCheck::Hold
+        if self.region_map.reserve_for_snapshot(&cp.region) {
+            SnapshotCheck::Accept
         } else {
-            SnapshotCheck::Accept(cp.region)
+            SnapshotCheck::Hold
+        }
+    }
+
+    /// Ends this shard's reservation of `region_id`'s snapshot range, if
+    /// it holds one.
+    fn release_accepted_snapshot(&mut self, region_id: u64) {
+        if self.accepted_snapshots.remove(&region_id) {
+            self.region_map.release_snapshot(region_id);
         }
     }
 
@@ -1062,12 +1068,12 @@ impl ShardCore {
             if self.peers.get(&region_id).is_none_or(Peer::is_initialized) {
                 continue;
             }
-            match self.check_snapshot(region_id, &msg) {
+            match self.check_snapshot(&msg) {
                 SnapshotCheck::Hold => {
                     self.held_snapshots.insert(region_id, msg);
                 }
-                SnapshotCheck::Accept(region) => {
-                    self.accepted_snapshots.insert(region_id, region);
+                SnapshotCheck::Accept => {
+                    self.accepted_snapshots.insert(region_id);
                     self.step_into_peer(region_id, msg);
                 }
                 SnapshotCheck::Undecodable(_) | SnapshotCheck::Removed => {}
@@ -1109,9 +1115,15 @@ impl ShardCore {
         }
         // Every accepted snapshot is now installed (or was refused by
         // Raft), but for those still being written.
-        let being_written = &self.snapshots_being_written;
-        self.accepted_snapshots
-            .retain(|id, _| being_written.contains_key(id));
+        let done: Vec<u64> = self
+            .accepted_snapshots
+            .iter()
+            .filter(|id| !self.snapshots_being_written.contains_key(id))
+            .copied()
+            .collect();
+        for id in done {
+            self.release_accepted_snapshot(id);
+        }
         if !out.wal.is_empty() {
             // Commit-index-only changes ride along with a sync that happens
             // anyway (see `Peer::stage_hard_state`).
@@ -1490,7 +1502,7 @@ impl ShardCore {
             if self
                 .snapshots_being_written
                 .get(&id)
-                .is_some_and(|(at, _)| *at == index)
+                .is_some_and(|s| s.index == index)
             {
                 self.step_written_snapshot(id, index, done.result);
                 continue;
@@ -1564,7 +1576,10 @@ impl ShardCore {
         index: u64,
         written: Result<(), RaftstoreError>,
     ) {
-        let Some((_, msg)) = self.snapshots_being_written.remove(&region_id) else {
+        let Some(SnapshotBeingWritten {
+            msg, mut decoded, ..
+        }) = self.snapshots_being_written.remove(&region_id)
+        else {
             return;
         };
         let (Some(msg), Some(mut peer)) = (msg, self.peers.get_mut(&region_id)) else {
@@ -1573,7 +1588,7 @@ impl ShardCore {
             // it taking the place of its own (a checkpoint never replaces a
             // newer one). A snapshot sent to such a replica meanwhile was
             // dropped (see `step_into_peer`).
-            self.accepted_snapshots.remove(&region_id);
+            self.release_accepted_snapshot(region_id);
             if written.is_ok() && !self.peers.get(&region_id).is_some_and(Peer::is_initialized) {
                 if let Err(err) = engine::checkpoint::remove(&self.checkpoint_dir, region_id) {
                     tracing::warn!(region = region_id, %err, "could not remove the snapshot of a destroyed replica; a restart does");
@@ -1583,21 +1598,35 @@ impl ShardCore {
         };
         match written {
             Ok(()) => {
-                peer.snapshot_written(index);
+                peer.snapshot_written(index, decoded.try_recv().ok().flatten());
                 peer.step(msg);
             }
             Err(err) => {
                 tracing::warn!(region = region_id, index, %err, "received snapshot not written; dropped");
-                self.accepted_snapshots.remove(&region_id);
+                drop(peer);
+                self.release_accepted_snapshot(region_id);
             }
         }
     }
 }
 
+/// A received snapshot the shard's writer is making its region's
+/// checkpoint (see `ShardCore::step_into_peer`).
+struct SnapshotBeingWritten {
+    index: u64,
+    /// Gone if the replica was destroyed meanwhile: the write's report is
+    /// then only swallowed, so that a replica created later never takes
+    /// it for its own.
+    msg: Option<Message>,
+    /// The snapshot decoded by the writer once written (dropped unsent if
+    /// it could not decode it).
+    decoded: oneshot::Receiver<RegionCheckpoint>,
+}
+
 /// What may be done with a snapshot for an uninitialized replica.
 enum SnapshotCheck {
-    /// Step it; it will install as this region.
-    Accept(RegionMeta),
+    /// Step it; it will install as this region (its range is reserved).
+    Accept,
     /// It overlaps a region of this store; keep it until that splits.
     Hold,
     Undecodable(RaftstoreError),
@@ -1707,6 +1736,8 @@ mod tests {
         pub(super) to_shards: Vec<(usize, ShardMsg)>,
         /// (region, applied index) of every checkpoint started.
         pub(super) checkpoints: Vec<(u64, u64)>,
+        /// The checkpoints started, for a test to write.
+        pub(super) started: Vec<PendingCheckpoint>,
         /// Checkpoint writes to report finished at the next turn.
         pub(super) finished: Vec<CheckpointDone>,
         /// The id the next split gets; without one, splits are refused.
@@ -1723,6 +1754,7 @@ mod tests {
         fn write_checkpoint(&mut self, checkpoint: PendingCheckpoint) {
             self.checkpoints
                 .push((checkpoint.region_id(), checkpoint.applied_index()));
+            self.started.push(checkpoint);
         }
         fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
             std::mem::take(&mut self.finished)
@@ -2305,34 +2337,34 @@ mod tests {
         let mut core = empty_shard("snapshot-writer");
         let mut io = RecordingIo::default();
         let msg = snapshot_message(region(10, b"", b"m"));
-        let data = msg.get_snapshot().data.clone();
         let turn = |core: &mut ShardCore, io: &mut RecordingIo| {
             futures::executor::block_on(core.turn(io)).expect("the turn succeeds")
         };
         let deliver = |core: &mut ShardCore, region_id, msg| {
             core.handle(ShardMsg::Raft { region_id, msg }, now);
         };
+        // As the shard's writer does, with the file removed if asked.
+        let write_last = |core: &ShardCore, io: &mut RecordingIo, keep: bool| {
+            let Some(write) = io.started.pop() else {
+                panic!("no checkpoint started");
+            };
+            let done = write.write(&core.checkpoint_dir);
+            if !keep {
+                engine::checkpoint::remove(&core.checkpoint_dir, done.region_id).expect("removed");
+            }
+            io.finished.push(done);
+        };
         deliver(&mut core, 10, msg.clone());
         turn(&mut core, &mut io);
         assert_eq!(io.checkpoints, vec![(10, 20)], "handed to the writer");
         assert!(!core.peers.get(&10).is_some_and(Peer::is_initialized));
-        assert!(
-            core.accepted_snapshots.contains_key(&10),
-            "its range is taken"
-        );
+        assert!(core.accepted_snapshots.contains(&10), "its range is taken");
         // A second copy while the first is written is dropped.
         deliver(&mut core, 10, msg.clone());
         turn(&mut core, &mut io);
         assert_eq!(io.checkpoints, vec![(10, 20)]);
 
-        engine::checkpoint::write_encoded(&core.checkpoint_dir, 10, 20, &data)
-            .expect("the writer writes it");
-        engine::checkpoint::remove(&core.checkpoint_dir, 10).expect("removed");
-        io.finished.push(CheckpointDone {
-            region_id: 10,
-            applied_index: 20,
-            result: Ok(()),
-        });
+        write_last(&core, &mut io, false);
         turn(&mut core, &mut io);
         let Some(status) = core.peers.get(&10).map(Peer::status) else {
             panic!("the replica of region 10 is gone");
@@ -2363,17 +2395,7 @@ mod tests {
         deliver(&mut core, 12, snapshot_message(region(12, b"m", b"")));
         turn(&mut core, &mut io);
         core.destroy_region(12, 2, false).expect("destroyed");
-        let data = snapshot_message(region(12, b"m", b""))
-            .get_snapshot()
-            .data
-            .clone();
-        engine::checkpoint::write_encoded(&core.checkpoint_dir, 12, 20, &data)
-            .expect("the writer writes it");
-        io.finished.push(CheckpointDone {
-            region_id: 12,
-            applied_index: 20,
-            result: Ok(()),
-        });
+        write_last(&core, &mut io, true);
         turn(&mut core, &mut io);
         assert!(!RegionCheckpoint::exists(&core.checkpoint_dir, 12));
         assert!(core.snapshots_being_written.is_empty());
@@ -2403,8 +2425,8 @@ mod tests {
             },
             now,
         );
-        assert_eq!(core.accepted_snapshots.get(&10), Some(&parent));
-        assert!(!core.accepted_snapshots.contains_key(&11));
+        assert!(core.accepted_snapshots.contains(&10));
+        assert!(!core.accepted_snapshots.contains(&11));
         assert!(core.held_snapshots.contains_key(&11));
     }
 }

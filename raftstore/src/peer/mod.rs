@@ -291,10 +291,11 @@ pub struct Peer {
     /// written here before this region writes a checkpoint of its own in
     /// the turn (see [`Peer::write_split_children`]).
     split_children: Vec<(u64, PendingCheckpoint)>,
-    /// The applied index of a snapshot the shard's writer made this
-    /// region's durable checkpoint before handing it here: installing it
-    /// writes nothing (see [`Peer::snapshot_written`]).
-    snapshot_on_disk: Option<u64>,
+    /// A snapshot the shard's writer made this region's durable
+    /// checkpoint before handing it here, by applied index, with its
+    /// decoded form if the writer sent it: installing it writes nothing,
+    /// and decodes nothing if decoded (see [`Peer::snapshot_written`]).
+    snapshot_on_disk: Option<(u64, Option<Box<RegionCheckpoint>>)>,
     checkpoint_dir: Arc<Path>,
     request_timeout: Duration,
     /// Ticks a follower may stay waiting for a snapshot before the send is
@@ -1746,7 +1747,14 @@ impl Peer {
     ) -> Result<(), RaftstoreError> {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
-        let mut cp = RegionCheckpoint::decode(&snap.data)?;
+        let (written_ahead, decoded) = match self.snapshot_on_disk.take() {
+            Some((at, decoded)) if at == index => (true, decoded),
+            _ => (false, None),
+        };
+        let mut cp = match decoded {
+            Some(decoded) => *decoded,
+            None => RegionCheckpoint::decode(&snap.data)?,
+        };
         if cp.applied_index != index || cp.region.id != self.region.id {
             return Err(RaftstoreError::Corrupt(format!(
                 "snapshot of region {} at {} carries a checkpoint of region {} at {}",
@@ -1757,7 +1765,7 @@ impl Peer {
         if let Some(held) = self.held_apply.take() {
             debug_assert!(held.entries.iter().all(|e| e.index <= index));
         }
-        if self.snapshot_on_disk.take() != Some(index) {
+        if !written_ahead {
             self.write_split_children()?;
             engine::checkpoint::write_encoded(
                 &self.checkpoint_dir,
@@ -1816,15 +1824,16 @@ impl Peer {
     }
 
     /// The shard's writer made the snapshot at `index` this region's
-    /// durable checkpoint: installing it (stepped next) need not write it.
+    /// durable checkpoint: installing it (stepped next) need not write it,
+    /// nor decode it if the writer did (`decoded`).
     ///
     /// Safe whether or not it is installed: a leader's snapshot holds only
     /// committed entries, so a restart from it (with the WAL's log above
     /// its index) is a state this replica could have reached; and no
     /// checkpoint of the region's own, older, replaces it (see
     /// `engine::checkpoint::write`).
-    pub fn snapshot_written(&mut self, index: u64) {
-        self.snapshot_on_disk = Some(index);
+    pub fn snapshot_written(&mut self, index: u64, decoded: Option<RegionCheckpoint>) {
+        self.snapshot_on_disk = Some((index, decoded.map(Box::new)));
     }
 
     /// The region at its applied index, if a checkpoint is due (see
