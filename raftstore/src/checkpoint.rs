@@ -293,10 +293,10 @@ impl RegionCheckpoint {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_through_bytes() {
-        let cp = RegionCheckpoint {
-            region: RegionMeta::whole_keyspace(1, &[1, 2, 3]),
+    /// Region `id` over the whole keyspace at index 42, with one pair.
+    fn sample(id: u64) -> RegionCheckpoint {
+        RegionCheckpoint {
+            region: RegionMeta::whole_keyspace(id, &[1, 2, 3]),
             applied_index: 42,
             applied_term: 3,
             conf_state: ConfState {
@@ -306,7 +306,12 @@ mod tests {
             sessions: SessionTable::default(),
             pairs: vec![(b"a".to_vec(), b"1".to_vec())],
             merging: None,
-        };
+        }
+    }
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let cp = sample(1);
         let bytes = cp.clone().encode().unwrap();
         assert_eq!(RegionCheckpoint::decode(&bytes).unwrap(), cp);
         assert!(RegionCheckpoint::decode(&bytes[..bytes.len() - 1]).is_err());
@@ -326,18 +331,7 @@ mod tests {
     #[test]
     fn a_received_snapshot_is_written_then_decoded() {
         let dir = tempfile::tempdir().unwrap();
-        let cp = RegionCheckpoint {
-            region: RegionMeta::whole_keyspace(9, &[1, 2, 3]),
-            applied_index: 42,
-            applied_term: 3,
-            conf_state: ConfState {
-                voters: vec![1, 2, 3],
-                ..Default::default()
-            },
-            sessions: SessionTable::default(),
-            pairs: vec![(b"a".to_vec(), b"1".to_vec())],
-            merging: None,
-        };
+        let cp = sample(9);
         let data = bytes::Bytes::from(cp.clone().encode().unwrap());
         let (write, mut decoded) = PendingCheckpoint::received(9, 42, data.clone());
         assert!(write.write(dir.path()).result.is_ok());
