@@ -1808,19 +1808,10 @@ impl Peer {
     /// has this replica. Only such a snapshot is written before it is
     /// stepped (see `ShardCore::step`).
     pub fn would_install(&self, msg: &Message) -> bool {
-        let snap = msg.get_snapshot();
-        let conf = snap.get_metadata().get_conf_state();
-        let id = self.raw.raft.id;
+        let meta = msg.get_snapshot().get_metadata();
         msg.term >= self.raw.raft.term
-            && snap.get_metadata().index > self.committed_index()
-            && [
-                &conf.voters,
-                &conf.learners,
-                &conf.voters_outgoing,
-                &conf.learners_next,
-            ]
-            .iter()
-            .any(|ids| ids.contains(&id))
+            && meta.index > self.committed_index()
+            && crate::region::members(meta.get_conf_state()).contains(&self.raw.raft.id)
     }
 
     /// The shard's writer made the snapshot at `index` this region's
