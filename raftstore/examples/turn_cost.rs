@@ -102,12 +102,25 @@ fn region(i: usize, n: usize) -> RegionCheckpoint {
     )
 }
 
+/// The keys of each region, made before the turns are timed.
+fn keys(regions: usize) -> Vec<Vec<Vec<u8>>> {
+    let per_region = (KEYS / regions as u64).max(1);
+    (0..regions)
+        .map(|region| {
+            (0..per_region)
+                .map(|i| [boundary(region), format!("-{i:05}").into_bytes()].concat())
+                .collect()
+        })
+        .collect()
+}
+
 /// The `seq`th put, in region `seq % regions`.
-fn put(regions: usize, seq: u64) -> ShardMsg {
+fn put(keys: &[Vec<Vec<u8>>], seq: u64) -> ShardMsg {
+    let regions = keys.len();
     let region = seq as usize % regions;
     let region_id = 100 + region as u64;
-    let in_region = seq / regions as u64 % (KEYS / regions as u64).max(1);
-    let key = [boundary(region), format!("-{in_region:05}").into_bytes()].concat();
+    let in_region = &keys[region];
+    let key = in_region[(seq / regions as u64 % in_region.len() as u64) as usize].clone();
     let cmd = WriteCommand {
         header: RequestHeader {
             region_id,
@@ -180,6 +193,7 @@ fn main() -> Result<(), RaftstoreError> {
     if !all_lead(&core) {
         return Err(RaftstoreError::Internal("regions did not elect".into()));
     }
+    let keys = keys(regions);
     let mut seq = 0u64;
     let mut run = |core: &mut ShardCore, turns: usize| -> Result<Duration, RaftstoreError> {
         let start = thread_cpu();
@@ -189,7 +203,7 @@ fn main() -> Result<(), RaftstoreError> {
                 core.on_clock(now);
             }
             for _ in 0..per_turn {
-                core.handle(put(regions, seq), now);
+                core.handle(put(&keys, seq), now);
                 seq += 1;
             }
             futures::executor::block_on(core.turn(&mut io))?;

@@ -7,10 +7,10 @@
 //! the only safe reading of a restated snapshot install: replayed as
 //! `DiscardAll`, the copy would wipe the entries appended after it.
 
-use protobuf::Message as _;
+use protobuf::{CodedOutputStream, Message as _};
 use raft::prelude::{Entry, HardState};
 
-use crate::codec::{CodecError, Decoder, Encoder};
+use crate::codec::{CodecError, Decoder};
 use crate::error::RaftstoreError;
 
 /// What a `Truncate` record at index `i` means for recovery.
@@ -26,13 +26,26 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> RaftstoreError {
     RaftstoreError::Corrupt(format!("{what}: {e}"))
 }
 
+/// The entries as a counted list of length-prefixed protobuf encodings
+/// (the layout of `codec::Encoder::bytes`), each encoded in place into one
+/// buffer sized for all of them: a turn encodes the new entries of every
+/// region with a write, most often one entry each.
 pub fn encode_entries(ents: &[Entry]) -> Result<Vec<u8>, RaftstoreError> {
-    let mut enc = Encoder::new();
-    enc.u64(ents.len() as u64);
+    let total = 8 + ents
+        .iter()
+        .map(|e| 8 + e.compute_size() as usize)
+        .sum::<usize>();
+    let mut buf = Vec::with_capacity(total);
+    buf.extend_from_slice(&(ents.len() as u64).to_le_bytes());
     for e in ents {
-        enc.bytes(&e.write_to_bytes().map_err(|e| corrupt("encode entry", e))?);
+        buf.extend_from_slice(&u64::from(e.get_cached_size()).to_le_bytes());
+        let mut out = CodedOutputStream::vec(&mut buf);
+        e.write_to_with_cached_sizes(&mut out)
+            .and_then(|()| out.flush())
+            .map_err(|e| corrupt("encode entry", e))?;
     }
-    Ok(enc.finish())
+    debug_assert_eq!(buf.len(), total, "sizes computed are sizes written");
+    Ok(buf)
 }
 
 pub fn decode_entries(buf: &[u8]) -> Result<Vec<Entry>, RaftstoreError> {
@@ -50,9 +63,23 @@ pub fn decode_entries(buf: &[u8]) -> Result<Vec<Entry>, RaftstoreError> {
     Ok(ents)
 }
 
-pub fn encode_hard_state(hs: &HardState) -> Result<Vec<u8>, RaftstoreError> {
-    hs.write_to_bytes()
-        .map_err(|e| corrupt("encode hard state", e))
+/// The protobuf encoding of `hs`, written by hand: its three fields are
+/// varints (tags 1–3), left out when zero, as protobuf writes them. Every
+/// region with a write in a turn stages one.
+pub fn encode_hard_state(hs: &HardState) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(3 * 11);
+    for (tag, value) in [(0x08, hs.term), (0x10, hs.vote), (0x18, hs.commit)] {
+        if value != 0 {
+            buf.push(tag);
+            let mut rest = value;
+            while rest >= 0x80 {
+                buf.push(rest as u8 | 0x80);
+                rest >>= 7;
+            }
+            buf.push(rest as u8);
+        }
+    }
+    buf
 }
 
 pub fn decode_hard_state(buf: &[u8]) -> Result<HardState, RaftstoreError> {
@@ -74,5 +101,53 @@ pub fn decode_truncation(buf: &[u8]) -> Result<Truncation, CodecError> {
             what: "wal truncation",
             reason: format!("{buf:?}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Encoder;
+
+    #[test]
+    fn a_hard_state_is_encoded_as_protobuf_encodes_it() {
+        let values = [0, 1, 127, 128, 300, 16_383, 16_384, u64::MAX / 3, u64::MAX];
+        for term in values {
+            for vote in [0, 1, 300, u64::MAX] {
+                for commit in values {
+                    let hs = HardState {
+                        term,
+                        vote,
+                        commit,
+                        ..Default::default()
+                    };
+                    let by_hand = encode_hard_state(&hs);
+                    assert_eq!(by_hand, hs.write_to_bytes().unwrap(), "{hs:?}");
+                    assert_eq!(decode_hard_state(&by_hand).unwrap(), hs);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn entries_encoded_in_place_are_length_prefixed_protobuf() {
+        for n in [0, 1, 3] {
+            let ents: Vec<Entry> = (0..n)
+                .map(|i| Entry {
+                    index: 10 + i,
+                    term: 2,
+                    data: vec![i as u8; 200 * i as usize].into(),
+                    ..Default::default()
+                })
+                .collect();
+            let mut enc = Encoder::new();
+            enc.u64(n);
+            for e in &ents {
+                enc.bytes(&e.write_to_bytes().unwrap());
+            }
+            let encoded = encode_entries(&ents).unwrap();
+            assert_eq!(encoded, enc.finish());
+            assert_eq!(decode_entries(&encoded).unwrap(), ents);
+        }
     }
 }

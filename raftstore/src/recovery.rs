@@ -214,7 +214,7 @@ mod tests {
             region_id: 1,
             kind: RecordKind::HardState,
             index: 0,
-            payload: encode_hard_state(&hs).unwrap(),
+            payload: encode_hard_state(&hs),
         }
     }
 

@@ -1129,7 +1129,7 @@ impl ShardCore {
             // anyway (see `Peer::stage_hard_state`).
             for id in self.peers.unstaged_hard_states() {
                 if let Some(mut peer) = self.peers.get_mut(&id) {
-                    peer.stage_hard_state(&mut out)?;
+                    peer.stage_hard_state(&mut out);
                 }
             }
         }

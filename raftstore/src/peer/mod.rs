@@ -1247,7 +1247,7 @@ impl Peer {
             self.hard_state_dirty = true;
         }
         if self.hard_state_urgent {
-            self.stage_hard_state(out)?;
+            self.stage_hard_state(out);
         }
         Ok(Some(rd))
     }
@@ -1280,18 +1280,17 @@ impl Peer {
     /// not two. Losing it in a crash is harmless: the entries it covers are
     /// durable, recovery raises the commit index to the checkpoint, and the
     /// leader re-sends the rest.
-    pub fn stage_hard_state(&mut self, out: &mut TurnOutput) -> Result<(), RaftstoreError> {
+    pub fn stage_hard_state(&mut self, out: &mut TurnOutput) {
         self.hard_state_urgent = false;
         if self.hard_state_dirty {
             out.wal.push(WalRecord {
                 region_id: self.region.id,
                 kind: RecordKind::HardState,
                 index: 0,
-                payload: encode_hard_state(self.raw.store().hard_state())?,
+                payload: encode_hard_state(self.raw.store().hard_state()),
             });
             self.hard_state_dirty = false;
         }
-        Ok(())
     }
 
     fn route(&self, msgs: Vec<Message>, out: &mut TurnOutput) {
