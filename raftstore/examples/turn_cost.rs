@@ -24,6 +24,7 @@ use raftstore::checkpoint::{CheckpointDone, PendingCheckpoint, RegionCheckpoint}
 use raftstore::command::{RequestHeader, WriteCommand, WriteId, WriteOp};
 use raftstore::region::RegionMeta;
 use raftstore::region_map::RegionMap;
+use raftstore::remains::ReplicaRemains;
 use raftstore::shard_core::{ShardCore, ShardIo, ShardMsg};
 use raftstore::size_check::{SizeCheck, SizeMeasured};
 use raftstore::{RaftstoreError, StoreConfig};
@@ -60,6 +61,8 @@ impl ShardIo for InstantDisk {
     fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
         std::mem::take(&mut self.checkpoints)
     }
+    /// No replica is destroyed here.
+    fn clean_up(&mut self, _remains: ReplicaRemains) {}
     fn measure_region(&mut self, _check: SizeCheck) {}
     fn measured_regions(&mut self) -> Vec<SizeMeasured> {
         Vec::new()

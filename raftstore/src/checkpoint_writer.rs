@@ -5,7 +5,7 @@
 //! (see `checkpoint`), or writes a received snapshot as the region's file,
 //! off the shard's loop. Between checkpoints it takes
 //! the leaders' size checks (see `size_check`), which walk a whole region
-//! too.
+//! too, and cleans up after replicas the shard destroyed (see `remains`).
 //!
 //! The thread runs at a lower priority than the shard and gRPC threads
 //! ([`BACKGROUND_NICE`]): a checkpoint copies its whole region, and at the
@@ -19,6 +19,7 @@ use std::time::Instant;
 use crate::checkpoint::{CheckpointDone, PendingCheckpoint};
 use crate::error::RaftstoreError;
 use crate::metrics;
+use crate::remains::ReplicaRemains;
 use crate::size_check::{SizeCheck, SizeMeasured};
 
 /// The writer thread's niceness: the kernel weighs it about a tenth of a
@@ -28,6 +29,7 @@ const BACKGROUND_NICE: libc::c_int = 10;
 enum Job {
     Checkpoint(Box<PendingCheckpoint>),
     Measure(SizeCheck),
+    CleanUp(ReplicaRemains),
 }
 
 enum Finished {
@@ -43,6 +45,8 @@ pub(crate) struct CheckpointWriter {
     /// unless it panicked), in the order they were queued; measurements.
     checkpoints: Vec<CheckpointDone>,
     measured: Vec<SizeMeasured>,
+    /// Where the thread writes (and cleans up, when it is gone).
+    dir: PathBuf,
 }
 
 impl CheckpointWriter {
@@ -51,9 +55,11 @@ impl CheckpointWriter {
     pub(crate) fn start(shard_index: usize, dir: PathBuf) -> Result<Self, RaftstoreError> {
         let (jobs, queued) = flume::unbounded::<Job>();
         let (finish, finished) = flume::unbounded();
+        let thread_dir = dir.clone();
         std::thread::Builder::new()
             .name(format!("checkpoint-{shard_index}"))
             .spawn(move || {
+                let dir = thread_dir;
                 yield_to_foreground();
                 for job in queued.iter() {
                     let outcome = match job {
@@ -66,6 +72,10 @@ impl CheckpointWriter {
                             Finished::Checkpoint(done)
                         }
                         Job::Measure(check) => Finished::Measured(check.measure()),
+                        Job::CleanUp(remains) => {
+                            remains.clean_up(&dir);
+                            continue;
+                        }
                     };
                     if finish.send(outcome).is_err() {
                         break; // the shard is gone
@@ -80,6 +90,7 @@ impl CheckpointWriter {
             finished,
             checkpoints: Vec::new(),
             measured: Vec::new(),
+            dir,
         })
     }
 
@@ -108,6 +119,16 @@ impl CheckpointWriter {
     pub(crate) fn measure(&mut self, check: SizeCheck) {
         if let Err(flume::SendError(Job::Measure(check))) = self.jobs.send(Job::Measure(check)) {
             self.measured.push(check.measure());
+        }
+    }
+
+    /// Queues what is left of a destroyed replica to clean up after the
+    /// checkpoints queued before; nothing comes back. With the thread gone
+    /// it is cleaned up here, in the caller's turn.
+    pub(crate) fn clean_up(&mut self, remains: ReplicaRemains) {
+        if let Err(flume::SendError(Job::CleanUp(remains))) = self.jobs.send(Job::CleanUp(remains))
+        {
+            remains.clean_up(&self.dir);
         }
     }
 

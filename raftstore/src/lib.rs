@@ -42,6 +42,7 @@ pub mod recovery;
 pub mod region;
 pub mod region_id;
 pub mod region_map;
+pub mod remains;
 pub mod router;
 pub mod rules;
 mod shard;

@@ -25,6 +25,7 @@ use crate::liveness::NodeLiveness;
 use crate::metrics;
 use crate::region_id::RegionIdAllocator;
 use crate::region_map::RegionMap;
+use crate::remains::ReplicaRemains;
 use crate::shard_core::{ShardCore, ShardIo, ShardMsg};
 use crate::size_check::{SizeCheck, SizeMeasured};
 use crate::transport::MessageSink;
@@ -86,6 +87,10 @@ impl ShardIo for GlommioIo {
 
     fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
         self.checkpoints.finished()
+    }
+
+    fn clean_up(&mut self, remains: ReplicaRemains) {
+        self.checkpoints.clean_up(remains);
     }
 
     fn measure_region(&mut self, check: SizeCheck) {

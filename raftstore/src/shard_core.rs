@@ -59,6 +59,7 @@ use crate::peer::{
 use crate::recovery::recover_log;
 use crate::region::{RegionEpoch, RegionMeta};
 use crate::region_map::RegionMap;
+use crate::remains::ReplicaRemains;
 use crate::shard_peers::{PeerMut, ShardPeers, NO_LEADER};
 use crate::size_check::{SizeCheck, SizeMeasured};
 use crate::storage::RegionStorage;
@@ -200,6 +201,10 @@ pub trait ShardIo {
     fn write_checkpoint(&mut self, checkpoint: PendingCheckpoint);
     /// Checkpoint writes that finished since the last call.
     fn finished_checkpoints(&mut self) -> Vec<CheckpointDone>;
+    /// Cleans up what is left of a replica the shard destroyed, off the
+    /// turn, after the checkpoint writes started before (see `remains`);
+    /// nothing comes back.
+    fn clean_up(&mut self, remains: ReplicaRemains);
     /// Starts measuring a region off the turn; the measurement comes back
     /// through [`ShardIo::measured_regions`].
     fn measure_region(&mut self, check: SizeCheck);
@@ -289,6 +294,9 @@ pub struct ShardCore {
     /// Messages for other shards of this store produced outside a turn:
     /// (shard, message), handed over by the next turn.
     shard_outbox: Vec<(usize, ShardMsg)>,
+    /// What is left of replicas destroyed since the last turn, handed over
+    /// to be cleaned up off the turn by the next one.
+    remains: Vec<ReplicaRemains>,
     /// The regions of this shard this store was removed from.
     tombstones: Tombstones,
     /// The next turn checkpoints asleep regions (`StoreConfig::idle_checkpoint_interval`).
@@ -359,6 +367,7 @@ impl ShardCore {
             outbox: Vec::new(),
             staged_wal: Vec::new(),
             shard_outbox: Vec::new(),
+            remains: Vec::new(),
             tombstones,
             idle_checkpoints_due: false,
             checkpoint_scan_due: false,
@@ -937,10 +946,14 @@ impl ShardCore {
     /// Destroys this store's replica of `region_id`, which is not in the
     /// region's configuration `conf_ver`: the tombstone is made durable
     /// first, then the checkpoint is deleted, then the region leaves the
-    /// shard, the region map and the store (its keys are its own: no other
-    /// region of this store overlaps it); its log is discarded with the
-    /// next WAL batch. A crash in between is finished by recovery. With
-    /// `keep_data` the keys stay in the store: a merge target owns them.
+    /// shard and the region map, and its keys (its own: no other region of
+    /// this store overlaps it) are given up, to be deleted off the turn
+    /// (`engine::store::RangeDeletion`: a region that takes the range over
+    /// first finishes the deletion before it writes), as is the file of a
+    /// checkpoint of it still being written (see `remains`). Its log is discarded
+    /// with the next WAL batch. A crash in between is finished by recovery,
+    /// which loads no keys for it. With `keep_data` the keys stay in the
+    /// store: a merge target owns them.
     fn destroy_region(
         &mut self,
         region_id: u64,
@@ -963,19 +976,29 @@ impl ShardCore {
         if let Some(being_written) = self.snapshots_being_written.get_mut(&region_id) {
             being_written.msg = None;
         }
-        if peer.checkpoints_in_flight() > 0 {
+        let checkpoint_written_late = peer.checkpoints_in_flight() > 0;
+        if checkpoint_written_late {
             *self.orphaned_checkpoints.entry(region_id).or_default() +=
                 peer.checkpoints_in_flight();
         }
+        let mut keys = None;
         if peer.is_initialized() {
             let region = peer.region();
-            let deleted = if keep_data {
-                0
-            } else {
-                self.store.delete_range(&region.start_key, &region.end_key)
-            };
+            if !keep_data {
+                keys = Some(
+                    self.store
+                        .delete_range_later(&region.start_key, &region.end_key),
+                );
+            }
             self.region_map.remove(region_id);
-            tracing::info!(region = region_id, conf_ver, deleted, "replica destroyed");
+            tracing::info!(region = region_id, conf_ver, keep_data, "replica destroyed");
+        }
+        if keys.is_some() || checkpoint_written_late {
+            self.remains.push(ReplicaRemains {
+                region_id,
+                keys,
+                checkpoint_written_late,
+            });
         }
         let committed = peer.committed_index();
         if committed > 0 {
@@ -1168,6 +1191,9 @@ impl ShardCore {
                 continue;
             };
             self.destroy_region(region_id, conf_ver, false)?;
+        }
+        for remains in self.remains.drain(..) {
+            io.clean_up(remains);
         }
         // Commit-index updates learnt in phase two ride with the next batch.
         if std::mem::take(&mut self.checkpoint_scan_due) {
@@ -1688,10 +1714,16 @@ mod tests {
     use super::*;
     use crate::command::WriteResult;
     use crate::peer::NEW_REGION_INDEX;
+    use engine::store::RangeDeletion;
     use raft::prelude::{ConfState, MessageType, Snapshot};
 
     /// A leader's snapshot of `region` for this store (node 1).
     pub(super) fn snapshot_message(region: RegionMeta) -> Box<Message> {
+        snapshot_message_with(region, Vec::new())
+    }
+
+    /// A leader's snapshot of `region`, holding `pairs`, for this store.
+    fn snapshot_message_with(region: RegionMeta, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Box<Message> {
         let voters = vec![1, 2, 3];
         let checkpoint = RegionCheckpoint {
             region,
@@ -1703,7 +1735,7 @@ mod tests {
             },
             sessions: Default::default(),
             merging: None,
-            pairs: Vec::new(),
+            pairs,
         };
         let mut snapshot = Snapshot::default();
         snapshot.mut_metadata().index = 20;
@@ -1742,6 +1774,8 @@ mod tests {
         pub(super) finished: Vec<CheckpointDone>,
         /// The id the next split gets; without one, splits are refused.
         pub(super) next_region_id: Option<u64>,
+        /// What is left of destroyed replicas, for a test to clean up.
+        pub(super) remains: Vec<ReplicaRemains>,
     }
 
     impl ShardIo for RecordingIo {
@@ -1758,6 +1792,9 @@ mod tests {
         }
         fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
             std::mem::take(&mut self.finished)
+        }
+        fn clean_up(&mut self, remains: ReplicaRemains) {
+            self.remains.push(remains);
         }
         fn measure_region(&mut self, _check: SizeCheck) {}
         fn measured_regions(&mut self) -> Vec<SizeMeasured> {
@@ -2303,6 +2340,78 @@ mod tests {
         assert!(!core.peers.get(&91).is_some_and(Peer::is_initialized));
         assert!(core.orphaned_checkpoints.is_empty());
         assert!(index > 5, "the checkpoint is past the new replica's log");
+        // The file the late write left goes with the replica's remains.
+        assert!(RegionCheckpoint::exists(&core.checkpoint_dir, 91));
+        let [remains] = &io.remains[..] else {
+            panic!("{} remains handed over", io.remains.len());
+        };
+        assert!(remains.checkpoint_written_late);
+        for remains in io.remains.drain(..) {
+            remains.clean_up(&core.checkpoint_dir);
+        }
+        assert!(!RegionCheckpoint::exists(&core.checkpoint_dir, 91));
+        assert_eq!(core.store.get(b"k"), None, "its keys deleted");
+    }
+
+    /// Writes the checkpoint started last, as the shard's writer does, and
+    /// reports it at the next turn; removes the file unless `keep`.
+    fn write_last(core: &ShardCore, io: &mut RecordingIo, keep: bool) {
+        let Some(write) = io.started.pop() else {
+            panic!("no checkpoint started");
+        };
+        let done = write.write(&core.checkpoint_dir);
+        if !keep {
+            engine::checkpoint::remove(&core.checkpoint_dir, done.region_id).expect("removed");
+        }
+        io.finished.push(done);
+    }
+
+    /// A destroyed replica's keys are handed over to be deleted off the
+    /// turn. A snapshot that takes the range over before the deletion runs
+    /// finishes it first, so the deletion, run late, removes none of the
+    /// snapshot's keys.
+    #[test]
+    fn a_destroyed_replicas_keys_are_deleted_off_the_turn() {
+        let mut now = Instant::now();
+        let mut core = shard_with(&[(91, &[1])], now);
+        let mut io = RecordingIo::default();
+        now = tick_until(&mut core, &mut io, now, 100, |core| {
+            core.peers.get(&91).is_some_and(Peer::is_leader)
+        });
+        let _written = put(&mut core, 91, b"k", b"old", now);
+        now = tick_until(&mut core, &mut io, now, 10, |core| {
+            core.store.get(b"k").is_some()
+        });
+        core.destroy_region(91, 2, false).expect("destroyed");
+        tick_and_turn(&mut core, &mut io, now);
+        let [ReplicaRemains {
+            region_id: 91,
+            keys: Some(keys),
+            checkpoint_written_late: false,
+        }] = &io.remains[..]
+        else {
+            panic!("{} remains handed over", io.remains.len());
+        };
+        assert_eq!(keys.range(), (&b""[..], &b""[..]));
+        assert_eq!(
+            core.store.get(b"k"),
+            Some(b"old".to_vec()),
+            "kept by the turn"
+        );
+
+        // Region 92 takes the whole key space over by snapshot.
+        let pairs = vec![(b"k".to_vec(), b"new".to_vec())];
+        let msg = snapshot_message_with(region(92, b"", b""), pairs);
+        core.handle(ShardMsg::Raft { region_id: 92, msg }, now);
+        tick_and_turn(&mut core, &mut io, now);
+        write_last(&core, &mut io, true);
+        tick_and_turn(&mut core, &mut io, now);
+        assert!(core.peers.get(&92).is_some_and(Peer::is_initialized));
+        assert_eq!(core.store.pending_deletions(), 0, "finished by the install");
+        for remains in io.remains.drain(..) {
+            assert_eq!(remains.keys.map(RangeDeletion::run), Some(0));
+        }
+        assert_eq!(core.store.get(b"k"), Some(b"new".to_vec()));
     }
 
     /// An empty shard of store 1, its checkpoints in a fresh directory.
@@ -2342,17 +2451,6 @@ mod tests {
         };
         let deliver = |core: &mut ShardCore, region_id, msg| {
             core.handle(ShardMsg::Raft { region_id, msg }, now);
-        };
-        // As the shard's writer does, with the file removed if asked.
-        let write_last = |core: &ShardCore, io: &mut RecordingIo, keep: bool| {
-            let Some(write) = io.started.pop() else {
-                panic!("no checkpoint started");
-            };
-            let done = write.write(&core.checkpoint_dir);
-            if !keep {
-                engine::checkpoint::remove(&core.checkpoint_dir, done.region_id).expect("removed");
-            }
-            io.finished.push(done);
         };
         deliver(&mut core, 10, msg.clone());
         turn(&mut core, &mut io);

@@ -10,9 +10,12 @@
 //!
 //! A range can be captured as it is at one moment and read later, while
 //! writes go on ([`RangeCapture`]): checkpoints copy a region that way,
-//! off the thread that applies it.
+//! off the thread that applies it. And a range can be given up and deleted
+//! later, on another thread ([`RangeDeletion`]): a destroyed replica's keys
+//! go that way.
 
 mod capture;
+mod deletion;
 
 use std::ops::Bound;
 
@@ -20,6 +23,7 @@ use crossbeam_epoch as epoch;
 use crossbeam_skiplist::base::SkipList;
 
 pub use capture::RangeCapture;
+pub use deletion::RangeDeletion;
 
 /// The map is crossbeam's lower-level `SkipList`, used with explicit epoch
 /// guards: iteration borrows entries under one guard instead of taking a
@@ -32,6 +36,8 @@ pub struct KvStore {
     map: SkipList<Vec<u8>, Vec<u8>>,
     /// Every write tells them first (`OpenCaptures::before_write`).
     captures: capture::OpenCaptures,
+    /// Ranges given up, not yet deleted.
+    deletions: deletion::PendingDeletions,
 }
 
 impl Default for KvStore {
@@ -39,6 +45,7 @@ impl Default for KvStore {
         KvStore {
             map: SkipList::new(epoch::default_collector().clone()),
             captures: capture::OpenCaptures::default(),
+            deletions: deletion::PendingDeletions::default(),
         }
     }
 }
@@ -147,9 +154,12 @@ impl KvStore {
         self.scan(start, end, 0, false)
     }
 
-    /// Makes `[start, end)` hold exactly `pairs` (a snapshot install). Pairs
-    /// outside the range are not inserted; they are reported with a warning.
+    /// Makes `[start, end)` hold exactly `pairs` (a snapshot install, a
+    /// merge): how a region takes a range over. Deletions pending on any of
+    /// the range finish first. Pairs outside the range are not inserted;
+    /// they are reported with a warning.
     pub fn replace_range(&self, start: &[u8], end: &[u8], pairs: Vec<(Vec<u8>, Vec<u8>)>) {
+        self.finish_deletions_overlapping(start, end);
         self.delete_range(start, end);
         let mut outside = 0usize;
         for (key, value) in pairs {

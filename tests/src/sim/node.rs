@@ -13,6 +13,7 @@ use raftstore::checkpoint::{CheckpointDone, PendingCheckpoint};
 use raftstore::liveness::NodeLiveness;
 use raftstore::recovery::load_checkpoints;
 use raftstore::region_map::RegionMap;
+use raftstore::remains::ReplicaRemains;
 use raftstore::shard_core::{ShardCore, ShardIo, ShardMsg};
 use raftstore::size_check::{SizeCheck, SizeMeasured};
 use raftstore::{RaftMessage, RaftstoreError, StoreConfig};
@@ -33,6 +34,12 @@ pub enum TornPersist {
     Kept,
 }
 
+/// A job for the simulated checkpoint writer.
+enum WriterJob {
+    Checkpoint(PendingCheckpoint),
+    CleanUp(ReplicaRemains),
+}
+
 /// One shard's disk and network, simulated.
 pub struct SimIo {
     node_id: u64,
@@ -43,12 +50,15 @@ pub struct SimIo {
     /// Durable WAL records, in log order.
     durable: Vec<WalRecord>,
     checkpoint_dir: PathBuf,
-    /// Checkpoints taken in this turn, and in the turn before. Each is
-    /// copied from its capture and written at the start of the turn after
-    /// next, so the region applies a turn's entries in between: the copy
-    /// must still read the region as it was when taken.
-    taken: Vec<PendingCheckpoint>,
-    copying: Vec<PendingCheckpoint>,
+    /// The writer's jobs queued in this turn, and in the turn before.
+    /// Each is done at the start of the turn after next, in queue order as
+    /// the writer does them: a checkpoint is copied from its capture then,
+    /// so the region applies a turn's entries in between (the copy must
+    /// still read the region as it was when taken), and a destroyed
+    /// replica's keys stay in the store for as long (a snapshot for the
+    /// range may arrive in between).
+    taken: Vec<WriterJob>,
+    copying: Vec<WriterJob>,
     finished: Vec<CheckpointDone>,
     /// Size checks asked for this turn, measured at the start of the next.
     measuring: Vec<SizeCheck>,
@@ -83,15 +93,24 @@ impl ShardIo for SimIo {
     }
 
     fn write_checkpoint(&mut self, checkpoint: PendingCheckpoint) {
-        self.taken.push(checkpoint);
+        self.taken.push(WriterJob::Checkpoint(checkpoint));
     }
 
     fn finished_checkpoints(&mut self) -> Vec<CheckpointDone> {
-        for checkpoint in std::mem::take(&mut self.copying) {
-            self.finished.push(checkpoint.write(&self.checkpoint_dir));
+        for job in std::mem::take(&mut self.copying) {
+            match job {
+                WriterJob::Checkpoint(checkpoint) => {
+                    self.finished.push(checkpoint.write(&self.checkpoint_dir));
+                }
+                WriterJob::CleanUp(remains) => remains.clean_up(&self.checkpoint_dir),
+            }
         }
         self.copying = std::mem::take(&mut self.taken);
         std::mem::take(&mut self.finished)
+    }
+
+    fn clean_up(&mut self, remains: ReplicaRemains) {
+        self.taken.push(WriterJob::CleanUp(remains));
     }
 
     fn measure_region(&mut self, check: SizeCheck) {
