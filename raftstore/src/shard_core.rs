@@ -2300,22 +2300,29 @@ mod tests {
         );
     }
 
-    /// A replica destroyed while its checkpoint is being written, and
-    /// created again (by a message from the region's leader) before the
-    /// writer reports it: the report is the destroyed replica's, and the
-    /// new one, which has no log, does not compact anything on its word.
-    #[test]
-    fn a_checkpoint_of_a_destroyed_replica_is_no_one_elses() {
+    /// Store 1's shard leading region 91 alone, which applied `key` =
+    /// `value`; and the time reached.
+    fn region_91_with(key: &[u8], value: &[u8]) -> (ShardCore, RecordingIo, Instant) {
         let mut now = Instant::now();
         let mut core = shard_with(&[(91, &[1])], now);
         let mut io = RecordingIo::default();
         now = tick_until(&mut core, &mut io, now, 100, |core| {
             core.peers.get(&91).is_some_and(Peer::is_leader)
         });
-        let _written = put(&mut core, 91, b"k", b"v", now);
+        let _written = put(&mut core, 91, key, value, now);
         now = tick_until(&mut core, &mut io, now, 10, |core| {
-            core.store.get(b"k").is_some()
+            core.store.get(key).is_some()
         });
+        (core, io, now)
+    }
+
+    /// A replica destroyed while its checkpoint is being written, and
+    /// created again (by a message from the region's leader) before the
+    /// writer reports it: the report is the destroyed replica's, and the
+    /// new one, which has no log, does not compact anything on its word.
+    #[test]
+    fn a_checkpoint_of_a_destroyed_replica_is_no_one_elses() {
+        let (mut core, mut io, mut now) = region_91_with(b"k", b"v");
         let Some(checkpoint) = core.peers.get_mut(&91).map(|mut peer| peer.checkpoint()) else {
             panic!("region 91 runs here");
         };
@@ -2372,16 +2379,7 @@ mod tests {
     /// snapshot's keys.
     #[test]
     fn a_destroyed_replicas_keys_are_deleted_off_the_turn() {
-        let mut now = Instant::now();
-        let mut core = shard_with(&[(91, &[1])], now);
-        let mut io = RecordingIo::default();
-        now = tick_until(&mut core, &mut io, now, 100, |core| {
-            core.peers.get(&91).is_some_and(Peer::is_leader)
-        });
-        let _written = put(&mut core, 91, b"k", b"old", now);
-        now = tick_until(&mut core, &mut io, now, 10, |core| {
-            core.store.get(b"k").is_some()
-        });
+        let (mut core, mut io, now) = region_91_with(b"k", b"old");
         core.destroy_region(91, 2, false).expect("destroyed");
         tick_and_turn(&mut core, &mut io, now);
         let [ReplicaRemains {
