@@ -20,7 +20,8 @@ pub struct ReplicaRemains {
     pub region_id: u64,
     /// Its keys, unless a merge target took them over.
     pub keys: Option<RangeDeletion>,
-    /// A checkpoint of it was being written when it was destroyed.
+    /// A checkpoint of it (its own, or a snapshot it received) was being
+    /// written when it was destroyed.
     pub checkpoint_written_late: bool,
 }
 

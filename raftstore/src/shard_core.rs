@@ -973,14 +973,18 @@ impl ShardCore {
         self.held_snapshots.remove(&region_id);
         self.held_merge_snapshots.remove(&region_id);
         self.release_accepted_snapshot(region_id);
-        if let Some(being_written) = self.snapshots_being_written.get_mut(&region_id) {
-            being_written.msg = None;
-        }
-        let checkpoint_written_late = peer.checkpoints_in_flight() > 0;
-        if checkpoint_written_late {
+        let snapshot_in_flight = match self.snapshots_being_written.get_mut(&region_id) {
+            Some(being_written) => {
+                being_written.msg = None;
+                true
+            }
+            None => false,
+        };
+        if peer.checkpoints_in_flight() > 0 {
             *self.orphaned_checkpoints.entry(region_id).or_default() +=
                 peer.checkpoints_in_flight();
         }
+        let checkpoint_written_late = snapshot_in_flight || peer.checkpoints_in_flight() > 0;
         let mut keys = None;
         if peer.is_initialized() {
             let region = peer.region();
@@ -1609,17 +1613,10 @@ impl ShardCore {
             return;
         };
         let (Some(msg), Some(mut peer)) = (msg, self.peers.get_mut(&region_id)) else {
-            // Its replica was destroyed: the file the writer made after the
-            // destruction goes too, or a replica created since could find
-            // it taking the place of its own (a checkpoint never replaces a
-            // newer one). A snapshot sent to such a replica meanwhile was
-            // dropped (see `step_into_peer`).
+            // Its replica was destroyed: the file the writer made goes with
+            // the replica's remains (see `remains`). A snapshot sent to a
+            // replica created since was dropped (see `step_into_peer`).
             self.release_accepted_snapshot(region_id);
-            if written.is_ok() && !self.peers.get(&region_id).is_some_and(Peer::is_initialized) {
-                if let Err(err) = engine::checkpoint::remove(&self.checkpoint_dir, region_id) {
-                    tracing::warn!(region = region_id, %err, "could not remove the snapshot of a destroyed replica; a restart does");
-                }
-            }
             return;
         };
         match written {
@@ -2493,6 +2490,9 @@ mod tests {
         core.destroy_region(12, 2, false).expect("destroyed");
         write_last(&core, &mut io, true);
         turn(&mut core, &mut io);
+        for remains in io.remains.drain(..) {
+            remains.clean_up(&core.checkpoint_dir);
+        }
         assert!(!RegionCheckpoint::exists(&core.checkpoint_dir, 12));
         assert!(core.snapshots_being_written.is_empty());
         assert!(core.accepted_snapshots.is_empty());
