@@ -7,11 +7,12 @@
 //! stale entry is refused by the region itself (epoch and range checks at
 //! propose and apply time), never served.
 //!
-//! It also remembers which regions were reshaped (appeared here, or their
-//! epoch version moved: a split, a merge) since someone last asked
-//! ([`RegionMap::take_reshaped`]), so the node can report them to the
-//! placement driver at once rather than at its next heartbeat. The set
-//! holds only regions still here, so it stays bounded when nobody asks.
+//! It also remembers which regions changed in a way the placement driver
+//! waits to see (they appeared here, their epoch moved: a split, a merge, a
+//! membership change; or their replica here became leader) since someone
+//! last asked ([`RegionMap::take_changed`]), so the node can report them at
+//! once rather than at its next heartbeat, as TiKV does. The set holds only
+//! regions still here, so it stays bounded when nobody asks.
 //!
 //! And it holds the ranges of snapshots accepted by uninitialized replicas
 //! of any shard of the store and not yet installed
@@ -25,7 +26,7 @@ use crate::region::RegionMeta;
 
 pub struct RegionMap {
     inner: RwLock<Regions>,
-    /// Rung when `Regions::reshaped` gains a region; holds at most one
+    /// Rung when `Regions::changed` gains a region; holds at most one
     /// ring, so ringing never blocks a shard.
     doorbell: (flume::Sender<()>, flume::Receiver<()>),
 }
@@ -49,9 +50,9 @@ struct Regions {
     /// store id -> how many peers of the regions in `by_id` it holds (no
     /// zero counts): answers `peer_stores` without walking every region.
     peers_per_store: BTreeMap<u64, usize>,
-    /// Regions in `by_id` that appeared or whose epoch version moved since
-    /// `take_reshaped` last drained this.
-    reshaped: BTreeSet<u64>,
+    /// Regions in `by_id` that appeared, whose epoch moved, or whose
+    /// replica here became leader since `take_changed` last drained this.
+    changed: BTreeSet<u64>,
     /// Snapshots accepted for uninitialized replicas, not yet installed.
     reserved: HashMap<u64, RegionMeta>,
 }
@@ -93,20 +94,31 @@ impl RegionMap {
         let region = region.into();
         let mut regions = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let old = regions.by_id.insert(region.id, region.clone());
-        let reshaped = old
-            .as_ref()
-            .is_none_or(|old| old.epoch.version != region.epoch.version);
+        let changed = old.as_ref().is_none_or(|old| old.epoch != region.epoch);
         if let Some(old) = old {
             regions.forget(&old);
         }
         regions.by_start.insert(region.start_key.clone(), region.id);
         regions.count_peers(&region);
-        if reshaped {
-            regions.reshaped.insert(region.id);
+        if changed {
+            regions.changed.insert(region.id);
             drop(regions);
-            // Full: a ring is already waiting, which covers this one.
-            let _ = self.doorbell.0.try_send(());
+            self.ring();
         }
+    }
+
+    /// Records that this store's replica of `region_id` became its leader.
+    pub fn note_leadership(&self, region_id: u64) {
+        let mut regions = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if regions.by_id.contains_key(&region_id) && regions.changed.insert(region_id) {
+            drop(regions);
+            self.ring();
+        }
+    }
+
+    fn ring(&self) {
+        // Full: a ring is already waiting, which covers this one.
+        let _ = self.doorbell.0.try_send(());
     }
 
     /// Forgets region `region_id` (its replica here was destroyed).
@@ -115,22 +127,23 @@ impl RegionMap {
         if let Some(old) = regions.by_id.remove(&region_id) {
             regions.forget(&old);
         }
-        regions.reshaped.remove(&region_id);
+        regions.changed.remove(&region_id);
     }
 
-    /// Waits until some region was reshaped since the last call and returns
-    /// their ids (at least one), forgetting them. Meant for one caller at a
-    /// time: concurrent callers share the regions between them.
-    pub async fn take_reshaped(&self) -> Vec<u64> {
+    /// Waits until some region changed since the last call (see the module
+    /// doc) and returns their ids (at least one), forgetting them. Meant
+    /// for one caller at a time: concurrent callers share the regions
+    /// between them.
+    pub async fn take_changed(&self) -> Vec<u64> {
         loop {
             if self.doorbell.1.recv_async().await.is_err() {
                 // Cannot happen: the map holds the sender. Never wake.
                 std::future::pending::<()>().await;
             }
             let mut regions = self.inner.write().unwrap_or_else(|p| p.into_inner());
-            let reshaped: Vec<u64> = std::mem::take(&mut regions.reshaped).into_iter().collect();
-            if !reshaped.is_empty() {
-                return reshaped;
+            let changed: Vec<u64> = std::mem::take(&mut regions.changed).into_iter().collect();
+            if !changed.is_empty() {
+                return changed;
             }
         }
     }
@@ -281,9 +294,9 @@ mod tests {
     }
 
     #[test]
-    fn splits_and_new_regions_ring_but_membership_changes_do_not() {
+    fn new_regions_epoch_moves_and_new_leaders_ring() {
         let map = RegionMap::new();
-        let take = |map: &RegionMap| futures::executor::block_on(map.take_reshaped());
+        let take = |map: &RegionMap| futures::executor::block_on(map.take_changed());
         map.upsert(region(1, b"", b""));
         assert_eq!(take(&map), [1], "a new region");
         let mut left = region(1, b"", b"m");
@@ -293,14 +306,25 @@ mod tests {
         map.upsert(left.clone());
         map.upsert(right.clone());
         assert_eq!(take(&map), [1, 2], "both halves of a split, one ring");
-        // A membership change moves conf_ver only.
         let mut moved = left.clone();
         moved.epoch.conf_ver += 1;
+        map.upsert(moved.clone());
+        assert_eq!(take(&map), [1], "a membership change");
+        map.note_leadership(2);
+        map.note_leadership(7);
+        assert_eq!(
+            take(&map),
+            [2],
+            "a new leader; an unknown region is not reported"
+        );
+        // The same shape again (a replica handing over its metadata
+        // unchanged) is no change.
         map.upsert(moved.clone());
         // A region destroyed before anyone asked is not reported.
         let mut merged = right.clone();
         merged.epoch.version += 1;
         map.upsert(merged);
+        map.note_leadership(2);
         map.remove(2);
         let mut again = moved.clone();
         again.epoch.version += 1;

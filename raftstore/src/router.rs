@@ -53,11 +53,12 @@ impl StoreRouter {
         self.inner.regions.region_for_key(key)
     }
 
-    /// Waits until regions on this node were reshaped (created, split,
-    /// merged) and returns their ids; see [`RegionMap::take_reshaped`].
+    /// Waits until regions on this node changed in a way the placement
+    /// driver waits to see (created, split, merged, membership changed, led
+    /// here anew) and returns their ids; see [`RegionMap::take_changed`].
     /// For one caller: the node's placement heartbeat.
-    pub async fn reshaped_regions(&self) -> Vec<u64> {
-        self.inner.regions.take_reshaped().await
+    pub async fn changed_regions(&self) -> Vec<u64> {
+        self.inner.regions.take_changed().await
     }
 
     fn resolve(&self, header: &RequestHeader, key: &[u8]) -> Result<u64, RaftstoreError> {

@@ -4,7 +4,10 @@
 //! the report gives throughput, errors and p50/p99/p99.9/max latency, as text
 //! or as one JSON line. With `--regions N` the bench first splits its key
 //! space into N regions at evenly spaced keys and waits until every region
-//! of the cluster has a leader; the report names how many regions exist.
+//! of the cluster has a leader; the report names how many regions exist and
+//! how many leaders each store holds. `--balanced-leaders` also waits until
+//! the placement driver has spread the leaders (no two stores' counts more
+//! than one apart), so a run measures every node leading a share.
 //!
 //! `--workload tso` measures the timestamp oracle instead: `--clients`
 //! independent clients (each its own connection and timestamp stream), each
@@ -15,11 +18,12 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use client::{Client, ClientConfig, KvPair, Timestamp};
+use client::{Client, ClientConfig, ClusterView, KvPair, Timestamp};
 use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -34,6 +38,11 @@ const PRELOAD_BATCHES_IN_FLIGHT_MAX: usize = 8;
 const REGION_LEADERS_WAIT: Duration = Duration::from_secs(30);
 /// Pause between looks at the regions' leaders while waiting.
 const REGION_LEADERS_POLL: Duration = Duration::from_millis(100);
+/// How long to wait for the placement driver to balance the leaders.
+const LEADER_BALANCE_WAIT: Duration = Duration::from_secs(180);
+/// Most leaders two stores may differ by to count as balanced (the
+/// placement driver's default leader tolerance).
+const LEADER_BALANCE_TOLERANCE: usize = 1;
 
 /// Arguments of `flotilla bench`.
 #[derive(Args, Debug)]
@@ -71,6 +80,10 @@ pub struct BenchArgs {
     /// `--keys`); existing splits at the same keys are kept.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub regions: u64,
+    /// Before the load, wait until the placement driver has balanced the
+    /// leaders: no two stores' leader counts differ by more than one.
+    #[arg(long)]
+    pub balanced_leaders: bool,
     /// Print one JSON line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -127,10 +140,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let client = Client::connect(ClientConfig::new(args.endpoints.clone()))
         .await
         .context("connecting to the cluster")?;
-    let regions = prepare_regions(&client, args.keys, args.regions)
+    let mut layout = prepare_regions(&client, args.keys, args.regions)
         .await
         .context("preparing regions")?;
-    tracing::info!(regions, "every region has a leader; starting the load");
+    if args.balanced_leaders {
+        let waiting_since = Instant::now();
+        layout = wait_for_balanced_leaders(&client)
+            .await
+            .context("waiting for balanced leaders")?;
+        tracing::info!(waited = ?waiting_since.elapsed(), "leaders balanced");
+    }
+    tracing::info!(
+        regions = layout.regions,
+        leaders = %layout.leaders_text(),
+        "every region has a leader; starting the load"
+    );
     if matches!(args.workload, Workload::Get | Workload::Mixed) {
         preload(&client, &args).await.context("preloading keys")?;
     }
@@ -194,7 +218,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args: &args,
         total: &total,
         measured,
-        regions,
+        layout: &layout,
     };
     println!(
         "{}",
@@ -229,10 +253,67 @@ async fn preload(client: &Client, args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the cluster's regions stand when the load starts.
+#[derive(Debug, PartialEq, Eq)]
+struct RegionLayout {
+    /// Regions in the cluster.
+    regions: usize,
+    /// Leaders per store, for every store the cluster view names (zero
+    /// included), by store id.
+    leaders_per_store: BTreeMap<u64, usize>,
+}
+
+impl RegionLayout {
+    /// The layout of `view`, or `None` while a region has no known leader.
+    fn of(view: &ClusterView) -> Option<RegionLayout> {
+        if view.regions.is_empty() {
+            return None;
+        }
+        let mut leaders_per_store: BTreeMap<u64, usize> =
+            view.stores.iter().map(|store| (store.id, 0)).collect();
+        for region in &view.regions {
+            *leaders_per_store.entry(region.leader?).or_default() += 1;
+        }
+        Some(RegionLayout {
+            regions: view.regions.len(),
+            leaders_per_store,
+        })
+    }
+
+    /// Whether no two stores' leader counts differ by more than the
+    /// tolerance.
+    fn leaders_balanced(&self) -> bool {
+        let counts = self.leaders_per_store.values();
+        match (counts.clone().min(), counts.max()) {
+            (Some(min), Some(max)) => max - min <= LEADER_BALANCE_TOLERANCE,
+            _ => false,
+        }
+    }
+
+    /// `store=leaders` pairs, space-separated, by store id.
+    fn leaders_text(&self) -> String {
+        let pairs: Vec<String> = self
+            .leaders_per_store
+            .iter()
+            .map(|(store, leaders)| format!("{store}={leaders}"))
+            .collect();
+        pairs.join(" ")
+    }
+
+    /// A JSON object of store id (as a string) to leaders.
+    fn leaders_json(&self) -> String {
+        let pairs: Vec<String> = self
+            .leaders_per_store
+            .iter()
+            .map(|(store, leaders)| format!("\"{store}\":{leaders}"))
+            .collect();
+        format!("{{{}}}", pairs.join(","))
+    }
+}
+
 /// Splits the key space of `keys` bench keys into `regions` regions, waits
-/// until every region of the cluster has a leader, and returns how many
-/// regions the cluster has.
-async fn prepare_regions(client: &Client, keys: u64, regions: u64) -> anyhow::Result<usize> {
+/// until every region of the cluster has a leader, and returns the layout.
+async fn prepare_regions(client: &Client, keys: u64, regions: u64) -> anyhow::Result<RegionLayout> {
     // Highest key first: each split then cuts the left part, whose leader
     // stays, instead of the new right part, which has none for a moment.
     for split_key in split_keys(keys, regions).into_iter().rev() {
@@ -241,18 +322,46 @@ async fn prepare_regions(client: &Client, keys: u64, regions: u64) -> anyhow::Re
             .await
             .with_context(|| format!("splitting at {}", String::from_utf8_lossy(&split_key)))?;
     }
-    let deadline = Instant::now() + REGION_LEADERS_WAIT;
+    wait_for_layout(client, REGION_LEADERS_WAIT, |_| true)
+        .await
+        .map_err(|(view, waited)| {
+            let leaderless = view.regions.iter().filter(|r| r.leader.is_none()).count();
+            anyhow::anyhow!(
+                "{leaderless} of {} regions still have no leader after {waited:?}",
+                view.regions.len()
+            )
+        })
+}
+
+/// Waits until the placement driver has balanced the leaders.
+async fn wait_for_balanced_leaders(client: &Client) -> anyhow::Result<RegionLayout> {
+    wait_for_layout(client, LEADER_BALANCE_WAIT, RegionLayout::leaders_balanced)
+        .await
+        .map_err(|(view, waited)| {
+            let now = RegionLayout::of(&view)
+                .map_or("(a region has no leader)".to_owned(), |l| l.leaders_text());
+            anyhow::anyhow!(
+                "leaders not balanced after {waited:?} (store=leaders: {now}); is the \
+                 placement driver's scheduling off?"
+            )
+        })
+}
+
+/// Polls the cluster until every region has a leader and `done` holds for
+/// the layout; on the deadline, the last view and the time waited.
+async fn wait_for_layout(
+    client: &Client,
+    wait: Duration,
+    done: impl Fn(&RegionLayout) -> bool,
+) -> Result<RegionLayout, (ClusterView, Duration)> {
+    let deadline = Instant::now() + wait;
     loop {
         let view = client.cluster_view().await;
-        let leaderless = view.regions.iter().filter(|r| r.leader.is_none()).count();
-        if !view.regions.is_empty() && leaderless == 0 {
-            return Ok(view.regions.len());
+        if let Some(layout) = RegionLayout::of(&view).filter(|layout| done(layout)) {
+            return Ok(layout);
         }
         if Instant::now() >= deadline {
-            bail!(
-                "{leaderless} of {} regions still have no leader after {REGION_LEADERS_WAIT:?}",
-                view.regions.len()
-            );
+            return Err((view, wait));
         }
         tokio::time::sleep(REGION_LEADERS_POLL).await;
     }
@@ -398,8 +507,8 @@ struct Report<'a> {
     args: &'a BenchArgs,
     total: &'a TaskResult,
     measured: Duration,
-    /// Regions the cluster had when the load started.
-    regions: usize,
+    /// The regions and leaders when the load started.
+    layout: &'a RegionLayout,
 }
 
 impl Report<'_> {
@@ -425,7 +534,7 @@ impl Report<'_> {
             args.warmup,
             args.keys,
             args.value_size,
-            self.regions
+            self.layout.regions
         );
         if args.workload == Workload::Mixed {
             let _ = write!(out, " read-ratio={}", args.read_ratio);
@@ -434,6 +543,7 @@ impl Report<'_> {
             let _ = write!(out, " tso-callers={}", args.tso_callers);
         }
         let _ = write!(out, " endpoints={}", args.endpoints.join(","));
+        let _ = write!(out, "\nleaders per store: {}", self.layout.leaders_text());
         let unit = args.workload.unit();
         let _ = write!(
             out,
@@ -475,7 +585,7 @@ impl Report<'_> {
         format!(
             concat!(
                 "{{\"workload\":\"{}\",\"clients\":{},\"duration_s\":{},\"warmup_s\":{},\"keys\":{},",
-                "\"value_size\":{},\"regions\":{},\"read_ratio\":{},\"tso_callers\":{},\"endpoints\":[{}],\"ops\":{},\"errors\":{},",
+                "\"value_size\":{},\"regions\":{},\"read_ratio\":{},\"tso_callers\":{},\"endpoints\":[{}],\"leaders_per_store\":{},\"ops\":{},\"errors\":{},",
                 "\"ops_per_sec\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},",
                 "\"first_error\":{}}}"
             ),
@@ -485,10 +595,11 @@ impl Report<'_> {
             args.warmup,
             args.keys,
             args.value_size,
-            self.regions,
+            self.layout.regions,
             read_ratio,
             tso_callers,
             endpoints.join(","),
+            self.layout.leaders_json(),
             self.total.ops,
             self.total.errors,
             self.ops_per_sec(),
@@ -539,6 +650,54 @@ mod tests {
         assert_eq!(every_key, [key_of(1), key_of(2)]);
         let many = split_keys(10_000, 7);
         assert!(many.windows(2).all(|w| w[0] < w[1]), "distinct and ordered");
+    }
+
+    fn view(leaders: &[Option<u64>], stores: &[u64]) -> ClusterView {
+        ClusterView {
+            regions: leaders
+                .iter()
+                .map(|leader| client::RegionView {
+                    region: client::Region::default(),
+                    leader: *leader,
+                    term: 1,
+                    approximate_keys: 0,
+                    approximate_bytes: 0,
+                })
+                .collect(),
+            stores: stores
+                .iter()
+                .map(|id| client::StoreView {
+                    id: *id,
+                    client_addr: None,
+                    up: true,
+                })
+                .collect(),
+            answers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_layout_counts_leaders_per_store_and_needs_every_leader() {
+        assert_eq!(RegionLayout::of(&view(&[], &[1, 2, 3])), None);
+        assert_eq!(RegionLayout::of(&view(&[Some(1), None], &[1, 2])), None);
+        let layout = RegionLayout::of(&view(&[Some(1), Some(3), Some(1)], &[1, 2, 3]))
+            .expect("every region has a leader");
+        assert_eq!(layout.regions, 3);
+        assert_eq!(layout.leaders_text(), "1=2 2=0 3=1");
+        assert_eq!(layout.leaders_json(), r#"{"1":2,"2":0,"3":1}"#);
+    }
+
+    #[test]
+    fn leaders_are_balanced_within_one_of_each_other() {
+        let balanced = |leaders: &[Option<u64>]| {
+            RegionLayout::of(&view(leaders, &[1, 2, 3]))
+                .expect("every region has a leader")
+                .leaders_balanced()
+        };
+        assert!(balanced(&[Some(2)]), "one region: 1, 0, 0");
+        assert!(balanced(&[Some(1), Some(2), Some(3), Some(1)]));
+        assert!(!balanced(&[Some(1), Some(1)]), "2, 0, 0");
+        assert!(!balanced(&[Some(1), Some(1), Some(1), Some(2), Some(3)]));
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! size, pending peers, and read and write rates from the counters' growth
 //! since the previous batch).
 //!
-//! Prompt reports: a region reshaped on this node (a split's two halves, a
-//! merge's target: `StoreRouter::reshaped_regions`) is reported at once if
-//! this node leads it, as TiKV does, rather than up to a region interval
-//! later, so the placement driver's model (and the merge checker's split
-//! dates) follow splits and merges closely. The report waits
+//! Prompt reports: a region that changed on this node (a split's two
+//! halves, a merge's target, a membership change, a replica that became
+//! leader: `StoreRouter::changed_regions`) is reported at once if this node
+//! leads it, as TiKV does, rather than up to a region interval
+//! later, so the placement driver's model (the merge checker's split dates,
+//! the operators waiting to see their effect) follows splits, merges,
+//! membership changes and leader transfers closely. The report waits
 //! [`PROMPT_SETTLE`] first, so that a split's new half has elected its
-//! leader and the leaders measured their new sizes; a reshaped region
+//! leader and the leaders measured their new sizes; a changed region
 //! without a leader yet is looked at again every [`PROMPT_RECHECK`] for up
 //! to [`PROMPT_WINDOW`], and one led elsewhere is that node's to report.
 //!
@@ -36,12 +38,12 @@ use raftstore::StoreRouter;
 use crate::members::Members;
 use crate::placement_driver::convert::region_to_proto;
 
-/// How long a prompt report waits after a reshape (two Raft ticks: the
+/// How long a prompt report waits after a change (two Raft ticks: the
 /// leaders' size checks ran, a split's new half had time to elect).
 pub const PROMPT_SETTLE: Duration = Duration::from_millis(250);
-/// How often a reshaped region without a known leader is looked at again.
+/// How often a changed region without a known leader is looked at again.
 pub const PROMPT_RECHECK: Duration = Duration::from_millis(100);
-/// How long a reshaped region may take to elect a leader before it is left
+/// How long a changed region may take to elect a leader before it is left
 /// to the periodic report (a few election timeouts).
 pub const PROMPT_WINDOW: Duration = Duration::from_secs(3);
 
@@ -91,8 +93,8 @@ pub async fn run(
         let beat = tokio::select! {
             _ = store_ticks.tick() => Beat::Store,
             _ = region_ticks.tick() => Beat::Regions,
-            reshaped = router.reshaped_regions() => {
-                prompt.add(reshaped, Instant::now() + PROMPT_WINDOW);
+            changed = router.changed_regions() => {
+                prompt.add(changed, Instant::now() + PROMPT_WINDOW);
                 tokio::time::sleep(PROMPT_SETTLE).await;
                 Beat::Prompt
             }
@@ -111,7 +113,7 @@ pub async fn run(
                 .await
                 .map(|response| tracing::debug!(state = ?response.state(), "store heartbeat delivered"))
         } else {
-            // A prompt report looks at every region: a reshaped one with no
+            // A prompt report looks at every region: a changed one with no
             // leader yet stays pending. The periodic one needs only those led.
             let scope = if beat == Beat::Prompt {
                 StatusScope::All
@@ -127,7 +129,7 @@ pub async fn run(
                 _ => None,
             };
             if let Some(due) = &only {
-                tracing::debug!(regions = ?due, "reporting reshaped regions at once");
+                tracing::debug!(regions = ?due, "reporting changed regions at once");
             }
             let regions =
                 rates.leader_reports(identity.store_id, &statuses, Instant::now(), only.as_ref());
@@ -156,11 +158,11 @@ pub async fn run(
 enum Beat {
     Store,
     Regions,
-    /// Reshaped regions may be due for a prompt report.
+    /// Changed regions may be due for a prompt report.
     Prompt,
 }
 
-/// Regions reshaped on this node and not reported yet, each with the
+/// Regions changed on this node and not reported yet, each with the
 /// instant after which it is left to the periodic report.
 #[derive(Default)]
 struct PromptReports {
@@ -418,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn reshaped_regions_are_due_once_led_here_and_dropped_otherwise() {
+    fn changed_regions_are_due_once_led_here_and_dropped_otherwise() {
         let start = Instant::now();
         let mut prompt = PromptReports::default();
         prompt.add(vec![1, 2, 3, 4, 5], start + PROMPT_WINDOW);

@@ -1198,7 +1198,9 @@ impl Peer {
         }
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
-            if ss.raft_state != StateRole::Leader {
+            if ss.raft_state == StateRole::Leader {
+                self.region_map.note_leadership(self.region.id);
+            } else {
                 self.fail_reads();
                 // A change not applied yet learns its fate from the log.
                 self.answer_joint_change();
