@@ -292,22 +292,23 @@ impl RegionLayout {
 
     /// `store=leaders` pairs, space-separated, by store id.
     fn leaders_text(&self) -> String {
-        let pairs: Vec<String> = self
-            .leaders_per_store
-            .iter()
-            .map(|(store, leaders)| format!("{store}={leaders}"))
-            .collect();
-        pairs.join(" ")
+        self.leaders_joined(" ", |store, leaders| format!("{store}={leaders}"))
     }
 
     /// A JSON object of store id (as a string) to leaders.
     fn leaders_json(&self) -> String {
+        let pairs = self.leaders_joined(",", |store, leaders| format!("\"{store}\":{leaders}"));
+        format!("{{{pairs}}}")
+    }
+
+    /// Each store's `pair`, by store id, joined by `separator`.
+    fn leaders_joined(&self, separator: &str, pair: impl Fn(u64, usize) -> String) -> String {
         let pairs: Vec<String> = self
             .leaders_per_store
             .iter()
-            .map(|(store, leaders)| format!("\"{store}\":{leaders}"))
+            .map(|(store, leaders)| pair(*store, *leaders))
             .collect();
-        format!("{{{}}}", pairs.join(","))
+        pairs.join(separator)
     }
 }
 
