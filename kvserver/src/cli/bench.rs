@@ -325,10 +325,10 @@ async fn prepare_regions(client: &Client, keys: u64, regions: u64) -> anyhow::Re
     }
     wait_for_layout(client, REGION_LEADERS_WAIT, |_| true)
         .await
-        .map_err(|(view, waited)| {
+        .map_err(|view| {
             let leaderless = view.regions.iter().filter(|r| r.leader.is_none()).count();
             anyhow::anyhow!(
-                "{leaderless} of {} regions still have no leader after {waited:?}",
+                "{leaderless} of {} regions still have no leader after {REGION_LEADERS_WAIT:?}",
                 view.regions.len()
             )
         })
@@ -338,23 +338,23 @@ async fn prepare_regions(client: &Client, keys: u64, regions: u64) -> anyhow::Re
 async fn wait_for_balanced_leaders(client: &Client) -> anyhow::Result<RegionLayout> {
     wait_for_layout(client, LEADER_BALANCE_WAIT, RegionLayout::leaders_balanced)
         .await
-        .map_err(|(view, waited)| {
+        .map_err(|view| {
             let now = RegionLayout::of(&view)
                 .map_or("(a region has no leader)".to_owned(), |l| l.leaders_text());
             anyhow::anyhow!(
-                "leaders not balanced after {waited:?} (store=leaders: {now}); is the \
+                "leaders not balanced after {LEADER_BALANCE_WAIT:?} (store=leaders: {now}); is the \
                  placement driver's scheduling off?"
             )
         })
 }
 
 /// Polls the cluster until every region has a leader and `done` holds for
-/// the layout; on the deadline, the last view and the time waited.
+/// the layout; after `wait`, the last view.
 async fn wait_for_layout(
     client: &Client,
     wait: Duration,
     done: impl Fn(&RegionLayout) -> bool,
-) -> Result<RegionLayout, (ClusterView, Duration)> {
+) -> Result<RegionLayout, ClusterView> {
     let deadline = Instant::now() + wait;
     loop {
         let view = client.cluster_view().await;
@@ -362,7 +362,7 @@ async fn wait_for_layout(
             return Ok(layout);
         }
         if Instant::now() >= deadline {
-            return Err((view, wait));
+            return Err(view);
         }
         tokio::time::sleep(REGION_LEADERS_POLL).await;
     }
