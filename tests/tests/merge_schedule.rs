@@ -246,3 +246,93 @@ async fn small_regions_are_merged_back_and_a_large_one_is_never_merged_away() {
         .await;
     }
 }
+
+/// The voter stores of `region`, in order.
+fn voter_stores(region: &Region) -> Vec<u64> {
+    let mut stores: Vec<u64> = region
+        .peers
+        .iter()
+        .filter(|p| !p.is_learner)
+        .map(|p| p.store_id)
+        .collect();
+    stores.sort_unstable();
+    stores
+}
+
+/// Two small neighbours whose replicas sit on different stores: the merge
+/// checker first moves the left one's replicas onto the right one's stores
+/// (a learner on store 4, then a joint change that promotes it and removes
+/// the voter on store 1), then merges it away. The balancer is held off
+/// (a large tolerance), so only the merge checker moves replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neighbours_on_different_stores_are_aligned_then_merged() {
+    let mut args = SERVER_ARGS.map(String::from).to_vec();
+    args.extend(["--region-balance-tolerance", "100"].map(String::from));
+    let mut cluster = Cluster::start_with_leader(test_environment!(), 3, args, SETTLE_TIMEOUT)
+        .await
+        .expect("start a cluster with a leader");
+    let fourth = cluster.join_node().await.expect("node 4 joins");
+    let client = cluster.client();
+    let placement = client.placement();
+
+    let mut written = BTreeSet::new();
+    for prefix in ["a/", "q/"] {
+        for i in 0..SMALL_KEYS {
+            let key = format!("{prefix}{i:04}");
+            client
+                .put(key.as_str(), value_of(&key))
+                .await
+                .unwrap_or_else(|e| panic!("put {key}: {e}"));
+            written.insert(key);
+        }
+    }
+    let (left, right) = client.split_region("m/").await.expect("split");
+    // The split-off region elects its leader first (a retried move resumes).
+    let moved = wait_until(
+        "the right region's replica moved off store 1",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            client
+                .move_replica(right.id, 1, fourth)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    assert_eq!(voter_stores(&moved), [2, 3, fourth]);
+
+    let apart = wait_until(
+        "the placement driver sees the neighbours on different stores",
+        Instant::now() + SETTLE_TIMEOUT,
+        || async {
+            let regions = user_regions(placement).await?;
+            match regions.as_slice() {
+                [l, r] if voter_stores(l) == [1, 2, 3] && voter_stores(r) == [2, 3, fourth] => {
+                    Ok(Instant::now())
+                }
+                _ => Err(shapes(&regions)),
+            }
+        },
+    )
+    .await;
+
+    let merged = wait_until(
+        "one user region on the right one's stores",
+        apart + SPLIT_MERGE_INTERVAL + SETTLE_TIMEOUT,
+        || async {
+            let regions = user_regions(placement).await?;
+            match regions.as_slice() {
+                [one] if one.start_key.is_empty() && one.end_key == [0xFF, 0xFF] => Ok(one.clone()),
+                _ => Err(shapes(&regions)),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        merged.id, right.id,
+        "the left region {} merged away",
+        left.id
+    );
+    assert_eq!(voter_stores(&merged), [2, 3, fourth]);
+    check_data(&client, &written, value_of).await;
+}

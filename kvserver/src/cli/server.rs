@@ -106,6 +106,10 @@ pub struct ServerArgs {
     /// merging off (PD's default).
     #[arg(long, default_value_t = 8)]
     pub merge_schedule_limit: usize,
+    /// The placement driver moves replicas while the stores with most and
+    /// fewest differ by more than this many.
+    #[arg(long, default_value_t = ScheduleConfig::default().region_balance_tolerance)]
+    pub region_balance_tolerance: u64,
     /// The placement driver answers lookups and serves timestamps but
     /// schedules nothing (no repair, balance, split or merge): replicas and
     /// leaders move only by `flotilla ctl`.
@@ -213,6 +217,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         max_merge_region_keys: args.max_merge_region_keys,
         split_merge_interval_ms: millis(args.split_merge_interval),
         merge_schedule_limit: args.merge_schedule_limit,
+        region_balance_tolerance: args.region_balance_tolerance,
         region_split_keys: split.keys,
         region_split_bytes: split.bytes,
         ..ScheduleConfig::default()

@@ -13,14 +13,15 @@
 //!   differ by more than `region_balance_tolerance`, add a learner on the
 //!   emptiest store for a healthy region of the fullest one; the replica
 //!   checker then promotes it and removes the voter on the fullest store.
-//!   A store never receives a region it already holds.
+//!   A store never receives a region it already holds, and a region the
+//!   merge checker may merge away is left to it.
 //!
 //! Each round adds at most `balance_operators_per_round_max` operators of
 //! each kind, counting the effect of those already added, so a round never
 //! overshoots.
 
 use crate::cluster::RegionInfo;
-use crate::schedule::{Operator, Round, StoreHealth};
+use crate::schedule::{merge, Operator, Round, StoreHealth};
 use crate::system_keys::SYSTEM_KEY_PREFIX;
 
 /// Moves leaders from the stores with most to those with fewest.
@@ -109,9 +110,11 @@ fn next_replica_move(round: &Round<'_>) -> Option<Operator> {
 
 /// Whether a replica of `region` may be moved to `target` now: the region
 /// is free, healthy (exactly `max_replicas` voters, all on serving stores,
-/// no learner) and holds nothing on `target`.
+/// no learner), holds nothing on `target`, and is not one the merge
+/// checker may merge away.
 fn may_move(round: &Round<'_>, region: &RegionInfo, target: u64) -> bool {
     !round.is_busy(region.id)
+        && !merge::is_candidate(round, region)
         && region.peer_on(target).is_none()
         && region.learners().next().is_none()
         && region.voters().count() == round.config.max_replicas

@@ -16,12 +16,20 @@
 //! - it has no operator in flight.
 //!
 //! Its *target* is an adjacent region, healthy, quiet, free and not split
-//! lately as well, with the same voter stores (a merge moves no data
-//! between stores), whose merge with it is not refused lately (see
+//! lately as well, whose merge with it is not refused lately (see
 //! `OperatorQueue::refuse_merge`) and would hold at most half the stores'
-//! split thresholds, so the merged region does not split again. Of two such
-//! neighbours the smaller is taken (ties: the lower id). At most
-//! `merge_schedule_limit` merges are in flight; 0 turns merging off.
+//! split thresholds, so the merged region does not split again.
+//!
+//! A merge moves no data between stores, so it needs a target with the
+//! same voter stores; of two such neighbours the smaller is taken (ties:
+//! the lower id). When no target has them, the candidate's replicas are
+//! moved onto the stores of the target that shares most of them (ties: the
+//! smaller), one replica at a time, as PD does before a merge: a learner
+//! on one of the target's stores ([`align_step`]), which the replica
+//! checker then promotes while it removes a voter the target does not
+//! have ([`voter_off_merge_target`]). Merges and such first steps together
+//! are at most `merge_schedule_limit` in a round, and merges in flight at
+//! most that many; 0 turns merging off.
 //!
 //! Sizes are approximate (a leader measures its region after a split or
 //! merge, then again only after enough writes): the source's leader checks
@@ -32,12 +40,14 @@ use crate::cluster::RegionInfo;
 use crate::schedule::{Operator, Round, StoreHealth};
 use crate::system_keys::SYSTEM_KEY_PREFIX;
 
-/// Adds merges, in key order, until the limit is reached.
+/// Adds merges (or first steps towards them), in key order, until the
+/// limit is reached.
 pub(crate) fn merge_small_regions(round: &mut Round<'_>) {
     let snapshot = round.snapshot;
     let ordered = snapshot.regions_by_key();
+    let mut aligning = 0;
     for (i, region) in ordered.iter().enumerate() {
-        if round.merges() >= round.config.merge_schedule_limit {
+        if round.merges() + aligning >= round.config.merge_schedule_limit {
             return;
         }
         if !is_candidate(round, region) {
@@ -51,38 +61,47 @@ pub(crate) fn merge_small_regions(round: &mut Round<'_>) {
             .get(i + 1)
             .copied()
             .filter(|r| !region.end_key.is_empty() && r.start_key == region.end_key);
-        let target = [left, right]
+        let targets: Vec<&RegionInfo> = [left, right]
             .into_iter()
             .flatten()
             .filter(|t| may_absorb(round, t, region))
+            .collect();
+        let same_stores = targets
+            .iter()
+            .filter(|t| stores_missing(t, region) == 0)
             .min_by_key(|t| (t.approximate_bytes, t.approximate_keys, t.id));
-        if let Some(target) = target {
+        if let Some(target) = same_stores {
             round.admit(Operator::Merge {
                 source: region.id,
                 source_epoch: region.epoch,
                 target: target.id,
                 target_epoch: target.epoch,
             });
+        } else if let Some(step) = align_step(round, region, &targets) {
+            if round.admit(step) {
+                aligning += 1;
+            }
         }
     }
 }
 
-/// Whether `region` may be merged away now.
-fn is_candidate(round: &Round<'_>, region: &RegionInfo) -> bool {
-    let config = round.config;
-    region.approximate_bytes <= config.max_merge_region_bytes
-        && region.approximate_keys <= config.max_merge_region_keys
-        && may_take_part(round, region)
+/// Whether `region` may be merged away now (with merging on). The
+/// balance scheduler leaves such regions to this checker, so the two do not
+/// move the same replicas back and forth (PD's balancer skips empty
+/// regions for the same reason).
+pub(crate) fn is_candidate(round: &Round<'_>, region: &RegionInfo) -> bool {
+    round.config.merge_schedule_limit > 0 && is_small(round, region) && may_take_part(round, region)
 }
 
-/// Whether `target` may absorb its neighbour `source` now.
+fn is_small(round: &Round<'_>, region: &RegionInfo) -> bool {
+    region.approximate_bytes <= round.config.max_merge_region_bytes
+        && region.approximate_keys <= round.config.max_merge_region_keys
+}
+
+/// Whether `target` may absorb its neighbour `source` now, its voters
+/// aside.
 fn may_absorb(round: &Round<'_>, target: &RegionInfo, source: &RegionInfo) -> bool {
     let config = round.config;
-    let voter_stores = |r: &RegionInfo| {
-        let mut stores: Vec<u64> = r.voters().map(|p| p.store_id).collect();
-        stores.sort_unstable();
-        stores
-    };
     let merged_keys = target
         .approximate_keys
         .saturating_add(source.approximate_keys);
@@ -90,15 +109,83 @@ fn may_absorb(round: &Round<'_>, target: &RegionInfo, source: &RegionInfo) -> bo
         .approximate_bytes
         .saturating_add(source.approximate_bytes);
     may_take_part(round, target)
-        && voter_stores(target) == voter_stores(source)
         && !round.is_merge_refused(source.id, target.id)
         && merged_keys <= config.region_split_keys / 2
         && merged_bytes <= config.region_split_bytes / 2
 }
 
-/// What the source and the target of a merge both need: user keys only,
-/// free, not split lately, healthy and quiet.
+/// How many of `target`'s voter stores hold no voter of `source`.
+fn stores_missing(target: &RegionInfo, source: &RegionInfo) -> usize {
+    target
+        .voters()
+        .filter(|t| source.peer_on(t.store_id).is_none_or(|p| p.is_learner))
+        .count()
+}
+
+/// The first step of moving `source`'s replicas onto the stores of one of
+/// `targets` (all of which may absorb it): a learner on the target's
+/// store with fewest replicas that `source` is not on.
+fn align_step(round: &Round<'_>, source: &RegionInfo, targets: &[&RegionInfo]) -> Option<Operator> {
+    let target = targets.iter().min_by_key(|t| {
+        (
+            stores_missing(t, source),
+            t.approximate_bytes,
+            t.approximate_keys,
+            t.id,
+        )
+    })?;
+    let store = target
+        .voters()
+        .map(|p| p.store_id)
+        .filter(|&s| source.peer_on(s).is_none() && round.has_room(s))
+        .min_by_key(|&s| (round.replica_count(s), s))?;
+    Some(Operator::AddLearner {
+        region: source.id,
+        epoch: source.epoch,
+        store,
+    })
+}
+
+/// For a small region whose caught-up learner on `learner_store` is to be
+/// promoted: a voter to remove that brings its voters onto those of a
+/// neighbour holding a voter on `learner_store` (not the leader when
+/// another will do). `None` when no neighbour does: the learner was added
+/// for another reason.
+pub(crate) fn voter_off_merge_target(
+    round: &Round<'_>,
+    source: &RegionInfo,
+    learner_store: u64,
+) -> Option<u64> {
+    if !is_small(round, source) || !is_settled(round, source) {
+        return None;
+    }
+    let neighbour = round.snapshot.regions().find(|r| {
+        let adjacent = (!source.start_key.is_empty() && r.end_key == source.start_key)
+            || (!source.end_key.is_empty() && r.start_key == source.end_key);
+        adjacent && r.peer_on(learner_store).is_some_and(|p| !p.is_learner)
+    })?;
+    source
+        .voters()
+        .map(|p| p.store_id)
+        .filter(|&s| neighbour.peer_on(s).is_none())
+        .max_by_key(|&s| (s != source.leader_store, round.replica_count(s), s))
+}
+
+/// What the source and the target of a merge both need: settled, free
+/// and healthy.
 fn may_take_part(round: &Round<'_>, region: &RegionInfo) -> bool {
+    let config = round.config;
+    let healthy = region.voters().count() == config.max_replicas
+        && region.learners().next().is_none()
+        && region.pending_stores.is_empty()
+        && region
+            .voters()
+            .all(|p| round.health(p.store_id) == StoreHealth::Serving);
+    is_settled(round, region) && !round.is_busy(region.id) && healthy
+}
+
+/// User keys only, not split lately, quiet.
+fn is_settled(round: &Round<'_>, region: &RegionInfo) -> bool {
     let config = round.config;
     let user_keys_only =
         !region.end_key.is_empty() && region.end_key.as_slice() <= &SYSTEM_KEY_PREFIX[..];
@@ -106,16 +193,8 @@ fn may_take_part(round: &Round<'_>, region: &RegionInfo) -> bool {
         .snapshot
         .ms_since_split(region.id)
         .is_none_or(|ms| ms < config.split_merge_interval_ms);
-    let healthy = region.voters().count() == config.max_replicas
-        && region.learners().next().is_none()
-        && region.pending_stores.is_empty()
-        && region
-            .voters()
-            .all(|p| round.health(p.store_id) == StoreHealth::Serving);
     user_keys_only
-        && !round.is_busy(region.id)
         && !split_lately
-        && healthy
         && region.written_bytes_per_sec <= config.merge_written_bytes_per_sec_max
 }
 
@@ -308,6 +387,16 @@ mod tests {
             elsewhere,
         );
         assert!(merges(&four_stores, &config).is_empty(), "other voters");
+        assert!(
+            schedule(&four_stores, &config, &OperatorQueue::new(u64::MAX)).contains(
+                &Operator::AddLearner {
+                    region: 10,
+                    epoch: base[0].epoch,
+                    store: 4,
+                }
+            ),
+            "other voters: 10 first gets a replica on 11's store"
+        );
         assert!(case(&|r| r.peers.push(PeerInfo {
             id: 4,
             store_id: 4,
@@ -338,6 +427,65 @@ mod tests {
             base,
         );
         assert!(merges(&offline, &config).is_empty(), "a store leaving");
+    }
+
+    #[test]
+    fn a_small_region_moves_onto_its_neighbours_stores_then_merges() {
+        let config = config();
+        // 10 ["", "g") on stores 1, 2, 3, led by 1; 11 ["g", system) on
+        // 3, 4, 5: two of 10's replicas must move before they can merge.
+        let mut all = regions(&["g"], 5);
+        for (peer, store) in all[1].peers.iter_mut().zip([3, 4, 5]) {
+            peer.store_id = store;
+        }
+        all[1].leader_store = 4;
+        let stores = (1..=5).map(|id| store(id, StoreState::Up, 0)).collect();
+        let mut snapshot = with_stores(stores, all);
+        let operators = run_to_fixed_point(&mut snapshot, &config);
+        let user: Vec<&RegionInfo> = snapshot.regions().filter(|r| r.id != 2).collect();
+        assert_eq!(user.len(), 1, "{operators:?}");
+        let added = operators
+            .iter()
+            .filter(|op| matches!(op, Operator::AddLearner { region: 10, .. }))
+            .count();
+        assert_eq!(added, 2, "one learner per replica moved: {operators:?}");
+        assert!(operators.iter().any(|op| matches!(
+            op,
+            Operator::Merge {
+                source: 10,
+                target: 11,
+                ..
+            }
+        )));
+        check_invariants(&snapshot, &config);
+    }
+
+    #[test]
+    fn a_learner_added_for_other_reasons_replaces_the_worst_voter() {
+        let config = config();
+        // 10 is small, but no neighbour has a voter on store 4: its
+        // learner there replaces the voter on the store with most replicas.
+        let mut all = regions(&["g"], 5);
+        all[0].peers.push(PeerInfo {
+            id: 40,
+            store_id: 4,
+            is_learner: true,
+        });
+        let stores = (1..=4).map(|id| store(id, StoreState::Up, 0)).collect();
+        let snapshot = with_stores(stores, all);
+        let operators = schedule(&snapshot, &config, &OperatorQueue::new(u64::MAX));
+        assert!(
+            operators.iter().any(|op| matches!(
+                op,
+                Operator::PromoteAndRemove {
+                    region: 10,
+                    promote: 4,
+                    remove: 3,
+                    ..
+                }
+            )),
+            "{operators:?}"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! 2. a learner that caught up is promoted — alone if voters are missing
 //!    (`PromoteLearner`), otherwise in one joint change with the removal of
 //!    the worst voter (`PromoteAndRemove`): one on a down store, else on a
-//!    decommissioned one, else on the store with most replicas;
+//!    decommissioned one, else one that keeps a small region from merging
+//!    (the merge checker moves its replicas onto a neighbour's stores),
+//!    else on the store with most replicas;
 //! 3. with no learner: if a voter sits on a down store (repair) or a store
 //!    being decommissioned, or voters are missing, a learner is added on the
 //!    serving store with fewest replicas that holds none of the region
@@ -18,7 +20,7 @@
 //! no change until its stores come back.
 
 use crate::cluster::RegionInfo;
-use crate::schedule::{Operator, Round, StoreHealth};
+use crate::schedule::{merge, Operator, Round, StoreHealth};
 
 /// Runs the checker over every region without an operator in flight.
 pub(crate) fn check_all(round: &mut Round<'_>) {
@@ -67,7 +69,7 @@ fn check_region(round: &Round<'_>, region: &RegionInfo) -> Option<Operator> {
                 store,
             });
         }
-        let remove = worst_voter(round, region)?;
+        let remove = voter_to_replace(round, region, store)?;
         if remove == region.leader_store {
             return transfer_leader_away(round, region, remove);
         }
@@ -111,6 +113,18 @@ fn check_region(round: &Round<'_>, region: &RegionInfo) -> Option<Operator> {
         });
     }
     None
+}
+
+/// The voter a learner on `learner_store` replaces when it is promoted:
+/// the worst one if it is on a store not serving; else, for a small region
+/// being moved onto a merge neighbour's stores, one the neighbour lacks
+/// (see [`merge::voter_off_merge_target`]); else the worst.
+fn voter_to_replace(round: &Round<'_>, region: &RegionInfo, learner_store: u64) -> Option<u64> {
+    let worst = worst_voter(round, region)?;
+    if round.health(worst) != StoreHealth::Serving {
+        return Some(worst);
+    }
+    Some(merge::voter_off_merge_target(round, region, learner_store).unwrap_or(worst))
 }
 
 /// The voter that should go first: on a down store, else on a
