@@ -328,6 +328,11 @@ async fn neighbours_on_different_stores_are_aligned_then_merged() {
         },
     )
     .await;
+    eprintln!(
+        "merged {:?} after the driver saw the neighbours apart (split-merge interval {:?})",
+        apart.elapsed(),
+        SPLIT_MERGE_INTERVAL
+    );
     assert_eq!(
         merged.id, right.id,
         "the left region {} merged away",

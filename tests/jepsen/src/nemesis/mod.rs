@@ -15,7 +15,8 @@
 //! - `merge`: one to three region merges, each of the region holding a key
 //!   of the workload's space into its neighbour on a side the seed picks
 //!   (the other side when that one has none; a neighbour with the same
-//!   voters first). Runs with it also get the split nemesis's server
+//!   voters first; otherwise the source's replicas are moved onto the
+//!   neighbour's stores first, one at a time). Runs with it also get the split nemesis's server
 //!   arguments, so the set workload's keys split regions by size for the
 //!   merges to join again; list `split` before `merge` for a register run,
 //!   whose few keys hold one region until the nemesis splits it.

@@ -130,6 +130,7 @@ impl<'a> Reshaper<'a> {
                 Ok(vec![left, right])
             }
             ChangeRequest::Merge { source, target } => {
+                self.align(source, target).await?;
                 let merged = step("merging", admin.merge_regions(source, target)).await?;
                 Ok(vec![merged])
             }
@@ -146,6 +147,29 @@ impl<'a> Reshaper<'a> {
                 self.re_add(region, store).await.map(|region| vec![region])
             }
         }
+    }
+
+    /// Moves `source`'s voters onto `target`'s stores, one replica at a
+    /// time, as the placement driver's merge checker does: a merge needs
+    /// the same voters on both sides.
+    async fn align(&self, source: u64, target: u64) -> Result<(), String> {
+        let view = self.admin.cluster_view().await;
+        let (Some(source_region), Some(target_region)) =
+            (region_by_id(&view, source), region_by_id(&view, target))
+        else {
+            return Ok(()); // the merge itself says what is missing
+        };
+        let (source_voters, target_voters) = (voters(&source_region), voters(&target_region));
+        let from = source_voters.iter().filter(|s| !target_voters.contains(s));
+        let to = target_voters.iter().filter(|s| !source_voters.contains(s));
+        for (&from, &to) in from.zip(to) {
+            step(
+                "moving a replica onto the target's stores",
+                self.admin.move_replica(source, from, to),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Removes `store`'s voter from `region`, waits until the store dropped
@@ -257,9 +281,8 @@ fn leader_of(region: &RegionView) -> Result<NodeId, String> {
 }
 
 /// The region's voters, in store order.
-fn voters(region: &RegionView) -> Vec<NodeId> {
+fn voters(region: &Region) -> Vec<NodeId> {
     let mut voters: Vec<NodeId> = region
-        .region
         .peers
         .iter()
         .filter(|peer| !peer.is_learner)
@@ -282,7 +305,10 @@ fn pick(candidates: &[NodeId], pick: u32, what: &str) -> Result<NodeId, String> 
 fn resolve_transfer(region: &RegionView, pick_at: u32) -> Result<ChangeRequest, String> {
     let id = region.region.id;
     let from = leader_of(region)?;
-    let others: Vec<NodeId> = voters(region).into_iter().filter(|&s| s != from).collect();
+    let others: Vec<NodeId> = voters(&region.region)
+        .into_iter()
+        .filter(|&s| s != from)
+        .collect();
     let to = pick(
         &others,
         pick_at,
@@ -315,7 +341,8 @@ fn neighbour<'v>(view: &'v ClusterView, region: &Region, side: Side) -> Option<&
 /// The merge of `source` (a region of the user key space) into its
 /// neighbour `toward`, or the other one when no region of the user key
 /// space lies on that side; of two neighbours, one with the same voters is
-/// taken first (others are refused). Nothing to do when `source` holds the
+/// taken first (for another, the source's replicas move onto its stores
+/// first). Nothing to do when `source` holds the
 /// whole user key space.
 fn resolve_merge(
     view: &ClusterView,
@@ -341,7 +368,7 @@ fn resolve_merge(
         .collect();
     let same_voters = neighbours
         .iter()
-        .find(|target| voters(target) == voters(source));
+        .find(|target| voters(&target.region) == voters(&source.region));
     let target = same_voters
         .or(neighbours.first())
         .ok_or_else(|| error(format!("no node reported a neighbour of region {id}")))?;
@@ -361,7 +388,7 @@ fn resolve_membership(
 ) -> Result<ChangeRequest, String> {
     let id = region.region.id;
     let leader = leader_of(region)?;
-    let voters = voters(region);
+    let voters = voters(&region.region);
     let spare: Vec<NodeId> = stores
         .iter()
         .copied()
