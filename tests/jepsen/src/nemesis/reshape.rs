@@ -163,6 +163,13 @@ impl<'a> Reshaper<'a> {
         let from = source_voters.iter().filter(|s| !target_voters.contains(s));
         let to = target_voters.iter().filter(|s| !source_voters.contains(s));
         for (&from, &to) in from.zip(to) {
+            tracing::info!(
+                source,
+                target,
+                from,
+                to,
+                "moving a replica of the merge source onto the target's stores"
+            );
             step(
                 "moving a replica onto the target's stores",
                 self.admin.move_replica(source, from, to),
