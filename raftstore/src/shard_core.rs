@@ -1458,7 +1458,7 @@ impl ShardCore {
                 continue;
             };
             let epoch = request.epoch.unwrap_or(peer.region().epoch);
-            let cmd = WriteCommand {
+            let mut cmd = WriteCommand {
                 header: RequestHeader {
                     region_id: request.region_id,
                     epoch: Some(epoch),
@@ -1467,9 +1467,19 @@ impl ShardCore {
                 answered_below: 0,
                 op: WriteOp::Split {
                     split_key: request.split_key,
-                    new_region_id: io.allocate_region_id()?,
+                    new_region_id: 0,
                 },
             };
+            // Refused before an id is spent on it: a split retried while
+            // the region has no leader yet, or under a stale epoch, would
+            // otherwise skip an id per attempt.
+            if let Err(err) = peer.may_propose(&cmd) {
+                let _ = reply.send(Err(err));
+                continue;
+            }
+            if let WriteOp::Split { new_region_id, .. } = &mut cmd.op {
+                *new_region_id = io.allocate_region_id()?;
+            }
             peer.propose_write(cmd, reply, request.at);
         }
         Ok(())
@@ -2180,6 +2190,37 @@ mod tests {
             core.peers.get(&72).map(|p| p.region().start_key.clone()),
             Some(b"m".to_vec())
         );
+    }
+
+    /// A split the region would refuse (here: no leader yet) is answered
+    /// without spending a region id, so retries do not skip ids.
+    #[test]
+    fn a_refused_split_spends_no_region_id() {
+        let now = Instant::now();
+        let mut core = shard_with(&[(75, &[1, 2, 3])], now);
+        let mut io = RecordingIo {
+            next_region_id: Some(76),
+            ..RecordingIo::default()
+        };
+        let (reply, mut answer) = oneshot::channel();
+        core.handle(
+            ShardMsg::Split {
+                region_id: 75,
+                epoch: None,
+                split_key: b"m".to_vec(),
+                reply,
+            },
+            now,
+        );
+        tick_and_turn(&mut core, &mut io, now);
+        assert!(
+            matches!(
+                answer.try_recv(),
+                Ok(Some(Err(RaftstoreError::NotLeader { .. })))
+            ),
+            "refused: no leader"
+        );
+        assert_eq!(io.next_region_id, Some(76), "no id spent");
     }
 
     /// A split's checkpoint that cannot be written stops the shard: the

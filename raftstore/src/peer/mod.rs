@@ -826,22 +826,8 @@ impl Peer {
     pub fn propose_write(&mut self, cmd: WriteCommand, reply: WriteReply, now: Instant) {
         self.wake();
         self.quiet_ticks = 0;
-        if let Err(e) = self.check_header(&cmd.header) {
+        if let Err(e) = self.may_propose(&cmd) {
             let _ = reply.send(Err(e));
-            return;
-        }
-        if self.merging.is_some() && cmd.op != WriteOp::RollbackMerge {
-            let _ = reply.send(Err(self.merging_error()));
-            return;
-        }
-        if !crate::apply::keys_in_region(&self.region, &cmd.op) {
-            let _ = reply.send(Err(RaftstoreError::KeyNotInRegion {
-                region_id: self.region.id,
-            }));
-            return;
-        }
-        if !self.is_leader() {
-            let _ = reply.send(Err(self.not_leader()));
             return;
         }
         let before = self.raw.raft.raft_log.last_index();
@@ -857,6 +843,25 @@ impl Peer {
             reply,
             deadline: now + self.request_timeout,
         });
+    }
+
+    /// Why `cmd` would be refused if proposed now, if it would: a stale
+    /// header, a merge in progress, keys outside the region, or this
+    /// replica not leading.
+    pub fn may_propose(&self, cmd: &WriteCommand) -> Result<(), RaftstoreError> {
+        self.check_header(&cmd.header)?;
+        if self.merging.is_some() && cmd.op != WriteOp::RollbackMerge {
+            return Err(self.merging_error());
+        }
+        if !crate::apply::keys_in_region(&self.region, &cmd.op) {
+            return Err(RaftstoreError::KeyNotInRegion {
+                region_id: self.region.id,
+            });
+        }
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        Ok(())
     }
 
     /// Takes a linearizable read: served on the lease, or queued for the
