@@ -63,6 +63,18 @@ fn is_voter(region: &Region, store: u64) -> bool {
         .any(|p| p.store_id == store && !p.is_learner)
 }
 
+/// The stores of `region`'s voters (learners left out), in store order.
+pub fn voter_stores(region: &Region) -> Vec<u64> {
+    let mut stores: Vec<u64> = region
+        .peers
+        .iter()
+        .filter(|p| !p.is_learner)
+        .map(|p| p.store_id)
+        .collect();
+    stores.sort_unstable();
+    stores
+}
+
 /// Whether `store` holds a replica of `region`, whatever its role.
 fn is_member(region: &Region, store: u64) -> bool {
     region.peers.iter().any(|p| p.store_id == store)

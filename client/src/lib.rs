@@ -98,7 +98,7 @@ mod routing;
 mod tso;
 mod write_sequences;
 
-pub use admin::PeerChange;
+pub use admin::{voter_stores, PeerChange};
 pub use client::{CasOutcome, Client, SYSTEM_KEY_PREFIX};
 pub use cluster_view::{ClusterView, RegionView, StoreView};
 pub use config::ClientConfig;

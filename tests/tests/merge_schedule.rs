@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use client::{Client, PlacementDriverClient, Region};
+use client::{voter_stores, Client, PlacementDriverClient, Region};
 use flotilla_tests::checks::{check_data, wait_until};
 use flotilla_tests::cluster::Cluster;
 use flotilla_tests::test_environment;
@@ -80,6 +80,14 @@ fn shapes(regions: &[Region]) -> String {
         )
     };
     regions.iter().map(shape).collect::<Vec<_>>().join(" ")
+}
+
+/// The one region of `regions` when it holds the whole user key space.
+fn the_whole_user_key_space(regions: &[Region]) -> Option<&Region> {
+    match regions {
+        [one] if one.start_key.is_empty() && one.end_key == [0xFF, 0xFF] => Some(one),
+        _ => None,
+    }
 }
 
 /// Writes and reads back a key of each small region in turn until `stop`;
@@ -201,11 +209,9 @@ async fn small_regions_are_merged_back_and_a_large_one_is_never_merged_away() {
             "the large region {large} was merged away: {}",
             shapes(&regions)
         );
-        match regions.as_slice() {
-            [one] if one.start_key.is_empty() && one.end_key == [0xFF, 0xFF] => {
-                Ok((Instant::now(), one.clone()))
-            }
-            _ => Err(shapes(&regions)),
+        match the_whole_user_key_space(&regions) {
+            Some(one) => Ok((Instant::now(), one.clone())),
+            None => Err(shapes(&regions)),
         }
     })
     .await;
@@ -245,18 +251,6 @@ async fn small_regions_are_merged_back_and_a_large_one_is_never_merged_away() {
         )
         .await;
     }
-}
-
-/// The voter stores of `region`, in order.
-fn voter_stores(region: &Region) -> Vec<u64> {
-    let mut stores: Vec<u64> = region
-        .peers
-        .iter()
-        .filter(|p| !p.is_learner)
-        .map(|p| p.store_id)
-        .collect();
-    stores.sort_unstable();
-    stores
 }
 
 /// Two small neighbours whose replicas sit on different stores: the merge
@@ -321,10 +315,9 @@ async fn neighbours_on_different_stores_are_aligned_then_merged() {
         apart + SPLIT_MERGE_INTERVAL + SETTLE_TIMEOUT,
         || async {
             let regions = user_regions(placement).await?;
-            match regions.as_slice() {
-                [one] if one.start_key.is_empty() && one.end_key == [0xFF, 0xFF] => Ok(one.clone()),
-                _ => Err(shapes(&regions)),
-            }
+            the_whole_user_key_space(&regions)
+                .cloned()
+                .ok_or_else(|| shapes(&regions))
         },
     )
     .await;

@@ -17,7 +17,9 @@
 use super::events::{ChangeOutcome, ChangeRequest, RegionShape, ShapeChange};
 use super::schedule::{PlannedMembership, PlannedMerge, PlannedTransfer, Side};
 use crate::backend::NodeId;
-use client::{Client, ClusterView, PeerChange, Region, RegionView, SYSTEM_KEY_PREFIX};
+use client::{
+    voter_stores, Client, ClusterView, PeerChange, Region, RegionView, SYSTEM_KEY_PREFIX,
+};
 use flotilla_tests::history::HistoryRecorder;
 use std::future::Future;
 use std::time::Duration;
@@ -159,7 +161,8 @@ impl<'a> Reshaper<'a> {
         else {
             return Ok(()); // the merge itself says what is missing
         };
-        let (source_voters, target_voters) = (voters(&source_region), voters(&target_region));
+        let (source_voters, target_voters) =
+            (voter_stores(&source_region), voter_stores(&target_region));
         let from = source_voters.iter().filter(|s| !target_voters.contains(s));
         let to = target_voters.iter().filter(|s| !source_voters.contains(s));
         for (&from, &to) in from.zip(to) {
@@ -287,18 +290,6 @@ fn leader_of(region: &RegionView) -> Result<NodeId, String> {
         .ok_or_else(|| format!("region {} has no known leader", region.region.id))
 }
 
-/// The region's voters, in store order.
-fn voters(region: &Region) -> Vec<NodeId> {
-    let mut voters: Vec<NodeId> = region
-        .peers
-        .iter()
-        .filter(|peer| !peer.is_learner)
-        .map(|peer| peer.store_id)
-        .collect();
-    voters.sort_unstable();
-    voters
-}
-
 /// The candidate at `pick` modulo their number.
 fn pick(candidates: &[NodeId], pick: u32, what: &str) -> Result<NodeId, String> {
     if candidates.is_empty() {
@@ -312,7 +303,7 @@ fn pick(candidates: &[NodeId], pick: u32, what: &str) -> Result<NodeId, String> 
 fn resolve_transfer(region: &RegionView, pick_at: u32) -> Result<ChangeRequest, String> {
     let id = region.region.id;
     let from = leader_of(region)?;
-    let others: Vec<NodeId> = voters(&region.region)
+    let others: Vec<NodeId> = voter_stores(&region.region)
         .into_iter()
         .filter(|&s| s != from)
         .collect();
@@ -375,7 +366,7 @@ fn resolve_merge(
         .collect();
     let same_voters = neighbours
         .iter()
-        .find(|target| voters(&target.region) == voters(&source.region));
+        .find(|target| voter_stores(&target.region) == voter_stores(&source.region));
     let target = same_voters
         .or(neighbours.first())
         .ok_or_else(|| error(format!("no node reported a neighbour of region {id}")))?;
@@ -395,7 +386,7 @@ fn resolve_membership(
 ) -> Result<ChangeRequest, String> {
     let id = region.region.id;
     let leader = leader_of(region)?;
-    let voters = voters(&region.region);
+    let voters = voter_stores(&region.region);
     let spare: Vec<NodeId> = stores
         .iter()
         .copied()
