@@ -15,7 +15,8 @@
 //! before `started + (election_ticks - 2) * tick`, and the lease ends a
 //! fifth earlier than that, so the leader's clock may run as slow as 0.8
 //! times a voter's (the simulator's clocks run up to 10 % apart either way;
-//! real ones, parts per million).
+//! real ones, parts per million). The `lease` model in `specs` checks this
+//! bound with this module's own code.
 //!
 //! The lease is revoked for good in a term in which this leader started a
 //! leadership transfer (the transfer's vote ignores the timers), and
@@ -33,7 +34,7 @@ pub fn lease_duration(tick: Duration, election_ticks: usize) -> Option<Duration>
 }
 
 /// A leader's lease on its region, in one term.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Hash, PartialEq, Eq)]
 pub struct LeaderLease {
     /// The term and the instant the lease runs out.
     held: Option<(u64, Instant)>,

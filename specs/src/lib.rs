@@ -25,6 +25,13 @@
 //! within bounds, and catches reads served without ReadIndex and writes
 //! acknowledged after losing their log slot.
 //!
+//! [`lease`] models the leader lease: a leader serving reads on it while
+//! followers, their clocks up to 10 % faster, try to elect another. The
+//! lease is `raftstore::lease`'s own code; ticks, vote refusals in lease
+//! and after a restart mirror `ShardCore` and raft-rs. The checker proves
+//! no replica is elected while a lease holds, and catches a lease as long
+//! as an election timeout.
+//!
 //! `cargo test -p specs` checks the quick bounds exhaustively (20–35 s on
 //! two cores); `FLOTILLA_SPECS_DEEP=1 cargo test -p specs --release`
 //! checks the deep ones ([`depth`]). `docs/specs.md` lists bounds and state
@@ -32,6 +39,7 @@
 
 pub mod client_retry;
 pub mod depth;
+pub mod lease;
 pub mod linearizability;
 pub mod register_spec;
 pub mod replication;
