@@ -31,58 +31,43 @@ fn no_replica_is_elected_while_the_lease_holds() {
     checker.assert_any_discovery(NEW_LEADER_AFTER_LEASE);
 }
 
-/// Explores `model` until the lease property fails, and returns how.
-fn counterexample(model: LeaseModel) -> Vec<Action> {
-    let checker = model
+/// Explores the model with `bound` and `restart_rule` at the quick bounds
+/// until the lease property fails; returns (and prints) how it failed.
+fn counterexample(bound: LeaseBound, restart_rule: RestartRule) -> Vec<Action> {
+    let checker = LeaseModel::new(bound, restart_rule, Depth::Quick)
         .checker()
         .finish_when(HasDiscoveries::AnyOf(BTreeSet::from([
             NO_LEADER_DURING_LEASE,
         ])))
         .spawn_bfs()
         .join();
-    checker
+    let path = checker
         .discovery(NO_LEADER_DURING_LEASE)
         .map(|path| path.into_actions())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    assert!(
+        !path.is_empty(),
+        "{bound:?} with {restart_rule:?} must let a new leader in during the lease"
+    );
+    println!("counterexample: {path:?}");
+    path
 }
 
 #[test]
 fn a_lease_as_long_as_an_election_timeout_overlaps_the_next_leader() {
-    let model = LeaseModel::new(
-        LeaseBound::WholeElectionTimeout,
-        RestartRule::RefuseVotes,
-        Depth::Quick,
-    );
-    let path = counterexample(model);
-    assert!(
-        !path.is_empty(),
-        "a lease of a whole election timeout must be caught"
-    );
-    println!("counterexample: {path:?}");
+    counterexample(LeaseBound::WholeElectionTimeout, RestartRule::RefuseVotes);
 }
 
 #[test]
 fn a_lease_that_forgets_late_ticks_overlaps_the_next_leader() {
-    let model = LeaseModel::new(
-        LeaseBound::NoLateTicks,
-        RestartRule::RefuseVotes,
-        Depth::Quick,
-    );
-    let path = counterexample(model);
-    assert!(
-        !path.is_empty(),
-        "a lease ignoring late ticks must be caught"
-    );
-    println!("counterexample: {path:?}");
+    counterexample(LeaseBound::NoLateTicks, RestartRule::RefuseVotes);
 }
 
 #[test]
 fn a_replica_that_votes_right_after_a_restart_elects_a_leader_during_the_lease() {
-    let model = LeaseModel::new(LeaseBound::Flotilla, RestartRule::VoteAtOnce, Depth::Quick);
-    let path = counterexample(model);
+    let path = counterexample(LeaseBound::Flotilla, RestartRule::VoteAtOnce);
     assert!(
         path.iter().any(|a| matches!(a, Action::Restart(_))),
-        "votes right after a restart must be caught, with a restart: {path:?}"
+        "the counterexample restarts a replica: {path:?}"
     );
-    println!("counterexample: {path:?}");
 }
