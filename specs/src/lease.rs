@@ -27,20 +27,25 @@
 //!   timeout after it starts (`ShardCore::refuses_vote`);
 //! - a ReadIndex round (`Peer::flush_reads`): the leader notes its clock,
 //!   sends heartbeats, and once a quorum (itself and one follower) answered,
-//!   confirms the lease from the time it noted (`Peer::collect_ready`).
+//!   confirms the lease from the time it noted (`Peer::collect_ready`);
+//! - a leadership transfer (`Peer::transfer_leader`): the leader forbids
+//!   itself a lease for the rest of its term and tells the target to
+//!   campaign at once; the target's vote requests skip pre-vote and are
+//!   answered whatever the voters' timers (raft-rs `CAMPAIGN_TRANSFER`,
+//!   which `ShardCore::refuses_vote` lets through too).
 //!
 //! The network delays messages arbitrarily and may lose them. Left out,
 //! because they only delay elections: the leader's periodic heartbeats
 //! and appends (they restart followers' timers as rounds do, but extend no
 //! lease), randomized timeouts above the least one, and logs (every
-//! replica's is as up to date as the others'). Leadership transfers and
-//! membership changes revoke the lease in the code and are not modelled.
+//! replica's is as up to date as the others'). Membership changes revoke
+//! the lease in the code and are not modelled.
 //!
 //! Property: while the first leader believes it leads and its lease holds
-//! on its clock, no replica leads a later term. Three broken variants must
+//! on its clock, no replica leads a later term. Four broken variants must
 //! fail it: a lease of a whole election timeout, one that counts only one
-//! tick short (late ticks forgotten), and replicas that vote right after a
-//! restart.
+//! tick short (late ticks forgotten), replicas that vote right after a
+//! restart, and a leader that keeps its lease through a transfer.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -78,6 +83,16 @@ pub enum LeaseBound {
     NoLateTicks,
     /// Deliberately broken: a whole election timeout.
     WholeElectionTimeout,
+}
+
+/// What the leader does to its lease when it starts a leadership transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferRule {
+    /// Flotilla's (`Peer::transfer_leader`): `LeaderLease::forbid` for the
+    /// rest of the term, since the transfer's votes ignore timers.
+    ForbidLease,
+    /// Deliberately broken: the lease is kept.
+    KeepLease,
 }
 
 /// Whether a restarted replica refuses votes for an election timeout.
@@ -129,7 +144,13 @@ pub enum MsgKind {
     PreVoteResponse {
         granted: bool,
     },
-    Vote,
+    /// A vote request; `transfer` marks a leadership transfer's
+    /// (raft-rs `CAMPAIGN_TRANSFER`), which timers do not hold up.
+    Vote {
+        transfer: bool,
+    },
+    /// The leader tells the transfer's target to campaign at once.
+    TimeoutNow,
     VoteResponse {
         granted: bool,
     },
@@ -155,6 +176,7 @@ pub struct LeaseState {
     pub lease: LeaderLease,
     pub restarts: u8,
     pub campaigns: u8,
+    pub transfers: u8,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
@@ -168,6 +190,8 @@ pub enum Action {
     Tick(ReplicaId),
     /// The first leader starts a ReadIndex round.
     StartRound,
+    /// The first leader starts a leadership transfer to a follower.
+    Transfer(ReplicaId),
     /// A replica that does not lead and whose timer expired campaigns
     /// (pre-vote first).
     Campaign(ReplicaId),
@@ -180,11 +204,13 @@ pub enum Action {
 pub struct LeaseModel {
     pub bound: LeaseBound,
     pub restart_rule: RestartRule,
+    pub transfer_rule: TransferRule,
     /// Real time explored, ms.
     pub horizon_ms: u64,
     pub rounds_max: usize,
     pub restarts_max: u8,
     pub campaigns_max: u8,
+    pub transfers_max: u8,
     /// At most this many messages in flight (states with more are not
     /// explored).
     pub network_max: usize,
@@ -193,17 +219,20 @@ pub struct LeaseModel {
 }
 
 impl LeaseModel {
-    /// The bounds `depth` asks for, both with the leader's clock slow and
-    /// the followers' fast (the worst case): quick, one ReadIndex round,
-    /// one campaign and one restart; deep, two rounds (a lease extended).
-    pub fn new(bound: LeaseBound, restart_rule: RestartRule, depth: Depth) -> LeaseModel {
+    /// Flotilla's rules at the bounds `depth` asks for, both with the
+    /// leader's clock slow and the followers' fast (the worst case):
+    /// quick, one ReadIndex round, one campaign and one restart; deep, two
+    /// rounds (a lease extended). No transfer: [`LeaseModel::with_transfer`].
+    pub fn new(depth: Depth) -> LeaseModel {
         let flotilla = LeaseModel {
-            bound,
-            restart_rule,
+            bound: LeaseBound::Flotilla,
+            restart_rule: RestartRule::RefuseVotes,
+            transfer_rule: TransferRule::ForbidLease,
             horizon_ms: ELECTION_TICKS * TICK_MS + 30,
             rounds_max: 1,
             restarts_max: 1,
             campaigns_max: 1,
+            transfers_max: 0,
             network_max: 3,
             origin: Instant::now(),
         };
@@ -213,6 +242,18 @@ impl LeaseModel {
                 rounds_max: 2,
                 ..flotilla
             },
+        }
+    }
+
+    /// The same bounds with one leadership transfer instead of a restart
+    /// and a campaign of a replica's own (the transfer's target campaigns;
+    /// all three at once are beyond what the quick bounds can afford).
+    pub fn with_transfer(self) -> LeaseModel {
+        LeaseModel {
+            restarts_max: 0,
+            campaigns_max: 0,
+            transfers_max: 1,
+            ..self
         }
     }
 
@@ -330,8 +371,8 @@ impl LeaseModel {
         let now = state.now;
         let r = replica(state, m.to);
         let clock = Self::clock(r, now);
-        let vote_request = matches!(m.kind, MsgKind::PreVote | MsgKind::Vote);
-        if vote_request {
+        let timers_hold_up = matches!(m.kind, MsgKind::PreVote | MsgKind::Vote { transfer: false });
+        if timers_hold_up {
             // `ShardCore::refuses_vote`, before raft-rs sees it.
             if self.restart_rule == RestartRule::RefuseVotes
                 && r.votes_refused_until.is_some_and(|until| clock < until)
@@ -376,7 +417,21 @@ impl LeaseModel {
                 let duration = self.lease_duration();
                 state.lease.confirm(term, self.instant(started), duration);
             }
-            MsgKind::PreVote | MsgKind::Vote => {
+            MsgKind::TimeoutNow => {
+                // raft-rs `hup(true)`: a candidate at once, no pre-vote.
+                if m.term != term || r.role != Role::Follower {
+                    return;
+                }
+                r.role = Role::Candidate;
+                r.term += 1;
+                r.vote = m.to;
+                r.leader = 0;
+                r.elapsed = 0;
+                r.granted.clear();
+                let term = r.term;
+                self.send_to_others(state, m.to, term, MsgKind::Vote { transfer: true });
+            }
+            MsgKind::PreVote | MsgKind::Vote { .. } => {
                 // raft-rs `handle_vote_request` (logs are equal here).
                 let pre = m.kind == MsgKind::PreVote;
                 let can_vote = m.term >= term
@@ -421,7 +476,7 @@ impl LeaseModel {
                     r.elapsed = 0;
                     r.granted.clear();
                     let term = r.term;
-                    self.send_to_others(state, m.to, term, MsgKind::Vote);
+                    self.send_to_others(state, m.to, term, MsgKind::Vote { transfer: false });
                 } else {
                     r.role = Role::Leader;
                     r.leader = m.to;
@@ -466,6 +521,7 @@ impl Model for LeaseModel {
             lease: LeaderLease::default(),
             restarts: 0,
             campaigns: 0,
+            transfers: 0,
         }]
     }
 
@@ -501,8 +557,18 @@ impl Model for LeaseModel {
             }
         }
         let first = &state.replicas[usize::from(FIRST_LEADER - 1)];
-        if first.role == Role::Leader && first.term == 1 && state.rounds.len() < self.rounds_max {
-            actions.push(Action::StartRound);
+        if first.role == Role::Leader && first.term == 1 {
+            if state.rounds.len() < self.rounds_max {
+                actions.push(Action::StartRound);
+            }
+            if state.transfers < self.transfers_max {
+                actions.extend(
+                    REPLICAS
+                        .into_iter()
+                        .filter(|&to| to != FIRST_LEADER)
+                        .map(Action::Transfer),
+                );
+            }
         }
         actions.extend(state.network.iter().copied().map(Action::Deliver));
     }
@@ -514,6 +580,18 @@ impl Model for LeaseModel {
             Action::Tick(id) => {
                 let now = state.now;
                 tick(replica(&mut state, id), now);
+            }
+            Action::Transfer(to) => {
+                state.transfers += 1;
+                if self.transfer_rule == TransferRule::ForbidLease {
+                    state.lease.forbid(1);
+                }
+                state.network.insert(Msg {
+                    from: FIRST_LEADER,
+                    to,
+                    term: 1,
+                    kind: MsgKind::TimeoutNow,
+                });
             }
             Action::StartRound => {
                 let clock = Self::clock(&state.replicas[usize::from(FIRST_LEADER - 1)], state.now);

@@ -26,11 +26,12 @@
 //! acknowledged after losing their log slot.
 //!
 //! [`lease`] models the leader lease: a leader serving reads on it while
-//! followers, their clocks up to 10 % faster, try to elect another. The
-//! lease is `raftstore::lease`'s own code; ticks, vote refusals in lease
-//! and after a restart mirror `ShardCore` and raft-rs. The checker proves
-//! no replica is elected while a lease holds, and catches a lease as long
-//! as an election timeout.
+//! followers, their clocks running faster, try to elect another. The
+//! lease is `raftstore::lease`'s own code; late ticks, vote refusals in
+//! lease and after a restart, and leadership transfers mirror `ShardCore`,
+//! `Peer` and raft-rs. The checker proves no replica is elected while a
+//! lease holds, and catches four broken variants (a lease one late tick
+//! too long among them).
 //!
 //! `cargo test -p specs` checks the quick bounds exhaustively (20–35 s on
 //! two cores); `FLOTILLA_SPECS_DEEP=1 cargo test -p specs --release`
