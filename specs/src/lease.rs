@@ -344,6 +344,18 @@ fn next_instant(state: &LeaseState) -> u64 {
         .unwrap_or(state.now + 1)
 }
 
+/// raft-rs `become_candidate`: the next term, a vote for itself, the
+/// timer restarted. Returns the new term.
+fn become_candidate(r: &mut Replica, id: ReplicaId) -> u64 {
+    r.role = Role::Candidate;
+    r.term += 1;
+    r.vote = id;
+    r.leader = 0;
+    r.elapsed = 0;
+    r.granted.clear();
+    r.term
+}
+
 fn become_follower(r: &mut Replica, term: u64, leader: ReplicaId) {
     r.role = Role::Follower;
     if term > r.term {
@@ -422,13 +434,7 @@ impl LeaseModel {
                 if m.term != term || r.role != Role::Follower {
                     return;
                 }
-                r.role = Role::Candidate;
-                r.term += 1;
-                r.vote = m.to;
-                r.leader = 0;
-                r.elapsed = 0;
-                r.granted.clear();
-                let term = r.term;
+                let term = become_candidate(r, m.to);
                 self.send_to_others(state, m.to, term, MsgKind::Vote { transfer: true });
             }
             MsgKind::PreVote | MsgKind::Vote { .. } => {
@@ -469,13 +475,7 @@ impl LeaseModel {
                     return;
                 }
                 if r.role == Role::PreCandidate {
-                    r.role = Role::Candidate;
-                    r.term += 1;
-                    r.vote = m.to;
-                    r.leader = 0;
-                    r.elapsed = 0;
-                    r.granted.clear();
-                    let term = r.term;
+                    let term = become_candidate(r, m.to);
                     self.send_to_others(state, m.to, term, MsgKind::Vote { transfer: false });
                 } else {
                     r.role = Role::Leader;
