@@ -112,9 +112,6 @@ impl StoreConfig {
             // Changes of a region's shape are announced at once
             // (`Peer::announce_commit`); membership changes by raft-rs.
             skip_bcast_commit: true,
-            // Proposals of one turn travel to each follower as one append,
-            // not one append each (and get one answer, not one each).
-            batch_append: true,
             ..Default::default()
         }
     }

@@ -64,12 +64,6 @@ impl RaftCore {
     /// Sends `to` the entries it lacks (or, if they were compacted away, the
     /// checkpoint as a snapshot); with `allow_empty`, also an empty append
     /// that carries the commit index. Returns whether something was sent.
-    ///
-    /// raft-rs runs with `batch_append`: an append to a peer that already has
-    /// one waiting in the same Ready takes the new entries into it. Every
-    /// step here proposes at most one entry and sends at most one append
-    /// per peer, so no append ever finds another to join, and the messages
-    /// are the same either way (the conformance test checks them).
     fn maybe_send_append(&mut self, to: NodeId, allow_empty: bool, out: &mut StepOutput) -> bool {
         let Some(pr) = self.progress.get(&to).copied() else {
             return false;
