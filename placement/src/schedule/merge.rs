@@ -53,17 +53,12 @@ pub(crate) fn merge_small_regions(round: &mut Round<'_>) {
         if !is_candidate(round, region) {
             continue;
         }
-        let left = i
-            .checked_sub(1)
-            .map(|j| ordered[j])
-            .filter(|l| l.end_key == region.start_key);
-        let right = ordered
-            .get(i + 1)
-            .copied()
-            .filter(|r| !region.end_key.is_empty() && r.start_key == region.end_key);
+        let left = i.checked_sub(1).map(|j| ordered[j]);
+        let right = ordered.get(i + 1).copied();
         let targets: Vec<&RegionInfo> = [left, right]
             .into_iter()
             .flatten()
+            .filter(|t| are_neighbours(t, region))
             .filter(|t| may_absorb(round, t, region))
             .collect();
         let same_stores = targets
@@ -114,6 +109,12 @@ fn may_absorb(round: &Round<'_>, target: &RegionInfo, source: &RegionInfo) -> bo
         && merged_bytes <= config.region_split_bytes / 2
 }
 
+/// Whether `a` ends where `b` starts or starts where `b` ends.
+fn are_neighbours(a: &RegionInfo, b: &RegionInfo) -> bool {
+    (!b.start_key.is_empty() && a.end_key == b.start_key)
+        || (!b.end_key.is_empty() && a.start_key == b.end_key)
+}
+
 /// How many of `target`'s voter stores hold no voter of `source`.
 fn stores_missing(target: &RegionInfo, source: &RegionInfo) -> usize {
     target
@@ -160,9 +161,7 @@ pub(crate) fn voter_off_merge_target(
         return None;
     }
     let neighbour = round.snapshot.regions().find(|r| {
-        let adjacent = (!source.start_key.is_empty() && r.end_key == source.start_key)
-            || (!source.end_key.is_empty() && r.start_key == source.end_key);
-        adjacent && r.peer_on(learner_store).is_some_and(|p| !p.is_learner)
+        are_neighbours(r, source) && r.peer_on(learner_store).is_some_and(|p| !p.is_learner)
     })?;
     source
         .voters()
